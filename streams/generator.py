@@ -1,0 +1,133 @@
+"""Send order traffic to the orders topic with confluent-kafka: generate or replay.
+
+Both show progress on stderr every few seconds and end with a summary of what
+they sent, by kind.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO
+
+from confluent_kafka import KafkaException, Producer
+
+from streams.traffic import OrderMaker, TrafficShape
+
+PROGRESS_EVERY = 5.0
+
+
+def producer(bootstrap: str) -> Producer:
+    return Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 20,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+        "enable.idempotence": False,
+        "acks": "all",
+    })
+
+
+@dataclass(slots=True)
+class SendReport:
+    sent: Counter[str]
+    failed: int
+    seconds: float
+
+    def summary(self, what: str) -> str:
+        total = sum(self.sent.values())
+        kinds = ", ".join(f"{kind}={n}" for kind, n in sorted(self.sent.items())) or "nothing"
+        rate = total / self.seconds if self.seconds else 0.0
+        return (f"{what}: {total} events in {self.seconds:.1f}s ({rate:.0f}/s): {kinds}; "
+                f"{self.failed} failed to deliver")
+
+
+class _Sender:
+    def __init__(self, bootstrap: str, topic: str, out: IO[str]) -> None:
+        self.producer = producer(bootstrap)
+        self.topic = topic
+        self.out = out
+        self.sent: Counter[str] = Counter()
+        self.failed = 0
+        self.started = time.monotonic()
+        self.last_progress = self.started
+
+    def _delivered(self, error: object, message: object) -> None:
+        if error is not None:
+            self.failed += 1
+
+    def send(self, kind: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=self._delivered)
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self.sent[kind] += 1
+        self.producer.poll(0)
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_EVERY:
+            self.last_progress = now
+            total = sum(self.sent.values())
+            print(f"  sent {total} events ({total / (now - self.started):.0f}/s)", file=self.out, flush=True)
+
+    def finish(self, timeout: float = 30.0) -> SendReport:
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            raise KafkaException(f"{remaining} events were not delivered within {timeout:g}s")
+        return SendReport(self.sent, self.failed, time.monotonic() - self.started)
+
+
+def generate(bootstrap: str, topic: str, *, rate: float, duration: float, seed: int, shape: TrafficShape,
+             count: int | None = None, out: IO[str] = sys.stderr) -> SendReport:
+    """Send ``rate`` events per second for ``duration`` seconds (0: until interrupted) or ``count`` events."""
+    maker = OrderMaker(random.Random(seed), shape)
+    sender = _Sender(bootstrap, topic, out)
+    start = time.monotonic()
+    n = 0
+    try:
+        while (count is None or n < count) and (duration <= 0 or time.monotonic() - start < duration):
+            kind, key, value = maker.event(time.time())
+            sender.send(kind, key, value)
+            n += 1
+            if rate > 0:
+                ahead = n / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    sender.producer.poll(ahead)
+    except KeyboardInterrupt:
+        pass
+    return sender.finish()
+
+
+def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, rate: float = 0.0,
+           out: IO[str] = sys.stderr) -> SendReport:
+    """Send each non-blank NDJSON line as one event, keyed by its order_id when it has one."""
+    sender = _Sender(bootstrap, topic, out)
+    start = time.monotonic()
+    n = 0
+    for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        sender.send("line", _order_key(line), line)
+        n += 1
+        if rate > 0:
+            ahead = n / rate - (time.monotonic() - start)
+            if ahead > 0:
+                sender.producer.poll(ahead)
+    return sender.finish()
+
+
+def _order_key(line: bytes) -> bytes | None:
+    import orjson
+
+    try:
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    order_id = document.get("order_id") if isinstance(document, dict) else None
+    return order_id.encode() if isinstance(order_id, str) else None

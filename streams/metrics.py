@@ -1,0 +1,133 @@
+"""Prometheus metrics, built afresh from a snapshot on every scrape.
+
+A custom collector (as in prometheus_client's own gc_collector) rather than
+global Counter/Gauge objects: the top-N label sets are recomputed each scrape
+so old series never pile up, and every number comes from the ledgers, so a
+rebalance or a restart cannot make the metrics disagree with the state.
+
+Every ratio comes with its numerator and denominator so that Prometheus can
+sum across workers before dividing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streams.contract import REASONS
+from streams.settings import Settings
+from streams.snapshot import Snapshot
+from streams.windows import bounded_labels, ratio, top_pairs
+
+PREFIX = "crosssell_"
+
+
+class CrossSellCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot], settings: Settings) -> None:
+        self._snapshot = snapshot
+        self._settings = settings
+
+    def describe(self) -> list[Metric]:
+        # Families are dynamic; describing none keeps registration cheap.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        yield from _counters(snap)
+        yield from _views(snap, self._settings)
+        yield from _health(snap)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, doc, value=value)
+
+
+def _counters(snap: Snapshot) -> Iterator[Metric]:
+    c = snap.counters
+    yield _counter("events", "Events read from the orders topic, valid or not.", c.events)
+    yield _counter("orders", "Orders applied to the windows (valid, on time, not duplicate).", c.orders)
+    yield _counter("cross_sell_orders", "Applied orders with an item outside the primary category.",
+                   c.cross_sell_orders)
+    yield _counter("items", "Units (sum of quantities) in applied orders.", c.items)
+    yield _counter("revenue", "Revenue of applied orders (unit_price x quantity, order currency).", c.revenue)
+    yield _counter("cross_sell_revenue", "Revenue of cross-sell items in applied orders.", c.cross_sell_revenue)
+    yield _counter("events_late", "Events whose window had closed (watermark past end + grace); not applied.",
+                   c.late)
+    yield _counter("events_duplicate", "Events whose order_id was seen within the dedup horizon; not applied.",
+                   c.duplicates)
+    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason.",
+                                  labels=["reason"])
+    for reason in REASONS:
+        invalid.add_metric([reason], c.invalid.get(reason, 0))
+    yield invalid
+    dead = CounterMetricFamily(PREFIX + "dead_letters", "Events published to the dead-letter topic by this "
+                               "worker process, by reason.", labels=["reason"])
+    for reason in REASONS:
+        dead.add_metric([reason], snap.dead_letters.get(reason, 0))
+    yield dead
+
+
+_VIEW_GAUGES = (
+    ("window_orders", "Orders in the rolling event-time view.", "orders"),
+    ("window_cross_sell_orders", "Cross-sell orders in the rolling event-time view.", "cross_sell_orders"),
+    ("window_items", "Units in the rolling event-time view.", "items"),
+    ("window_revenue", "Revenue in the rolling event-time view.", "revenue"),
+    ("window_cross_sell_revenue", "Revenue of cross-sell items in the rolling view.", "cross_sell_revenue"),
+    ("window_cross_sell_order_revenue", "Whole revenue of cross-sell orders in the rolling view.",
+     "cross_sell_order_revenue"),
+)
+
+_BREAKDOWNS = (
+    ("primary_category", "category", "by_category"),
+    ("channel", "channel", "by_channel"),
+    ("variant", "variant", "by_variant"),
+)
+
+
+def _views(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    rate = GaugeMetricFamily(PREFIX + "rate_ratio", "Cross-sell orders / orders in the rolling event-time "
+                             "view (0-1) on this worker's partitions.", labels=["window"])
+    plain = {name: GaugeMetricFamily(PREFIX + name, doc, labels=["window"]) for name, doc, _ in _VIEW_GAUGES}
+    by: dict[str, tuple[GaugeMetricFamily, GaugeMetricFamily]] = {}
+    for suffix, label, _ in _BREAKDOWNS:
+        by[suffix] = (
+            GaugeMetricFamily(f"{PREFIX}window_orders_by_{suffix}", f"Orders in the rolling view by {suffix} "
+                              f"(top {settings.max_label_values} plus other).", labels=["window", label]),
+            GaugeMetricFamily(f"{PREFIX}window_cross_sell_orders_by_{suffix}", f"Cross-sell orders in the "
+                              f"rolling view by {suffix}.", labels=["window", label]),
+        )
+    pairs = GaugeMetricFamily(PREFIX + "category_pair_orders", "Orders holding both categories, top "
+                              f"{settings.top_pairs} pairs of the rolling view.",
+                              labels=["window", "category_a", "category_b"])
+    for window, totals in snap.views.items():
+        rate.add_metric([window], ratio(totals.cross_sell_orders, totals.orders))
+        for name, _, attribute in _VIEW_GAUGES:
+            plain[name].add_metric([window], getattr(totals, attribute))
+        for suffix, _, attribute in _BREAKDOWNS:
+            orders_family, cross_family = by[suffix]
+            for value, (orders, cross) in bounded_labels(getattr(totals, attribute), settings.max_label_values).items():
+                orders_family.add_metric([window, value], orders)
+                cross_family.add_metric([window, value], cross)
+        for a, b, count in top_pairs(totals.category_pairs, settings.top_pairs):
+            pairs.add_metric([window, a, b], count)
+    yield rate
+    yield from plain.values()
+    for families in by.values():
+        yield from families
+    yield pairs
+
+
+def _health(snap: Snapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(PREFIX + "partitions_assigned", "Orders-topic partitions this worker owns.",
+                            value=len(snap.partitions))
+    yield GaugeMetricFamily(PREFIX + "state_windows", "Window buckets held in state.", value=snap.windows_held)
+    if snap.watermark is not None:
+        yield GaugeMetricFamily(PREFIX + "event_time_watermark_seconds", "Newest event time seen (unix seconds).",
+                                value=snap.watermark)
+    lag = GaugeMetricFamily(PREFIX + "consumer_lag_messages", "Messages in the orders topic not yet applied, "
+                            "per owned partition.", labels=["partition"])
+    for partition, messages in sorted(snap.lag.items()):
+        lag.add_metric([str(partition)], messages)
+    yield lag

@@ -1,0 +1,491 @@
+"""Count what is bought together: pairs of one order, heavy hitters, association metrics.
+
+The steps, in the order the data flows (as in Bytewax's apriori example):
+
+1. normalise the basket of one order: :func:`product_basket` (distinct, sorted);
+2. list its pairs with ``itertools.combinations``: :func:`product_pairs`,
+   :func:`category_pairs` (each pair is its own sorted key, ``a < b``);
+3. pre-aggregate one time bucket per flush: :class:`PairAccumulator` emits one
+   exact :class:`ProductDelta` per distinct product, the unit that is
+   repartitioned by product (:func:`to_message` / :func:`from_message`);
+4. fold the deltas of a product into a bounded :class:`CompanionSummary`
+   (orders with the product, and a :class:`SpaceSaving` summary of its
+   companions), and merge bucket summaries into a horizon;
+5. derive :func:`support`, :func:`confidence` and :func:`lift`.
+
+Nothing here knows about Kafka, Faust or Prometheus; every stateful class has
+``to_dict``/``from_dict`` giving the JSON form a changelog stores.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Final, TypeGuard
+
+DEFAULT_MAX_BASKET: Final = 50
+# Several times the number of companions published per product (k ~ 10-20), so
+# that the published top k are ranked on accurate counts.
+DEFAULT_COMPANION_CAPACITY: Final = 100
+
+
+# --- pairs of one order -----------------------------------------------------
+
+
+def category_pairs(categories: Iterable[str]) -> list[tuple[str, str]]:
+    """Distinct unordered category pairs of one order, each ``(a, b)`` with ``a < b``, sorted."""
+    return list(combinations(sorted(set(categories)), 2))
+
+
+def product_basket(product_ids: Iterable[str]) -> tuple[str, ...]:
+    """The distinct products of one order, sorted: the normal form every count starts from."""
+    return tuple(sorted(set(product_ids)))
+
+
+def product_pairs(basket: Sequence[str], max_basket: int = DEFAULT_MAX_BASKET) -> list[tuple[str, str]]:
+    """Unordered product pairs of a basket from :func:`product_basket`, each ``(a, b)`` with ``a < b``, sorted.
+
+    A basket of n products has n(n-1)/2 pairs: 50 products give 1,225 pairs, but
+    one 500-line wholesale order would give 124,750 and stall the hot path (and
+    swamp every companion summary with one customer's order). So only the first
+    ``max_basket`` products, in sorted order, are paired; the rest still count as
+    orders containing them (see :class:`PairAccumulator`).
+    """
+    if max_basket < 2:
+        raise ValueError(f"max_basket must be at least 2 (a pair needs two products), got {max_basket!r}")
+    return list(combinations(basket[:max_basket], 2))
+
+
+# --- association metrics ----------------------------------------------------
+# Zero denominators give 0.0, never an exception or NaN: with no orders (or no
+# orders of A or B) there is no evidence, and 0.0 keeps such a pair at the
+# bottom of every ranking. Note that for lift this "no evidence" 0.0 is not the
+# "independent" 1.0.
+
+
+def support(n_ab: float, n: float) -> float:
+    """Share of all ``n`` orders that contain both A and B; 0.0 when ``n`` is 0."""
+    return n_ab / n if n > 0 else 0.0
+
+
+def confidence(n_ab: float, n_a: float) -> float:
+    """P(B | A) for the rule A -> B: share of the orders with A that also have B; 0.0 when ``n_a`` is 0."""
+    return n_ab / n_a if n_a > 0 else 0.0
+
+
+def lift(n_ab: float, n_a: float, n_b: float, n: float) -> float:
+    """confidence(A -> B) / support(B) = n_ab * n / (n_a * n_b); 0.0 when n, n_a or n_b is 0.
+
+    Above 1, A and B are bought together more often than if they were
+    independent; below 1, less often.
+    """
+    if n <= 0 or n_a <= 0 or n_b <= 0:
+        return 0.0
+    return (n_ab * n) / (n_a * n_b)
+
+
+# --- heavy hitters ----------------------------------------------------------
+
+
+class SpaceSaving:
+    """Space-Saving heavy-hitter summary (Metwally, Agrawal, El Abbadi 2005) with ``capacity`` counters.
+
+    Each monitored item has a count (its estimate) and an error (how much of the
+    count may belong to items it replaced). With N = :attr:`total`, the sum of
+    all counts added, and m = :attr:`capacity`, for every item x:
+
+    * ``true(x) <= estimate(x) <= true(x) + N/m``;
+    * ``guaranteed(x) = estimate(x) - error(x) <= true(x)``, and ``error(x) <= N/m``;
+    * every item with ``true(x) > N/m`` is monitored (so it appears in :meth:`top`).
+
+    Until a counter is first evicted by :meth:`add` or dropped by :meth:`merge`
+    (so at least while fewer than m items were ever seen) the summary is exact:
+    every error is 0 and unseen items estimate 0. After that an unmonitored item
+    estimates the smallest count, which bounds what it can have had. The bounds
+    survive :meth:`merge`.
+
+    ``add`` is amortised O(log m): counts live in a dict, and a heap holds one
+    entry per monitored item whose key may lag behind the item's count (counts
+    only grow). Only finding the minimum (for an eviction, or the estimate of an
+    unmonitored item) looks at the heap, re-pushing stale entries until the top
+    one is current, which is then the true minimum. Each re-push is paid for by
+    an earlier increment. Ties for the minimum go to the smaller
+    item, so state restored by :meth:`from_dict` evicts exactly as the original.
+    """
+
+    __slots__ = ("_capacity", "_counts", "_errors", "_exact", "_heap", "_total")
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"SpaceSaving capacity must be a positive integer, got {capacity!r}")
+        self._capacity = capacity
+        self._counts: dict[str, int] = {}
+        self._errors: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []  # (count when last pushed, item), one per item
+        self._total = 0
+        self._exact = True
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def total(self) -> int:
+        """N: the sum of every count ever added (and merged in)."""
+        return self._total
+
+    @property
+    def is_exact(self) -> bool:
+        """True while no counter has been evicted or dropped: every estimate is the true count."""
+        return self._exact
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._counts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpaceSaving):
+            return NotImplemented
+        return (
+            self._capacity == other._capacity
+            and self._total == other._total
+            and self._exact == other._exact
+            and self._counts == other._counts
+            and self._errors == other._errors
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"SpaceSaving(capacity={self._capacity}, total={self._total}, top={self.top(3)!r})"
+
+    def add(self, item: str, count: int = 1) -> None:
+        """Count ``count`` more occurrences of ``item``."""
+        if count < 1:
+            raise ValueError(f"SpaceSaving.add count must be at least 1, got {count!r} for item {item!r}")
+        self._total += count
+        counts = self._counts
+        current = counts.get(item)
+        if current is not None:
+            counts[item] = current + count
+        elif len(counts) < self._capacity:
+            counts[item] = count
+            self._errors[item] = 0
+            heapq.heappush(self._heap, (count, item))
+        else:
+            floor, evicted = self._minimum()
+            del counts[evicted]
+            del self._errors[evicted]
+            counts[item] = floor + count
+            self._errors[item] = floor
+            heapq.heapreplace(self._heap, (floor + count, item))
+            self._exact = False
+
+    def _minimum(self) -> tuple[int, str]:
+        """The monitored (count, item) with the smallest count, ties to the smaller item."""
+        heap = self._heap
+        counts = self._counts
+        while True:
+            key, item = heap[0]
+            current = counts[item]
+            if current == key:
+                return key, item
+            heapq.heapreplace(heap, (current, item))
+
+    @property
+    def min_count(self) -> int:
+        """The smallest monitored count; 0 when empty."""
+        return self._minimum()[0] if self._counts else 0
+
+    def _unmonitored_bound(self) -> int:
+        # What an item that is not monitored can have had at most.
+        return 0 if self._exact else self.min_count
+
+    def estimate(self, item: str) -> int:
+        """Upper bound of the item's true count (exact while :attr:`is_exact`)."""
+        count = self._counts.get(item)
+        return count if count is not None else self._unmonitored_bound()
+
+    def error(self, item: str) -> int:
+        """How much :meth:`estimate` may exceed the true count (at most N/m)."""
+        error = self._errors.get(item)
+        return error if error is not None else self._unmonitored_bound()
+
+    def guaranteed(self, item: str) -> int:
+        """Lower bound of the item's true count: estimate - error."""
+        return self.estimate(item) - self.error(item)
+
+    def top(self, k: int) -> list[tuple[str, int]]:
+        """The ``k`` largest (item, estimate), by estimate descending then item ascending."""
+        if k < 0:
+            raise ValueError(f"top(k) needs k >= 0, got {k!r}")
+        return heapq.nsmallest(k, self._counts.items(), key=_by_count_then_item)
+
+    def entries(self) -> list[tuple[str, int, int]]:
+        """Every monitored (item, estimate, error), in :meth:`top` order."""
+        return [(item, count, self._errors[item]) for item, count in self.top(len(self._counts))]
+
+    def merge(self, other: SpaceSaving) -> None:
+        """Fold ``other`` (same capacity) into this summary, keeping the documented bounds against the union.
+
+        Mergeable summaries (Agarwal et al. 2012) in the combine-and-prune form
+        for Space-Saving (Cafaro et al. 2016): for every item of either summary,
+        add the two estimates and the two errors, an item missing from one side
+        counting as that side's bound for unmonitored items (its smallest count,
+        or 0 while exact), so estimates stay upper bounds; then keep the m
+        largest (ties to the smaller item). Per-side overestimation is at most
+        N_i/m, so at most N/m in total; and the kept estimates sum to at most N,
+        so the new smallest count is at most N/m.
+        """
+        if other._capacity != self._capacity:
+            raise ValueError(
+                f"cannot merge SpaceSaving summaries of capacity {self._capacity} and {other._capacity}:"
+                " build every summary of one stream with the same capacity"
+            )
+        mine_bound = self._unmonitored_bound()
+        their_bound = other._unmonitored_bound()
+        merged: dict[str, tuple[int, int]] = {}
+        for item in self._counts.keys() | other._counts.keys():
+            merged[item] = (
+                self._counts.get(item, mine_bound) + other._counts.get(item, their_bound),
+                self._errors.get(item, mine_bound) + other._errors.get(item, their_bound),
+            )
+        kept = heapq.nsmallest(self._capacity, merged.items(), key=lambda entry: (-entry[1][0], entry[0]))
+        self._exact = self._exact and other._exact and len(kept) == len(merged)
+        self._total += other._total
+        self._load((item, count, error) for item, (count, error) in kept)
+
+    def _load(self, entries: Iterable[tuple[str, int, int]]) -> None:
+        self._counts = {}
+        self._errors = {}
+        for item, count, error in entries:
+            self._counts[item] = count
+            self._errors[item] = error
+        self._heap = [(count, item) for item, count in self._counts.items()]
+        heapq.heapify(self._heap)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly state: capacity, total, exact, and [item, count, error] in :meth:`top` order."""
+        return {
+            "capacity": self._capacity,
+            "total": self._total,
+            "exact": self._exact,
+            "counters": [[item, count, error] for item, count, error in self.entries()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpaceSaving:
+        """Rebuild a summary from :meth:`to_dict`; ValueError naming the bad field otherwise."""
+        summary = cls(_field_int(data, "capacity", "SpaceSaving", minimum=1))
+        summary._total = _field_int(data, "total", "SpaceSaving", minimum=0)
+        exact = data.get("exact")
+        _require(isinstance(exact, bool), f"SpaceSaving state: 'exact' must be true or false, got {exact!r}")
+        summary._exact = bool(exact)
+        counters = data.get("counters")
+        if not isinstance(counters, list) or len(counters) > summary._capacity:
+            raise ValueError(
+                f"SpaceSaving state: 'counters' must be a list of at most 'capacity' ({summary._capacity})"
+                f" entries, got {counters!r}"
+            )
+        entries: list[tuple[str, int, int]] = []
+        for entry in counters:
+            if not (
+                isinstance(entry, list)
+                and len(entry) == 3
+                and isinstance(entry[0], str)
+                and _is_int(entry[1])
+                and _is_int(entry[2])
+                and 0 <= entry[2] <= entry[1]
+                and entry[1] >= 1
+            ):
+                raise ValueError(
+                    f"SpaceSaving state: each counter must be [item, count >= 1, 0 <= error <= count], got {entry!r}"
+                )
+            entries.append((entry[0], entry[1], entry[2]))
+        if len({item for item, _, _ in entries}) != len(entries):
+            raise ValueError("SpaceSaving state: 'counters' lists an item twice")
+        counted = sum(count for _, count, _ in entries)
+        if counted > summary._total or (exact and counted != summary._total):
+            raise ValueError(
+                f"SpaceSaving state: the counts add up to {counted}, which does not fit 'total'"
+                f" {summary._total} (more than it, or different while 'exact')"
+            )
+        summary._load(entries)
+        return summary
+
+
+def _by_count_then_item(entry: tuple[str, int]) -> tuple[int, str]:
+    return -entry[1], entry[0]
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require(ok: bool, message: str) -> None:
+    # Stored state and messages that do not fit are a ValueError whatever the
+    # reason, so a caller has one exception to route to its dead letters.
+    if not ok:
+        raise ValueError(message)
+
+
+def _field_int(data: Mapping[str, Any], name: str, what: str, *, minimum: int) -> int:
+    value = data.get(name)
+    if _is_int(value) and value >= minimum:
+        return value
+    raise ValueError(f"{what}: {name!r} must be an integer >= {minimum}, got {value!r}")
+
+
+# --- per-product state ------------------------------------------------------
+
+
+class CompanionSummary:
+    """What is bought with one product A over one time bucket (or a horizon of merged buckets).
+
+    ``orders`` is the exact number of orders containing A; ``companions`` counts,
+    for each other product B, the orders containing both A and B (once per
+    order), in a :class:`SpaceSaving` summary so the state stays bounded
+    whatever the catalogue size.
+    """
+
+    __slots__ = ("companions", "orders")
+
+    def __init__(self, capacity: int = DEFAULT_COMPANION_CAPACITY) -> None:
+        self.orders = 0
+        self.companions = SpaceSaving(capacity)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompanionSummary):
+            return NotImplemented
+        return self.orders == other.orders and self.companions == other.companions
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"CompanionSummary(orders={self.orders}, companions={self.companions!r})"
+
+    def add_order(self, companions: Iterable[str]) -> None:
+        """Count one order containing A; ``companions`` are the order's other products (repeats count once)."""
+        self.orders += 1
+        for product in sorted(set(companions)):
+            self.companions.add(product)
+
+    def add_delta(self, delta: ProductDelta) -> None:
+        """Fold in a flush's exact counts for this product (see :class:`PairAccumulator`)."""
+        self.orders += delta.orders_with_product
+        # Heaviest first: light companions then compete with each other for the
+        # last counters instead of evicting heavy ones. Sorted, so replays agree.
+        for product, count in sorted(delta.companions.items(), key=_by_count_then_item):
+            self.companions.add(product, count)
+
+    def merge(self, other: CompanionSummary) -> None:
+        """Fold another bucket's summary of the same product into this one."""
+        self.orders += other.orders
+        self.companions.merge(other.companions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"orders": self.orders, "companions": self.companions.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompanionSummary:
+        orders = _field_int(data, "orders", "CompanionSummary state", minimum=0)
+        companions = data.get("companions")
+        _require(
+            isinstance(companions, Mapping),
+            f"CompanionSummary state: 'companions' must be an object, got {companions!r}",
+        )
+        summary = cls.__new__(cls)
+        summary.orders = orders
+        summary.companions = SpaceSaving.from_dict(companions)  # type: ignore[arg-type]  # checked above
+        return summary
+
+
+# --- pre-aggregation of one flush -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProductDelta:
+    """Exact counts for one product from one flush of one time bucket."""
+
+    product: str
+    orders_with_product: int
+    companions: dict[str, int]  # companion product -> orders containing both
+
+
+class PairAccumulator:
+    """Accumulates the orders of one time bucket between two flushes.
+
+    A flush then sends one :class:`ProductDelta` per distinct product, keyed by
+    product, instead of one message per order line or per pair: a product
+    bought a thousand times in the flush costs one message.
+    """
+
+    __slots__ = ("_companions", "_max_basket", "_orders", "total_orders")
+
+    def __init__(self, max_basket: int = DEFAULT_MAX_BASKET) -> None:
+        if max_basket < 2:
+            raise ValueError(f"max_basket must be at least 2 (a pair needs two products), got {max_basket!r}")
+        self._max_basket = max_basket
+        self.total_orders = 0  # orders in the bucket: the N of support and lift
+        self._orders: dict[str, int] = {}
+        self._companions: dict[str, dict[str, int]] = {}
+
+    def add_order(self, product_ids: Iterable[str]) -> None:
+        """Count one order, given the product ids of its lines (repeats count once)."""
+        basket = product_basket(product_ids)
+        self.total_orders += 1
+        orders = self._orders
+        for product in basket:
+            orders[product] = orders.get(product, 0) + 1
+        companions = self._companions
+        for a, b in product_pairs(basket, self._max_basket):
+            of_a = companions.setdefault(a, {})
+            of_a[b] = of_a.get(b, 0) + 1
+            of_b = companions.setdefault(b, {})
+            of_b[a] = of_b.get(a, 0) + 1
+
+    def deltas(self) -> dict[str, ProductDelta]:
+        """One exact delta per distinct product seen, by product (sorted)."""
+        return {
+            product: ProductDelta(product, orders, dict(sorted(self._companions.get(product, {}).items())))
+            for product, orders in sorted(self._orders.items())
+        }
+
+
+def to_message(delta: ProductDelta, *, bucket_start: float) -> dict[str, Any]:
+    """The JSON value of a delta message (key: the product id); ``bucket_start`` is epoch seconds."""
+    return {
+        "product_id": delta.product,
+        "bucket_start": bucket_start,
+        "orders_with_product": delta.orders_with_product,
+        "companions": dict(delta.companions),
+    }
+
+
+def from_message(message: Mapping[str, Any]) -> tuple[float, ProductDelta]:
+    """(bucket_start, delta) from :func:`to_message` output; ValueError naming the bad field otherwise."""
+    product = message.get("product_id")
+    if not isinstance(product, str) or not product:
+        raise ValueError(f"delta message: 'product_id' must be a non-empty string, got {product!r}")
+    bucket_start = message.get("bucket_start")
+    if not _is_number(bucket_start):
+        raise ValueError(f"delta message for {product!r}: 'bucket_start' must be epoch seconds, got {bucket_start!r}")
+    orders = _field_int(message, "orders_with_product", f"delta message for {product!r}", minimum=1)
+    companions = message.get("companions")
+    if not isinstance(companions, Mapping) or not all(
+        isinstance(other, str) and other != product and _is_int(count) and 1 <= count <= orders
+        for other, count in companions.items()
+    ):
+        raise ValueError(
+            f"delta message for {product!r}: 'companions' must map other product ids to counts"
+            f" from 1 to orders_with_product ({orders}), got {companions!r}"
+        )
+    return bucket_start, ProductDelta(product, orders, dict(companions))

@@ -1,0 +1,271 @@
+"""From a product's companion summary to a "frequently bought together" message.
+
+:func:`rank_companions` turns a horizon's :class:`~streams.pairs.CompanionSummary`
+into the top k :class:`Companion` s; :class:`RecommendationThrottle` decides
+whether that list is worth a message now (publish, tombstone or skip); and
+:func:`recommendation_message` builds the value the recommendations topic
+carries, as ``schemas/recommendation.schema.json`` describes it (key: the
+product id; a tombstone is a null value).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from streams.pairs import CompanionSummary, confidence, lift
+
+HORIZONS: Final = ("24h", "7d")  # the schema's "horizon" enum
+MAX_COMPANIONS: Final = 100  # the schema's maxItems for "companions"
+_DIGITS: Final = 6  # confidence and lift are rounded so messages are short and stable
+
+
+@dataclass(frozen=True, slots=True)
+class Companion:
+    """A product bought with the recommended one.
+
+    ``count`` is the Space-Saving estimate of the orders containing both (an
+    upper bound), ``error`` how much of it may be overestimation, so the true
+    count lies in ``[count - error, count]``.
+    """
+
+    product_id: str
+    count: int
+    confidence: float
+    lift: float
+    error: int = 0
+
+    @property
+    def guaranteed(self) -> int:
+        """Orders containing both that are certain: count - error."""
+        return self.count - self.error
+
+
+def rank_companions(
+    product: str,
+    summary: CompanionSummary,
+    product_orders: Mapping[str, int],
+    total_orders: int,
+    k: int,
+    min_support: int,
+) -> list[Companion]:
+    """The top ``k`` companions of ``product`` with at least ``min_support`` orders together.
+
+    ``summary`` covers the horizon; ``product_orders`` gives n_B, the orders with
+    each companion over the same horizon (may be approximate; a companion missing
+    from it gets lift 0.0); ``total_orders`` is N. Sorted by count descending,
+    then lift descending, then product id ascending.
+
+    The count is the Space-Saving *estimate*, not the guaranteed lower bound: a
+    companion that entered the summary late carries an error from that moment,
+    and the lower bound would hide it even when it is frequent. With the estimate
+    no companion whose true count reaches ``min_support`` is missed (provided it
+    exceeds N_companions/m, so it is monitored); the price is that a count can be
+    high by at most ``Companion.error``. The estimate is capped at the orders with
+    ``product`` (a true co-occurrence count cannot exceed it), which also keeps
+    confidence within 0..1.
+    """
+    if k < 0:
+        raise ValueError(f"rank_companions: k must be >= 0, got {k!r}")
+    if min_support < 1:
+        raise ValueError(f"rank_companions: min_support must be >= 1 (orders together), got {min_support!r}")
+    n_a = summary.orders
+    ranked: list[Companion] = []
+    for other, estimate, error in summary.companions.entries():
+        count = min(estimate, n_a)
+        if count < min_support or other == product:
+            continue
+        n_b = product_orders.get(other, 0)
+        ranked.append(
+            Companion(
+                product_id=other,
+                count=count,
+                confidence=confidence(count, n_a),
+                lift=lift(count, n_a, n_b, total_orders),
+                error=min(error, count),
+            )
+        )
+    ranked.sort(key=lambda companion: (-companion.count, -companion.lift, companion.product_id))
+    return ranked[:k]
+
+
+def changed_materially(
+    old: Sequence[Companion] | None,
+    new: Sequence[Companion],
+    *,
+    min_rank_change: int = 1,
+    min_relative_count_change: float = 0.2,
+) -> bool:
+    """Whether ``new`` differs enough from ``old`` (the last *published* list) to be worth a message.
+
+    True when a companion entered or left the list, when a companion moved by at
+    least ``min_rank_change`` places (1: any change of order), or when a count
+    changed by more than ``min_relative_count_change`` of its old value (0.2:
+    more than 20 %). False otherwise, including for equal lists. Confidence and
+    lift are not compared: they move with every order of A or B, while the
+    counts are the evidence. ``old`` None (nothing published) counts as empty.
+    Comparing with the last published list, not the last computed one, lets
+    slow drifts add up until they cross a threshold.
+    """
+    if min_rank_change < 1:
+        raise ValueError(f"min_rank_change must be >= 1 (places), got {min_rank_change!r}")
+    if min_relative_count_change < 0:
+        raise ValueError(f"min_relative_count_change must be >= 0, got {min_relative_count_change!r}")
+    before = {companion.product_id: (rank, companion.count) for rank, companion in enumerate(old or ())}
+    after = {companion.product_id: (rank, companion.count) for rank, companion in enumerate(new)}
+    if before.keys() != after.keys():
+        return True
+    for product_id, (new_rank, new_count) in after.items():
+        old_rank, old_count = before[product_id]
+        if abs(new_rank - old_rank) >= min_rank_change:
+            return True
+        if abs(new_count - old_count) > min_relative_count_change * max(old_count, 1):
+            return True
+    return False
+
+
+def recommendation_message(
+    product: str,
+    horizon: str,
+    computed_at: datetime,
+    companions: Sequence[Companion],
+    *,
+    orders_with_product: int,
+    total_orders: int,
+) -> dict[str, Any]:
+    """The value of a recommendations-topic message for ``product`` (schemas/recommendation.schema.json).
+
+    ``computed_at`` must carry a time zone; it is written in UTC, RFC 3339.
+    """
+    if horizon not in HORIZONS:
+        raise ValueError(f"recommendation horizon must be one of {', '.join(HORIZONS)}, got {horizon!r}")
+    if computed_at.tzinfo is None or computed_at.utcoffset() is None:
+        raise ValueError(f"computed_at must be time-zone aware (e.g. datetime.now(UTC)), got {computed_at!r}")
+    if len(companions) > MAX_COMPANIONS:
+        raise ValueError(
+            f"a recommendation holds at most {MAX_COMPANIONS} companions, got {len(companions)} for {product!r}:"
+            " lower k"
+        )
+    return {
+        "product_id": product,
+        "horizon": horizon,
+        "computed_at": _rfc3339(computed_at),
+        "orders_with_product": orders_with_product,
+        "total_orders": total_orders,
+        "companions": [
+            {
+                "product_id": companion.product_id,
+                "count": companion.count,
+                "confidence": round(companion.confidence, _DIGITS),
+                "lift": round(companion.lift, _DIGITS),
+            }
+            for companion in companions
+        ],
+    }
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- when to publish --------------------------------------------------------
+
+
+class Decision(enum.Enum):
+    PUBLISH = "publish"  # send recommendation_message(...)
+    TOMBSTONE = "tombstone"  # send a null value: the product has no companions any more
+    SKIP = "skip"  # send nothing
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedState:
+    """What was last sent for a product, and when; empty ``companions`` means a tombstone."""
+
+    companions: tuple[Companion, ...]
+    published_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "published_at": self.published_at.isoformat(),
+            "companions": [
+                [companion.product_id, companion.count, companion.confidence, companion.lift, companion.error]
+                for companion in self.companions
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PublishedState:
+        try:
+            published_at = datetime.fromisoformat(data["published_at"])
+            companions = tuple(
+                Companion(str(product_id), int(count), float(conf), float(lift_), int(error))
+                for product_id, count, conf, lift_, error in data["companions"]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"PublishedState state is malformed ({exc}): {dict(data)!r}") from exc
+        if published_at.tzinfo is None:
+            raise ValueError(f"PublishedState state: 'published_at' needs a time zone, got {data['published_at']!r}")
+        return cls(companions, published_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationThrottle:
+    """Decides per product whether a new companion list is sent now, pure: the caller passes ``now``.
+
+    * nothing above min support now, but companions were published last: TOMBSTONE;
+    * nothing above min support and nothing (or a tombstone) published: SKIP;
+    * never published anything: PUBLISH;
+    * less than ``min_interval_seconds`` since the last message (publish or
+      tombstone): SKIP, so a flapping product sends at most one message per
+      interval;
+    * otherwise PUBLISH when :func:`changed_materially` against the last
+      published list, else SKIP.
+
+    A SKIP is not remembered: the caller asks again at its next flush, and gets
+    the deferred message once the interval has passed.
+    """
+
+    min_interval_seconds: float
+    min_rank_change: int = 1
+    min_relative_count_change: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.min_interval_seconds < 0:
+            raise ValueError(f"min_interval_seconds must be >= 0, got {self.min_interval_seconds!r}")
+        if self.min_rank_change < 1:
+            raise ValueError(f"min_rank_change must be >= 1 (places), got {self.min_rank_change!r}")
+        if self.min_relative_count_change < 0:
+            raise ValueError(f"min_relative_count_change must be >= 0, got {self.min_relative_count_change!r}")
+
+    def decide(self, new: Sequence[Companion], last: PublishedState | None, now: datetime) -> Decision:
+        """What to send for a product whose current list is ``new``; ``last`` None: never sent anything."""
+        published_any = last is not None and len(last.companions) > 0
+        if not new and not published_any:
+            return Decision.SKIP
+        if last is None:
+            return Decision.PUBLISH
+        if (now - last.published_at).total_seconds() < self.min_interval_seconds:
+            return Decision.SKIP
+        if not new:
+            return Decision.TOMBSTONE
+        changed = changed_materially(
+            last.companions,
+            new,
+            min_rank_change=self.min_rank_change,
+            min_relative_count_change=self.min_relative_count_change,
+        )
+        return Decision.PUBLISH if changed else Decision.SKIP
+
+    @staticmethod
+    def state_after(
+        decision: Decision, new: Sequence[Companion], last: PublishedState | None, now: datetime
+    ) -> PublishedState | None:
+        """The state to keep once ``decision`` has been carried out (tombstones are remembered too)."""
+        if decision is Decision.PUBLISH:
+            return PublishedState(tuple(new), now)
+        if decision is Decision.TOMBSTONE:
+            return PublishedState((), now)
+        return last

@@ -1,0 +1,97 @@
+"""What the worker knows right now, derived from the ledgers of its partitions.
+
+Metrics, the JSON summary and the live page all read a :class:`Snapshot`;
+it is rebuilt on demand so nothing exported can drift from the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from streams.ledger import PartitionLedger
+from streams.settings import Settings, duration_label
+from streams.windows import WindowTotals, merge, result, top_pairs, window_start
+
+
+@dataclass(slots=True)
+class Counters:
+    events: int = 0
+    orders: int = 0
+    cross_sell_orders: int = 0
+    items: int = 0
+    revenue: float = 0.0
+    cross_sell_revenue: float = 0.0
+    late: int = 0
+    duplicates: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    partitions: list[int]
+    watermark: float | None
+    counters: Counters
+    views: dict[str, WindowTotals]  # rolling view label ("5m") -> merged totals
+    recent: list[tuple[float, WindowTotals]]  # newest windows, oldest first
+    windows_held: int
+    dead_letters: dict[str, int]
+    lag: dict[int, int] = field(default_factory=dict)
+
+    def as_json(self, top: int = 10) -> dict[str, Any]:
+        return {
+            "partitions": self.partitions,
+            "watermark": self.watermark,
+            "counters": asdict(self.counters),
+            "views": {
+                label: {**asdict(result(totals)), "top_category_pairs": top_pairs(totals.category_pairs, top)}
+                for label, totals in self.views.items()
+            },
+            "recent_windows": [
+                {"start": start, **asdict(result(totals))} for start, totals in self.recent
+            ],
+            "windows_held": self.windows_held,
+            "dead_letters": self.dead_letters,
+        }
+
+
+def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
+                  recent: int = 60) -> Snapshot:
+    counters = Counters()
+    watermarks = [ledger.meta.watermark for ledger in ledgers if ledger.meta.watermark is not None]
+    watermark = max(watermarks) if watermarks else None
+    by_start: dict[float, list[WindowTotals]] = {}
+    for ledger in ledgers:
+        meta = ledger.meta
+        counters.events += meta.events
+        counters.orders += meta.orders
+        counters.cross_sell_orders += meta.cross_sell_orders
+        counters.items += meta.items
+        counters.revenue += meta.revenue
+        counters.cross_sell_revenue += meta.cross_sell_revenue
+        counters.late += meta.late
+        counters.duplicates += meta.duplicates
+        for reason, count in meta.invalid.items():
+            counters.invalid[reason] = counters.invalid.get(reason, 0) + count
+        for start, window in ledger.windows.items():
+            by_start.setdefault(start, []).append(window.totals)
+    size = settings.window_seconds
+    views: dict[str, WindowTotals] = {}
+    newest = window_start(watermark, size) if watermark is not None else None
+    for length in settings.rolling_views:
+        if newest is None:
+            views[duration_label(length)] = WindowTotals()
+            continue
+        first = newest - length + size
+        views[duration_label(length)] = merge(t for s, ts in by_start.items() if s >= first for t in ts)
+    starts = sorted(by_start)[-recent:]
+    return Snapshot(
+        partitions=sorted(ledger.partition for ledger in ledgers),
+        watermark=watermark,
+        counters=counters,
+        views=views,
+        recent=[(start, merge(by_start[start])) for start in starts],
+        windows_held=sum(len(ledger.windows) for ledger in ledgers),
+        dead_letters=dead_letters,
+    )

@@ -1,0 +1,174 @@
+"""Fold order facts into event-time tumbling windows, and windows into views.
+
+An aggregation here is three small steps, as in Quix Streams: ``initialize``
+(an empty :class:`WindowTotals`), ``agg`` (fold one order in) and ``result``
+(the figures a person reads). Windows are merged into rolling views (5m, 1h,
+24h by default) with :func:`merge`. Nothing here knows about Kafka or storage;
+``to_dict``/``from_dict`` give the JSON form the changelog stores.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from streams.facts import OrderFacts
+
+OTHER = "other"
+PAIR_SEPARATOR = "\x1f"
+
+
+def window_start(event_time: float, size: float) -> float:
+    """Start of the tumbling window of ``size`` seconds holding ``event_time``."""
+    return (event_time // size) * size
+
+
+def is_late(event_time: float, watermark: float, size: float, grace: float) -> bool:
+    """True when the event's window closed: the watermark passed its end plus grace."""
+    return window_start(event_time, size) + size + grace <= watermark
+
+
+@dataclass(slots=True)
+class WindowTotals:
+    orders: int = 0
+    cross_sell_orders: int = 0
+    items: int = 0
+    revenue: float = 0.0
+    cross_sell_revenue: float = 0.0  # revenue of cross-sell items
+    cross_sell_order_revenue: float = 0.0  # whole revenue of cross-sell orders
+    attributed_items: int = 0
+    # label -> [orders, cross_sell_orders]
+    by_category: dict[str, list[int]] = field(default_factory=dict)
+    by_channel: dict[str, list[int]] = field(default_factory=dict)
+    by_variant: dict[str, list[int]] = field(default_factory=dict)
+    # "a<US>b" (a < b) -> orders containing both categories
+    category_pairs: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowTotals:
+        return cls(**{name: data[name] for name in cls.__slots__ if name in data})
+
+
+def initialize() -> WindowTotals:
+    return WindowTotals()
+
+
+def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTotals:
+    """Fold one order into a window. Label maps hold at most ``max_tracked`` keys, then "other"."""
+    cross_sell = int(facts.cross_sell)
+    totals.orders += 1
+    totals.cross_sell_orders += cross_sell
+    totals.items += facts.items
+    totals.revenue += facts.revenue
+    totals.cross_sell_revenue += facts.cross_sell_revenue
+    if cross_sell:
+        totals.cross_sell_order_revenue += facts.revenue
+    totals.attributed_items += facts.attributed_items
+    _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
+    _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
+    _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
+    pairs = totals.category_pairs
+    for a, b in combinations(facts.categories, 2):
+        key = a + PAIR_SEPARATOR + b
+        if key in pairs or len(pairs) < max_tracked:
+            pairs[key] = pairs.get(key, 0) + 1
+    return totals
+
+
+def _count_label(counts: dict[str, list[int]], label: str, cross_sell: int, max_tracked: int) -> None:
+    entry = counts.get(label)
+    if entry is None:
+        if len(counts) >= max_tracked:
+            label = OTHER
+            entry = counts.get(label)
+        if entry is None:
+            entry = counts[label] = [0, 0]
+    entry[0] += 1
+    entry[1] += cross_sell
+
+
+def merge(windows: Iterable[WindowTotals]) -> WindowTotals:
+    """One WindowTotals holding the sum of ``windows`` (a rolling view)."""
+    view = WindowTotals()
+    for window in windows:
+        view.orders += window.orders
+        view.cross_sell_orders += window.cross_sell_orders
+        view.items += window.items
+        view.revenue += window.revenue
+        view.cross_sell_revenue += window.cross_sell_revenue
+        view.cross_sell_order_revenue += window.cross_sell_order_revenue
+        view.attributed_items += window.attributed_items
+        for source, target in (
+            (window.by_category, view.by_category),
+            (window.by_channel, view.by_channel),
+            (window.by_variant, view.by_variant),
+        ):
+            for label, (orders, cross) in source.items():
+                entry = target.setdefault(label, [0, 0])
+                entry[0] += orders
+                entry[1] += cross
+        for key, count in window.category_pairs.items():
+            view.category_pairs[key] = view.category_pairs.get(key, 0) + count
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class ViewResult:
+    """The figures of a window or rolling view, as a person reads them."""
+
+    orders: int
+    cross_sell_orders: int
+    rate: float
+    items_per_order: float
+    revenue: float
+    cross_sell_revenue: float
+    cross_sell_revenue_share: float
+    average_order_value_with_cross_sell: float
+    average_order_value_without_cross_sell: float
+
+
+def result(totals: WindowTotals) -> ViewResult:
+    plain_orders = totals.orders - totals.cross_sell_orders
+    return ViewResult(
+        orders=totals.orders,
+        cross_sell_orders=totals.cross_sell_orders,
+        rate=ratio(totals.cross_sell_orders, totals.orders),
+        items_per_order=ratio(totals.items, totals.orders),
+        revenue=totals.revenue,
+        cross_sell_revenue=totals.cross_sell_revenue,
+        cross_sell_revenue_share=ratio(totals.cross_sell_revenue, totals.revenue),
+        average_order_value_with_cross_sell=ratio(totals.cross_sell_order_revenue, totals.cross_sell_orders),
+        average_order_value_without_cross_sell=ratio(totals.revenue - totals.cross_sell_order_revenue, plain_orders),
+    )
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, and 0.0 for an empty denominator (no orders, no rate)."""
+    return numerator / denominator if denominator else 0.0
+
+
+def bounded_labels(counts: dict[str, list[int]], limit: int) -> dict[str, list[int]]:
+    """The ``limit`` labels with most orders (ties by name), the rest summed into "other"."""
+    if len(counts) <= limit:
+        return counts
+    keep = heapq.nsmallest(limit, counts, key=lambda label: (-counts[label][0], label))
+    kept = set(keep) - {OTHER}
+    bounded: dict[str, list[int]] = {label: list(counts[label]) for label in kept}
+    rest = bounded.setdefault(OTHER, [0, 0])
+    for label, (orders, cross) in counts.items():
+        if label not in kept:
+            rest[0] += orders
+            rest[1] += cross
+    return bounded
+
+
+def top_pairs(pairs: dict[str, int], limit: int) -> list[tuple[str, str, int]]:
+    """The ``limit`` most frequent category pairs as (a, b, orders), ties by name."""
+    best = heapq.nsmallest(limit, pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(*key.split(PAIR_SEPARATOR, 1), count) for key, count in best]  # type: ignore[misc]

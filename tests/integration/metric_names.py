@@ -1,0 +1,67 @@
+"""The metric contract between the worker and the monitoring files.
+
+Names are spelled as PromQL sees them: counters with their ``_total`` suffix.
+(prometheus_client's text parser names a counter family without ``_total``;
+strip or add it when comparing with a live worker's /metrics. The ``_created``
+samples prometheus_client adds to counters are not part of the contract.)
+
+The dashboards and rules may use only these names, the recording rules of
+prometheus/rules/, the standard client metrics and Prometheus' own ``up``;
+tests/integration/test_monitoring_files.py checks that.
+"""
+
+from types import MappingProxyType
+from typing import Final
+
+# Every crosssell_* series a worker exports, with its label names.
+METRIC_LABELS: Final = MappingProxyType(
+    {
+        # Counters: cumulative per worker; they restart when partitions move.
+        "crosssell_orders_total": frozenset(),
+        "crosssell_cross_sell_orders_total": frozenset(),
+        "crosssell_items_total": frozenset(),
+        "crosssell_revenue_total": frozenset(),
+        "crosssell_cross_sell_revenue_total": frozenset(),
+        "crosssell_events_invalid_total": frozenset({"reason"}),
+        "crosssell_events_late_total": frozenset(),
+        "crosssell_events_duplicate_total": frozenset(),
+        "crosssell_events_total": frozenset(),
+        "crosssell_dead_letters_total": frozenset({"reason"}),
+        "crosssell_recommendation_updates_total": frozenset(),
+        # Rolling-window gauges (window in 5m, 1h, 24h), per worker.
+        "crosssell_rate_ratio": frozenset({"window"}),
+        "crosssell_window_orders": frozenset({"window"}),
+        "crosssell_window_cross_sell_orders": frozenset({"window"}),
+        "crosssell_window_items": frozenset({"window"}),
+        "crosssell_window_revenue": frozenset({"window"}),
+        "crosssell_window_cross_sell_revenue": frozenset({"window"}),
+        "crosssell_window_cross_sell_order_revenue": frozenset({"window"}),
+        "crosssell_window_orders_by_primary_category": frozenset({"window", "category"}),
+        "crosssell_window_cross_sell_orders_by_primary_category": frozenset(
+            {"window", "category"}
+        ),
+        "crosssell_window_orders_by_channel": frozenset({"window", "channel"}),
+        "crosssell_window_cross_sell_orders_by_channel": frozenset({"window", "channel"}),
+        "crosssell_window_orders_by_variant": frozenset({"window", "variant"}),
+        "crosssell_window_cross_sell_orders_by_variant": frozenset({"window", "variant"}),
+        "crosssell_category_pair_orders": frozenset({"window", "category_a", "category_b"}),
+        # Top-N product pairs (horizon in 24h, 7d).
+        "crosssell_product_pair_orders": frozenset({"horizon", "product", "companion"}),
+        "crosssell_product_pair_lift": frozenset({"horizon", "product", "companion"}),
+        "crosssell_product_pair_confidence": frozenset({"horizon", "product", "companion"}),
+        # Pipeline state.
+        "crosssell_event_time_watermark_seconds": frozenset(),
+        "crosssell_consumer_lag_messages": frozenset({"partition"}),
+        "crosssell_partitions_assigned": frozenset(),
+        "crosssell_state_windows": frozenset(),
+    }
+)
+
+EXPORTED_METRICS: Final[frozenset[str]] = frozenset(METRIC_LABELS)
+
+# Exported by prometheus_client's default collectors (process and GC), which
+# the worker's registry is expected to include.
+CLIENT_METRIC_PREFIXES: Final = ("process_", "python_")
+
+# Written by Prometheus itself for every scrape target.
+PROMETHEUS_METRICS: Final[frozenset[str]] = frozenset({"up"})

@@ -1,0 +1,608 @@
+"""streams.pairs: pairs of one order, Space-Saving, companion summaries, flush deltas, metrics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.pairs import (
+    CompanionSummary,
+    PairAccumulator,
+    ProductDelta,
+    SpaceSaving,
+    category_pairs,
+    confidence,
+    from_message,
+    lift,
+    product_basket,
+    product_pairs,
+    support,
+    to_message,
+)
+from streams.recommendations import rank_companions
+
+# --- pairs of one order -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("categories", "expected"),
+    [
+        ([], []),
+        (["toys"], []),
+        (["toys", "toys"], []),
+        (["toys", "books"], [("books", "toys")]),
+        (["c", "a", "b", "a"], [("a", "b"), ("a", "c"), ("b", "c")]),
+    ],
+)
+def test_category_pairs_are_distinct_sorted_pairs(categories: list[str], expected: list[tuple[str, str]]) -> None:
+    assert category_pairs(categories) == expected
+
+
+@pytest.mark.parametrize(
+    ("product_ids", "expected"),
+    [
+        ([], ()),
+        (["p1"], ("p1",)),
+        (["p2", "p1", "p2"], ("p1", "p2")),
+        (iter(["b", "c", "a"]), ("a", "b", "c")),
+    ],
+)
+def test_product_basket_is_distinct_and_sorted(product_ids: Any, expected: tuple[str, ...]) -> None:
+    assert product_basket(product_ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("basket", "max_basket", "expected"),
+    [
+        ((), 50, []),
+        (("a",), 50, []),
+        (("a", "b", "c"), 50, [("a", "b"), ("a", "c"), ("b", "c")]),
+        (("a", "b", "c", "d", "e"), 3, [("a", "b"), ("a", "c"), ("b", "c")]),
+        (("a", "b", "c"), 2, [("a", "b")]),
+    ],
+)
+def test_product_pairs_pair_only_the_first_max_basket_products(
+    basket: tuple[str, ...], max_basket: int, expected: list[tuple[str, str]]
+) -> None:
+    assert product_pairs(basket, max_basket) == expected
+
+
+def test_product_pairs_of_a_full_basket_stays_quadratic_in_the_cap() -> None:
+    basket = product_basket(f"p{i:04d}" for i in range(1000))
+    assert len(product_pairs(basket)) == 50 * 49 // 2
+
+
+@pytest.mark.parametrize("max_basket", [1, 0, -3])
+def test_max_basket_below_two_is_rejected(max_basket: int) -> None:
+    with pytest.raises(ValueError, match="max_basket must be at least 2"):
+        product_pairs(("a", "b"), max_basket)
+    with pytest.raises(ValueError, match="max_basket must be at least 2"):
+        PairAccumulator(max_basket)
+
+
+# --- association metrics ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n_ab", "n", "expected"),
+    [(0, 10, 0.0), (5, 10, 0.5), (10, 10, 1.0), (3, 0, 0.0)],
+)
+def test_support_is_share_of_all_orders_and_zero_without_orders(n_ab: int, n: int, expected: float) -> None:
+    assert support(n_ab, n) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("n_ab", "n_a", "expected"),
+    [(0, 4, 0.0), (1, 4, 0.25), (4, 4, 1.0), (2, 0, 0.0)],
+)
+def test_confidence_is_share_of_orders_with_a_and_zero_without_them(n_ab: int, n_a: int, expected: float) -> None:
+    assert confidence(n_ab, n_a) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("n_ab", "n_a", "n_b", "n", "expected"),
+    [
+        (10, 20, 50, 100, 1.0),  # independent: 0.1 = 0.2 * 0.5
+        (10, 10, 10, 100, 10.0),  # always together
+        (0, 10, 10, 100, 0.0),  # never together
+        (1, 0, 10, 100, 0.0),  # zero n_a
+        (1, 10, 0, 100, 0.0),  # zero n_b: unknown, not independent
+        (1, 10, 10, 0, 0.0),  # no orders at all
+    ],
+)
+def test_lift_compares_together_with_chance_and_is_zero_on_zero_denominators(
+    n_ab: int, n_a: int, n_b: int, n: int, expected: float
+) -> None:
+    assert lift(n_ab, n_a, n_b, n) == pytest.approx(expected)
+
+
+# --- SpaceSaving ------------------------------------------------------------
+
+
+def _summary(capacity: int, stream: Sequence[str | tuple[str, int]]) -> SpaceSaving:
+    summary = SpaceSaving(capacity)
+    for entry in stream:
+        if isinstance(entry, str):
+            summary.add(entry)
+        else:
+            summary.add(*entry)
+    return summary
+
+
+@pytest.mark.parametrize(
+    ("capacity", "stream", "expected_top"),
+    [
+        (3, [], []),
+        (3, ["a", "b", "a", "c", "a", "b"], [("a", 3), ("b", 2), ("c", 1)]),
+        (3, [("a", 5), ("b", 5), "c"], [("a", 5), ("b", 5), ("c", 1)]),
+        (3, ["c", "b", "a"], [("a", 1), ("b", 1), ("c", 1)]),  # ties by item
+    ],
+)
+def test_space_saving_is_exact_below_capacity(
+    capacity: int, stream: list[str | tuple[str, int]], expected_top: list[tuple[str, int]]
+) -> None:
+    summary = _summary(capacity, stream)
+    assert summary.top(10) == expected_top
+    assert summary.is_exact
+    assert all(summary.error(item) == 0 for item, _ in expected_top)
+    assert summary.estimate("never-seen") == 0
+
+
+def test_space_saving_new_item_replaces_the_minimum_and_inherits_its_count_as_error() -> None:
+    summary = _summary(2, ["a", "a", "b", "c"])
+    assert summary.top(2) == [("a", 2), ("c", 2)]
+    assert (summary.estimate("c"), summary.error("c"), summary.guaranteed("c")) == (2, 1, 1)
+    assert "b" not in summary
+    assert not summary.is_exact
+
+
+def test_space_saving_evicts_the_smaller_item_among_tied_minimums() -> None:
+    summary = _summary(2, ["b", "a", "c"])
+    assert "a" not in summary
+    assert summary.top(2) == [("c", 2), ("b", 1)]
+
+
+def test_space_saving_unmonitored_item_estimates_the_smallest_count_once_lossy() -> None:
+    summary = _summary(2, ["a", "a", "a", "b", "c", "d"])
+    # b was evicted by c, c by d: d holds 3 with error 2, the smallest count.
+    assert summary.top(2) == [("a", 3), ("d", 3)]
+    assert summary.min_count == 3
+    assert (summary.estimate("b"), summary.error("b"), summary.guaranteed("b")) == (3, 3, 0)
+
+
+def test_space_saving_full_but_never_evicted_is_still_exact() -> None:
+    summary = _summary(2, ["a", "b", "a"])
+    assert summary.is_exact
+    assert summary.estimate("zzz") == 0
+
+
+def test_space_saving_total_counts_every_added_occurrence() -> None:
+    summary = _summary(1, ["a", ("b", 4), "c"])
+    assert summary.total == 6
+    assert len(summary) == 1
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 10])
+def test_space_saving_top_returns_at_most_k_by_count_then_item(k: int) -> None:
+    summary = _summary(5, ["x", "y", "y", "z", "z", "w"])
+    assert summary.top(k) == [("y", 2), ("z", 2), ("w", 1), ("x", 1)][:k]
+
+
+@pytest.mark.parametrize("capacity", [0, -1, 1.5, True])
+def test_space_saving_rejects_a_capacity_that_is_not_a_positive_integer(capacity: Any) -> None:
+    with pytest.raises(ValueError, match="capacity must be a positive integer"):
+        SpaceSaving(capacity)
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_space_saving_rejects_a_count_below_one(count: int) -> None:
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        SpaceSaving(2).add("a", count)
+
+
+def test_space_saving_merge_of_fitting_summaries_is_exact() -> None:
+    left = _summary(4, ["a", "b", "a"])
+    right = _summary(4, ["b", "c"])
+    left.merge(right)
+    assert left.top(4) == [("a", 2), ("b", 2), ("c", 1)]
+    assert left.is_exact
+    assert left.total == 5
+
+
+def test_space_saving_merge_counts_a_missing_item_at_the_other_sides_floor() -> None:
+    left = _summary(2, ["a", "a", "b", "c"])  # a=2, c=2 (error 1): floor 2
+    right = _summary(2, ["d", "d", "d"])  # exact: floor 0
+    left.merge(right)
+    # d: 2 (left floor, error 2) + 3; a: 2 + 0; c: 2 + 0 (error 1); keep 2.
+    assert left.entries() == [("d", 5, 2), ("a", 2, 0)]
+    assert left.total == 7
+    assert not left.is_exact
+
+
+def test_space_saving_merge_dropping_items_of_exact_summaries_makes_it_lossy() -> None:
+    left = _summary(2, ["a", "a", "b"])
+    right = _summary(2, ["c"])
+    left.merge(right)
+    assert left.top(2) == [("a", 2), ("b", 1)]
+    assert not left.is_exact
+    assert left.estimate("c") == 1  # c had 1, at most the new smallest count
+
+
+def test_space_saving_merge_refuses_different_capacities() -> None:
+    with pytest.raises(ValueError, match="same capacity"):
+        SpaceSaving(2).merge(SpaceSaving(3))
+
+
+def test_space_saving_round_trips_through_its_dict_and_keeps_evicting_the_same_way() -> None:
+    original = _summary(3, ["a", "b", "c", "d", "a", "e", "b", "b"])
+    restored = SpaceSaving.from_dict(original.to_dict())
+    assert restored == original
+    for item in ["f", "g", "a", "h", "c"]:
+        original.add(item)
+        restored.add(item)
+    assert restored == original
+    assert restored.to_dict() == original.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"capacity": 0, "total": 0, "exact": True, "counters": []}, "'capacity' must be an integer >= 1"),
+        ({"capacity": 2, "total": -1, "exact": True, "counters": []}, "'total' must be an integer >= 0"),
+        ({"capacity": 2, "total": 0, "exact": "yes", "counters": []}, "'exact' must be true or false"),
+        ({"capacity": 1, "total": 2, "exact": True, "counters": [["a", 1, 0], ["b", 1, 0]]}, "at most 'capacity'"),
+        ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 2, 3]]}, "0 <= error <= count"),
+        ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 0, 0]]}, "count >= 1"),
+        ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 1, 0], ["a", 1, 0]]}, "an item twice"),
+        ({"capacity": 2, "total": 1, "exact": False, "counters": [["a", 2, 0]]}, "add up to 2"),
+        ({"capacity": 2, "total": 3, "exact": True, "counters": [["a", 2, 0]]}, "add up to 2"),
+    ],
+)
+def test_space_saving_from_dict_rejects_inconsistent_state_naming_the_field(
+    state: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        SpaceSaving.from_dict(state)
+
+
+# --- SpaceSaving properties (hypothesis) ------------------------------------
+
+_ITEMS = "abcdefghij"
+_streams = st.lists(st.tuples(st.sampled_from(_ITEMS), st.integers(1, 5)), max_size=200)
+
+
+def _truth(stream: Sequence[tuple[str, int]]) -> dict[str, int]:
+    truth = dict.fromkeys(_ITEMS, 0)
+    for item, count in stream:
+        truth[item] += count
+    return truth
+
+
+def _assert_space_saving_bounds(summary: SpaceSaving, truth: dict[str, int]) -> None:
+    n = sum(truth.values())
+    m = summary.capacity
+    assert summary.total == n
+    assert len(summary) <= m
+    assert sum(count for _, count in summary.top(m)) <= n
+    for item, true in truth.items():
+        estimate = summary.estimate(item)
+        assert true <= estimate
+        assert (estimate - true) * m <= n  # estimate <= true + N/m, without rounding
+        assert summary.error(item) * m <= n
+        assert summary.guaranteed(item) <= true
+        if true * m > n:
+            assert item in summary
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(capacity=st.integers(1, 8), stream=_streams)
+def test_space_saving_bounds_hold_for_any_stream(capacity: int, stream: list[tuple[str, int]]) -> None:
+    summary = SpaceSaving(capacity)
+    for item, count in stream:
+        summary.add(item, count)
+    _assert_space_saving_bounds(summary, _truth(stream))
+    assert SpaceSaving.from_dict(summary.to_dict()) == summary
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(capacity=st.integers(1, 8), parts=st.lists(_streams, min_size=1, max_size=4))
+def test_space_saving_bounds_hold_after_merging_any_summaries(
+    capacity: int, parts: list[list[tuple[str, int]]]
+) -> None:
+    merged = SpaceSaving(capacity)
+    for part in parts:
+        summary = SpaceSaving(capacity)
+        for item, count in part:
+            summary.add(item, count)
+        merged.merge(summary)
+    _assert_space_saving_bounds(merged, _truth([entry for part in parts for entry in part]))
+
+
+@settings(database=None, deadline=None, max_examples=100)
+@given(stream=_streams)
+def test_space_saving_with_room_for_every_item_counts_exactly(stream: list[tuple[str, int]]) -> None:
+    summary = SpaceSaving(len(_ITEMS))
+    for item, count in stream:
+        summary.add(item, count)
+    assert summary.is_exact
+    assert {item: summary.estimate(item) for item in _ITEMS} == _truth(stream)
+
+
+# --- CompanionSummary -------------------------------------------------------
+
+
+def test_companion_summary_counts_each_companion_once_per_order() -> None:
+    summary = CompanionSummary(capacity=10)
+    summary.add_order(["b", "c", "b"])
+    summary.add_order([])
+    summary.add_order(["b"])
+    assert summary.orders == 3
+    assert summary.companions.top(10) == [("b", 2), ("c", 1)]
+
+
+def test_companion_summary_add_delta_equals_adding_its_orders() -> None:
+    by_orders = CompanionSummary(capacity=10)
+    for companions in (["b", "c"], ["b"], []):
+        by_orders.add_order(companions)
+    by_delta = CompanionSummary(capacity=10)
+    by_delta.add_delta(ProductDelta("a", 3, {"b": 2, "c": 1}))
+    assert by_delta == by_orders
+
+
+def test_companion_summary_merge_adds_orders_and_companions() -> None:
+    first = CompanionSummary(capacity=10)
+    first.add_order(["b"])
+    second = CompanionSummary(capacity=10)
+    second.add_order(["b", "c"])
+    second.add_order(["c"])
+    first.merge(second)
+    assert first.orders == 3
+    assert first.companions.top(10) == [("b", 2), ("c", 2)]
+
+
+def test_companion_summary_round_trips_through_its_dict() -> None:
+    summary = CompanionSummary(capacity=2)
+    for companions in (["b", "c"], ["d"], ["b"]):
+        summary.add_order(companions)
+    assert CompanionSummary.from_dict(summary.to_dict()) == summary
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        ({"orders": -1, "companions": SpaceSaving(2).to_dict()}, "'orders' must be an integer >= 0"),
+        ({"orders": 1, "companions": None}, "'companions' must be an object"),
+    ],
+)
+def test_companion_summary_from_dict_rejects_bad_state(state: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CompanionSummary.from_dict(state)
+
+
+# --- PairAccumulator and delta messages -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("orders", "expected"),
+    [
+        ([], {}),
+        ([["a"]], {"a": ProductDelta("a", 1, {})}),
+        (
+            [["a", "b"], ["b", "c", "b"], ["a", "b"]],
+            {
+                "a": ProductDelta("a", 2, {"b": 2}),
+                "b": ProductDelta("b", 3, {"a": 2, "c": 1}),
+                "c": ProductDelta("c", 1, {"b": 1}),
+            },
+        ),
+    ],
+)
+def test_accumulator_emits_one_exact_delta_per_distinct_product(
+    orders: list[list[str]], expected: dict[str, ProductDelta]
+) -> None:
+    accumulator = PairAccumulator()
+    for order in orders:
+        accumulator.add_order(order)
+    assert accumulator.deltas() == expected
+    assert accumulator.total_orders == len(orders)
+
+
+def test_accumulator_counts_products_beyond_the_basket_cap_without_pairing_them() -> None:
+    accumulator = PairAccumulator(max_basket=2)
+    accumulator.add_order(["c", "b", "a"])
+    assert accumulator.deltas() == {
+        "a": ProductDelta("a", 1, {"b": 1}),
+        "b": ProductDelta("b", 1, {"a": 1}),
+        "c": ProductDelta("c", 1, {}),
+    }
+
+
+def test_delta_message_round_trips() -> None:
+    delta = ProductDelta("a", 3, {"b": 2, "c": 1})
+    message = to_message(delta, bucket_start=1_700_000_000.0)
+    assert message == {
+        "product_id": "a",
+        "bucket_start": 1_700_000_000.0,
+        "orders_with_product": 3,
+        "companions": {"b": 2, "c": 1},
+    }
+    assert from_message(message) == (1_700_000_000.0, delta)
+
+
+_GOOD_DELTA: dict[str, Any] = {"product_id": "a", "bucket_start": 0, "orders_with_product": 2, "companions": {"b": 1}}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"product_id": ""}, "'product_id' must be a non-empty string"),
+        ({"bucket_start": "today"}, "'bucket_start' must be epoch seconds"),
+        ({"bucket_start": True}, "'bucket_start' must be epoch seconds"),
+        ({"orders_with_product": 0}, "'orders_with_product' must be an integer >= 1"),
+        ({"companions": {"b": 3}}, "'companions' must map other product ids"),
+        ({"companions": {"a": 1}}, "'companions' must map other product ids"),
+        ({"companions": ["b"]}, "'companions' must map other product ids"),
+    ],
+)
+def test_from_message_rejects_a_malformed_delta_naming_the_field(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_message(_GOOD_DELTA | change)
+
+
+# --- oracle: the module against brute force over random orders ---------------
+
+_CATALOGUE = [f"p{rank:03d}" for rank in range(300)]
+_ORDERS = 5000
+
+
+def _random_orders(seed: int, count: int = _ORDERS) -> list[list[str]]:
+    """Orders over a Zipf-like catalogue (weight 1/rank^1.1), with repeats and a few planted bundles."""
+    rng = random.Random(seed)
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(len(_CATALOGUE))]
+    bundles = [(_CATALOGUE[i], _CATALOGUE[i + 150]) for i in range(0, 30, 3)]
+    orders: list[list[str]] = []
+    for _ in range(count):
+        size = rng.choice((1, 1, 2, 2, 2, 3, 3, 4, 5, 8))
+        order = rng.choices(_CATALOGUE, weights, k=size)
+        if rng.random() < 0.25:
+            order.extend(rng.choice(bundles))
+        orders.append(order)
+    return orders
+
+
+Truth = tuple[int, dict[str, int], dict[str, dict[str, int]]]  # N, n_A, n_AB
+
+
+def _brute_force(orders: list[list[str]]) -> Truth:
+    """Co-occurrence counts by brute force: nested loops over each order's distinct products."""
+    with_product: dict[str, int] = {}
+    together: dict[str, dict[str, int]] = {}
+    for order in orders:
+        distinct: list[str] = []
+        for product in order:
+            if product not in distinct:
+                distinct.append(product)
+        for a in distinct:
+            with_product[a] = with_product.get(a, 0) + 1
+            for b in distinct:
+                if a != b:
+                    row = together.setdefault(a, {})
+                    row[b] = row.get(b, 0) + 1
+    return len(orders), with_product, together
+
+
+@pytest.fixture(scope="module")
+def orders() -> list[list[str]]:
+    return _random_orders(seed=20261122)
+
+
+@pytest.fixture(scope="module")
+def truth(orders: list[list[str]]) -> Truth:
+    return _brute_force(orders)
+
+
+def _summaries(orders: list[list[str]], capacity: int) -> dict[str, CompanionSummary]:
+    summaries: dict[str, CompanionSummary] = {}
+    for order in orders:
+        basket = product_basket(order)
+        for product in basket:
+            summary = summaries.setdefault(product, CompanionSummary(capacity))
+            summary.add_order(other for other in basket if other != product)
+    return summaries
+
+
+def _assert_within_bound(summary: CompanionSummary, product: str, truth: Truth) -> None:
+    _, with_product, together = truth
+    companions = summary.companions
+    n = companions.total
+    m = companions.capacity
+    assert summary.orders == with_product[product]
+    assert n == sum(together.get(product, {}).values())
+    for other in _CATALOGUE:
+        true = together.get(product, {}).get(other, 0)
+        estimate = companions.estimate(other)
+        assert true <= estimate, (product, other)
+        assert (estimate - true) * m <= n, (product, other)
+        assert companions.guaranteed(other) <= true, (product, other)
+        if true * m > n:
+            assert other in companions, (product, other)
+
+
+def test_oracle_accumulator_deltas_equal_brute_force_counts(orders: list[list[str]], truth: Truth) -> None:
+    n, with_product, together = truth
+    accumulator = PairAccumulator()
+    for order in orders:
+        accumulator.add_order(order)
+    deltas = accumulator.deltas()
+    assert accumulator.total_orders == n
+    assert {product: delta.orders_with_product for product, delta in deltas.items()} == with_product
+    assert {product: delta.companions for product, delta in deltas.items() if delta.companions} == together
+
+
+def test_oracle_large_capacity_gives_brute_force_counts_confidence_and_lift(
+    orders: list[list[str]], truth: Truth
+) -> None:
+    n, with_product, together = truth
+    summaries = _summaries(orders, capacity=len(_CATALOGUE))
+    for product, summary in summaries.items():
+        assert summary.companions.is_exact
+        ranked = rank_companions(product, summary, with_product, n, k=len(_CATALOGUE), min_support=1)
+        n_a = with_product[product]
+        expected = []
+        for other, n_ab in together.get(product, {}).items():
+            n_b = with_product[other]
+            expected.append((other, n_ab, n_ab / n_a, n_ab * n / (n_a * n_b)))
+        expected.sort(key=lambda row: (-row[1], -row[3], row[0]))
+        assert [(c.product_id, c.count, c.error) for c in ranked] == [(row[0], row[1], 0) for row in expected]
+        assert [c.confidence for c in ranked] == pytest.approx([row[2] for row in expected])
+        assert [c.lift for c in ranked] == pytest.approx([row[3] for row in expected])
+        for companion in ranked:
+            assert support(companion.count, n) == pytest.approx(together[product][companion.product_id] / n)
+
+
+def test_oracle_planted_bundles_rank_first_with_high_lift(orders: list[list[str]], truth: Truth) -> None:
+    n, with_product, _ = truth
+    summaries = _summaries(orders, capacity=20)
+    # p150 is rare on its own but often bought as the bundle partner of p000.
+    top = rank_companions("p150", summaries["p150"], with_product, n, k=1, min_support=5)
+    assert [companion.product_id for companion in top] == ["p000"]
+    assert top[0].lift > 1.0
+
+
+def test_oracle_small_capacity_keeps_the_documented_bound(orders: list[list[str]], truth: Truth) -> None:
+    summaries = _summaries(orders, capacity=8)
+    assert any(not summary.companions.is_exact for summary in summaries.values())  # evictions happened
+    for product, summary in summaries.items():
+        _assert_within_bound(summary, product, truth)
+
+
+def test_oracle_merged_halves_keep_the_bound_against_the_whole(orders: list[list[str]], truth: Truth) -> None:
+    half = len(orders) // 2
+    merged = _summaries(orders[:half], capacity=8)
+    for product, summary in _summaries(orders[half:], capacity=8).items():
+        merged.setdefault(product, CompanionSummary(8)).merge(summary)
+    for product, summary in merged.items():
+        _assert_within_bound(summary, product, truth)
+
+
+def test_oracle_bucket_deltas_merged_over_a_horizon_keep_the_bound(orders: list[list[str]], truth: Truth) -> None:
+    horizon: dict[str, CompanionSummary] = {}
+    buckets = 8
+    size = -(-len(orders) // buckets)
+    for start in range(0, len(orders), size):
+        accumulator = PairAccumulator()
+        for order in orders[start : start + size]:
+            accumulator.add_order(order)
+        for product, delta in accumulator.deltas().items():
+            _, received = from_message(to_message(delta, bucket_start=start))
+            bucket = CompanionSummary(8)
+            bucket.add_delta(received)
+            horizon.setdefault(product, CompanionSummary(8)).merge(bucket)
+    assert any(not summary.companions.is_exact for summary in horizon.values())
+    for product, summary in horizon.items():
+        _assert_within_bound(summary, product, truth)
