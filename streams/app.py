@@ -14,13 +14,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import faust
 import orjson
 from faust.types import TP, EventT
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
 
 from streams.contract import Limits, decode_order
 from streams.ledger import Changes, PartitionLedger, Verdict, WindowConfig, key_partition
@@ -31,6 +39,7 @@ from streams.snapshot import Snapshot, take_snapshot
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "state"
+LIVE_PAGE = Path(__file__).parent / "static" / "live.html"
 
 
 class PartitionedTable(faust.Table):  # type: ignore[misc]
@@ -230,6 +239,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(CrossSellCollector(processor.snapshot, settings))
+    for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+        registry.register(standard)
 
     @app.page("/metrics")
     async def metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -239,5 +250,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
     @app.page("/api/summary")
     async def summary(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.bytes(orjson.dumps(processor.snapshot().as_json()), content_type="application/json")
+
+    @app.page("/")
+    async def live_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return aiohttp.web.Response(body=LIVE_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
 
     return app, processor

@@ -37,9 +37,7 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_window_cross_sell_revenue": frozenset({"window"}),
         "crosssell_window_cross_sell_order_revenue": frozenset({"window"}),
         "crosssell_window_orders_by_primary_category": frozenset({"window", "category"}),
-        "crosssell_window_cross_sell_orders_by_primary_category": frozenset(
-            {"window", "category"}
-        ),
+        "crosssell_window_cross_sell_orders_by_primary_category": frozenset({"window", "category"}),
         "crosssell_window_orders_by_channel": frozenset({"window", "channel"}),
         "crosssell_window_cross_sell_orders_by_channel": frozenset({"window", "channel"}),
         "crosssell_window_orders_by_variant": frozenset({"window", "variant"}),
