@@ -1,26 +1,23 @@
-"""The Faust app: topics, the state table, the agent and the web views.
+"""The Faust app: topics, tables, agents, timers and web views.
 
-Thin wiring around the pure modules. The agent reads raw order bytes,
-checks them (contract), applies them to the ledger of their partition
-(ledger, facts, windows) and, once per flush rather than once per event,
-writes the changed keys to a Faust table and acks the events. Only after the
-changelog holds the state are the source offsets acked, so Faust commits
-nothing that the state does not hold.
+Thin wiring: records are raw bytes, the work is done by the processors
+(streams/processor.py) around the pure modules.
+
+    orders ──► process_orders ──► state table, orders-dead-letters, pairs topic
+    pairs  ──► process_pairs  ──► pairs table ──► recommendations.<horizon>
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import faust
 import orjson
-from faust.types import TP, EventT
+from faust.types import TP
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -30,167 +27,33 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streams.contract import Limits, decode_order
-from streams.ledger import Changes, PartitionLedger, Verdict, WindowConfig, key_partition
+from streams.companions import owner_partition
 from streams.metrics import CrossSellCollector
+from streams.processor import OrderProcessor, PairProcessor, Recommender
 from streams.settings import Settings
-from streams.snapshot import Snapshot, take_snapshot
+from streams.store import PartitionedTable
 
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "state"
+PAIRS_TABLE = "pairs"
 LIVE_PAGE = Path(__file__).parent / "static" / "live.html"
 
 
-class PartitionedTable(faust.Table):  # type: ignore[misc]
-    """A table whose keys name their own changelog partition: ``b"<partition>/..."``.
-
-    Faust picks the changelog partition of the event being processed. Our
-    writes happen once per flush, for any partition, so the partition comes
-    from the key instead; it is always the source partition the key's state
-    was computed from. The futures of the changelog writes are kept so a flush
-    can wait until the changelog holds them before acking source offsets.
-    """
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.pending_writes: list[asyncio.Future[Any]] = []
-        self.recovered_callbacks: list[Callable[[set[int]], None]] = []
-
-    def partition_for_key(self, key: Any) -> int:
-        return int(bytes(key).split(b"/", 1)[0])
-
-    def on_key_set(self, key: Any, value: Any) -> None:
-        self.pending_writes.append(self.send_changelog(self.partition_for_key(key), key, value))
-
-    def on_key_del(self, key: Any) -> None:
-        self.pending_writes.append(
-            self.send_changelog(self.partition_for_key(key), key, value=None, value_serializer="raw")
-        )
-
-    def take_pending_writes(self) -> list[asyncio.Future[Any]]:
-        pending, self.pending_writes = self.pending_writes, []
-        return pending
-
-    def items_of_partition(self, partition: int) -> Iterable[tuple[str, Any]]:
-        prefix = f"{partition}/".encode()
-        for key, value in list(self.data.items()):
-            if key.startswith(prefix):
-                yield key.decode(), orjson.loads(value)
-
-    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        await super().on_recovery_completed(active_tps, standby_tps)
-        for callback in self.recovered_callbacks:
-            callback({tp.partition for tp in active_tps})
+@dataclass
+class Pipeline:
+    app: faust.App
+    orders: OrderProcessor
+    pairs: PairProcessor
+    recommender: Recommender
 
 
-class Processor:
-    """Keeps one ledger per assigned partition and flushes them to the table."""
-
-    def __init__(self, settings: Settings, table: PartitionedTable, dead_letters: faust.TopicT,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
-        self.table = table
-        self.dead_letters = dead_letters
-        self.clock = clock
-        self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
-        self.window_config = WindowConfig(
-            size=settings.window_seconds,
-            grace=settings.grace_seconds,
-            retention=settings.retention_seconds,
-            dedup_horizon=settings.dedup_horizon_seconds,
-            max_future=settings.max_future_seconds,
-            max_tracked=settings.max_tracked_values,
-        )
-        self.ledgers: dict[int, PartitionLedger] = {}
-        self.unacked: list[EventT] = []
-        self.dead_letter_queue: list[tuple[EventT, str, str]] = []
-        self.dead_letters_sent: dict[str, int] = {}
-        self.lock = asyncio.Lock()
-        self.last_flush = time.monotonic()
-
-    # -- rebalancing ---------------------------------------------------------
-    def restore(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.ledgers[partition] = PartitionLedger.restore(
-                partition, self.window_config, self.table.items_of_partition(partition)
-            )
-        log.info("ledgers restored for partitions %s", sorted(partitions))
-
-    async def revoke(self, partitions: set[int]) -> None:
-        async with self.lock:
-            for partition in partitions:
-                self.ledgers.pop(partition, None)
-            self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
-
-    # -- the hot path --------------------------------------------------------
-    def process(self, event: EventT) -> None:
-        message = event.message
-        ledger = self.ledgers.get(message.partition)
-        if ledger is None:  # assigned without recovery callback (first start): empty state
-            ledger = self.ledgers[message.partition] = PartitionLedger(message.partition, self.window_config)
-        outcome = ledger.apply(message.offset, decode_order(event.value, self.limits), self.clock())
-        if outcome.verdict is Verdict.INVALID:
-            self.dead_letter_queue.append((event, outcome.reason, outcome.detail))
-        self.unacked.append(event)
-
-    def flush_due(self) -> bool:
-        return len(self.unacked) >= self.settings.flush_max_events
-
-    async def flush(self) -> None:
-        """Write what changed, wait until the changelog holds it, then ack the events."""
-        async with self.lock:
-            self.last_flush = time.monotonic()
-            events, self.unacked = self.unacked, []
-            dead, self.dead_letter_queue = self.dead_letter_queue, []
-            changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
-            if not events and not changes:
-                return
-            sends = [self._send_dead_letter(event, reason, detail) for event, reason, detail in dead]
-            for change in changes:
-                self._write(change)
-            await asyncio.gather(*sends, *self.table.take_pending_writes())
-            # The meta key goes last: its offset says "everything up to here is applied".
-            for change in changes:
-                key, meta = change.meta
-                self.table[key.encode()] = orjson.dumps(meta)
-            await asyncio.gather(*self.table.take_pending_writes())
-            for event in events:
-                event.ack()
-
-    def _write(self, change: Changes) -> None:
-        table = self.table
-        for key, value in change.writes.items():
-            table[key.encode()] = orjson.dumps(value)
-        for key in change.deletes:
-            table.pop(key.encode(), None)
-
-    def _send_dead_letter(self, event: EventT, reason: str, detail: str) -> asyncio.Future[Any]:
-        message = event.message
-        headers = list((event.headers or {}).items()) if isinstance(event.headers, dict) else list(event.headers or [])
-        headers += [
-            ("crosssell.reason", reason.encode()),
-            ("crosssell.detail", detail.encode()),
-            ("crosssell.source.topic", message.topic.encode()),
-            ("crosssell.source.partition", str(message.partition).encode()),
-            ("crosssell.source.offset", str(message.offset).encode()),
-            ("crosssell.source.timestamp", str(message.timestamp).encode()),
-            ("crosssell.rejected_at", str(self.clock()).encode()),
-        ]
-        self.dead_letters_sent[reason] = self.dead_letters_sent.get(reason, 0) + 1
-        fut: asyncio.Future[Any] = self.dead_letters.send_soon(
-            key=message.key, value=event.value if event.value is not None else b"", headers=headers,
-            key_serializer="raw", value_serializer="raw",
-        )
-        return fut
-
-    def snapshot(self) -> Snapshot:
-        return take_snapshot(
-            list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent)
-        )
+def create_app(settings: Settings) -> tuple[faust.App, OrderProcessor]:
+    pipeline = create_pipeline(settings)
+    return pipeline.app, pipeline.orders
 
 
-def create_app(settings: Settings) -> tuple[faust.App, Processor]:
+def create_pipeline(settings: Settings) -> Pipeline:
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
@@ -210,49 +73,127 @@ def create_app(settings: Settings) -> tuple[faust.App, Processor]:
         key_serializer="raw",
         value_serializer="raw",
     )
-    orders = app.topic(settings.orders_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                       key_serializer="raw", value_serializer="raw")
-    dead_letters = app.topic(settings.dead_letter_topic, partitions=settings.partitions,
-                             key_serializer="raw", value_serializer="raw")
-    table = app.tables.add(PartitionedTable(
-        app=app, name=STATE_TABLE, default=None, partitions=settings.partitions,
-        key_type=bytes, value_type=bytes,
-        help="Per-partition event-time windows, counters and offsets (see streams/ledger.py).",
-    ))
-    processor = Processor(settings, table, dead_letters)
-    table.recovered_callbacks = [processor.restore]
 
-    @app.agent(orders, name="orders")
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                         key_serializer="raw", value_serializer="raw")
+
+    orders_topic = raw_topic(settings.orders_topic)
+    pairs_topic = raw_topic(settings.pairs_topic)
+    recommendation_topics = {h: raw_topic(settings.recommendations_topic_for(h)) for h in settings.horizon_labels}
+
+    def table(name: str, help: str) -> PartitionedTable:
+        created: PartitionedTable = app.tables.add(PartitionedTable(
+            app=app, name=name, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+            help=help))
+        return created
+
+    state = table(STATE_TABLE, "Per orders-partition windows, counters and offsets (streams/ledger.py).")
+    pair_state = table(PAIRS_TABLE, "Per pairs-partition product and pair counts (streams/companions.py).")
+
+    orders = OrderProcessor(settings, state, raw_topic(settings.dead_letter_topic), pairs_topic)
+    pairs = PairProcessor(settings, pair_state)
+    recommender = Recommender(settings, pairs, recommendation_topics)
+    state.recovered_callbacks.append(orders.restore)
+    pair_state.recovered_callbacks.append(pairs.restore)
+    orders.highwaters = lambda: _highwaters(app, settings.orders_topic)
+
+    @app.agent(orders_topic, name="orders")
     async def process_orders(stream: faust.StreamT) -> None:
         async for event in stream.noack().events():
-            processor.process(event)
-            if processor.flush_due():
-                await processor.flush()
+            orders.process(event)
+            if orders.flush_due():
+                await orders.flush()
+
+    @app.agent(pairs_topic, name="pairs")
+    async def process_pairs(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            pairs.process(event)
 
     @app.timer(settings.flush_interval_seconds)
     async def flush_on_time() -> None:
-        await processor.flush()
+        await orders.flush()
+        await pairs.flush()
+
+    @app.timer(settings.recommendation_interval_seconds)
+    async def publish_recommendations() -> None:
+        await recommender.publish()
 
     @app.on_partitions_revoked.connect
     async def drop_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
-        await processor.revoke({tp.partition for tp in revoked if tp.topic == settings.orders_topic})
+        await orders.revoke({tp.partition for tp in revoked if tp.topic == settings.orders_topic})
+        await pairs.revoke({tp.partition for tp in revoked if tp.topic == settings.pairs_topic})
 
+    pipeline = Pipeline(app, orders, pairs, recommender)
+    _web_views(app, settings, pipeline, pair_state)
+    return pipeline
+
+
+def _highwaters(app: faust.App, topic: str) -> dict[int, int]:
+    """Next offset to be written per owned orders partition, as last fetched by the consumer."""
+    highwaters: dict[int, int] = {}
+    try:
+        for tp in app.consumer.assignment():
+            if tp.topic == topic:
+                value = app.consumer.highwater(tp)
+                if value is not None:
+                    highwaters[tp.partition] = int(value)
+    except Exception:  # noqa: BLE001 - lag is best effort while the consumer (re)starts
+        return {}
+    return highwaters
+
+
+def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_state: PartitionedTable) -> None:
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(CrossSellCollector(processor.snapshot, settings))
+    registry.register(CrossSellCollector(pipeline.orders.snapshot, settings, pipeline.recommender))
     for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
         registry.register(standard)
 
+    def json_response(data: Any, status: int = 200) -> aiohttp.web.Response:
+        return aiohttp.web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
     @app.page("/metrics")
-    async def metrics(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+    async def metrics(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
         # A plain aiohttp response: Faust's helper cannot carry the charset parameter.
         return aiohttp.web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/summary")
-    async def summary(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.bytes(orjson.dumps(processor.snapshot().as_json()), content_type="application/json")
+    async def summary(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+        data = pipeline.orders.snapshot().as_json()
+        data["top_product_pairs"] = pipeline.recommender.top_pairs(settings.horizon_labels[0], settings.top_pairs) \
+            if settings.horizon_labels else []
+        return json_response(data)
+
+    @app.page("/api/pairs/categories")
+    async def category_pairs(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+        views = pipeline.orders.snapshot().as_json(top=settings.top_pairs)["views"]
+        return json_response({window: view["top_category_pairs"] for window, view in views.items()})
+
+    @app.page("/api/pairs/products")
+    async def product_pairs(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+        return json_response({h: pipeline.recommender.top_pairs(h, settings.top_pairs)
+                              for h in settings.horizon_labels})
+
+    @app.page("/api/recommendations/{product}")
+    async def recommendations(web: faust.web.View, request: faust.web.Request,
+                              product: str) -> aiohttp.web.Response:
+        found = pipeline.recommender.recommendations(product)
+        if found is not None:
+            return json_response(found)
+        owner = _owner_url(app, pair_state, owner_partition(product, settings.partitions))
+        if owner is None:
+            return json_response({"error": f"no worker owns the pairs partition of {product!r} right now"}, 503)
+        raise aiohttp.web.HTTPTemporaryRedirect(f"{owner.rstrip('/')}/api/recommendations/{product}")
 
     @app.page("/")
-    async def live_page(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+    async def live_page(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.Response(body=LIVE_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
 
-    return app, processor
+
+def _owner_url(app: faust.App, table: PartitionedTable, partition: int) -> str | None:
+    """The web URL of the worker holding ``partition`` of ``table`` (from the group assignment)."""
+    topic = table.changelog_topic.get_topic_name()
+    for host, topics in app.router.table_metadata(table.name).items():
+        if partition in topics.get(topic, ()):
+            return str(host)
+    return None

@@ -27,13 +27,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from streams.companions import outbox_messages
 from streams.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.facts import OrderFacts, order_facts
+from streams.pairs import PairAccumulator
 from streams.windows import WindowTotals, agg, is_late, window_start
 
 META = "meta"
 WINDOW = "w"
 SEEN = "d"
+OUTBOX = "outbox"
 
 
 def meta_key(partition: int) -> str:
@@ -48,6 +51,10 @@ def seen_key(partition: int, sequence: int) -> str:
     return f"{partition}/{SEEN}/{sequence}"
 
 
+def outbox_key(partition: int) -> str:
+    return f"{partition}/{OUTBOX}"
+
+
 def key_partition(key: str) -> int:
     return int(key.split("/", 1)[0])
 
@@ -60,6 +67,11 @@ class WindowConfig:
     dedup_horizon: float = 3600.0
     max_future: float = 300.0
     max_tracked: int = 200
+    # Frequently bought together: horizon label -> seconds, split into `pair_slots` buckets.
+    pair_horizons: tuple[tuple[str, float], ...] = ()
+    pair_slots: int = 12
+    pair_partitions: int = 1
+    max_basket: int = 50
 
 
 class Verdict(Enum):
@@ -97,6 +109,7 @@ class Meta:
     duplicates: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
     seen_sequence: int = 0
+    outbox_sequence: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -130,6 +143,8 @@ class Changes:
     writes: dict[str, Any]
     deletes: list[str]
     meta: tuple[str, dict[str, Any]]
+    # Pair deltas to send once the meta key is durable (they are also in the outbox key).
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 class PartitionLedger:
@@ -143,6 +158,9 @@ class PartitionLedger:
         self._dirty_windows: set[float] = set()
         self._new_seen = SeenSegment()
         self._dirty = False
+        self.pair_batches: dict[tuple[str, float], PairAccumulator] = {}
+        # Set by restore(): the last flush's pair deltas, which may not have been sent.
+        self.unsent_outbox: list[dict[str, Any]] = []
 
     # -- applying events -------------------------------------------------
     def apply(self, offset: int, decoded: Order | Rejection, wall_clock: float) -> Outcome:
@@ -182,6 +200,7 @@ class PartitionLedger:
             self._new_seen.ids[decoded.order_id] = [offset, event_time]
         facts = order_facts(decoded)
         self._fold(offset, facts)
+        self._count_pairs(facts)
         meta.orders += 1
         meta.cross_sell_orders += facts.cross_sell
         meta.items += facts.items
@@ -206,6 +225,19 @@ class PartitionLedger:
             window.offset = offset
             self._dirty_windows.add(start)
 
+    def _count_pairs(self, facts: OrderFacts) -> None:
+        # Every applied order is counted, even one whose window fold was skipped
+        # after a crash: the outbox of that unfinished flush was never sent.
+        config = self.config
+        if len(facts.products) < 1:
+            return
+        for label, seconds in config.pair_horizons:
+            key = (label, window_start(facts.event_time, seconds / config.pair_slots))
+            batch = self.pair_batches.get(key)
+            if batch is None:
+                batch = self.pair_batches[key] = PairAccumulator(config.max_basket)
+            batch.add_order(facts.products)
+
     # -- flushing ----------------------------------------------------------
     @property
     def dirty(self) -> bool:
@@ -228,9 +260,16 @@ class PartitionLedger:
             self.segments[sequence] = self._new_seen
             writes[seen_key(self.partition, sequence)] = {"ids": self._new_seen.ids}
             self._new_seen = SeenSegment()
+        outbox: list[dict[str, Any]] = []
+        if self.pair_batches:
+            self.meta.outbox_sequence += 1
+            outbox = outbox_messages(self.partition, self.meta.outbox_sequence, self.pair_batches,
+                                     self.config.pair_partitions)
+            writes[outbox_key(self.partition)] = {"sequence": self.meta.outbox_sequence, "messages": outbox}
+            self.pair_batches = {}
         deletes.extend(self._expire())
         self._dirty = False
-        return Changes(writes, deletes, (meta_key(self.partition), self.meta.to_dict()))
+        return Changes(writes, deletes, (meta_key(self.partition), self.meta.to_dict()), outbox)
 
     def _expire(self) -> Iterator[str]:
         watermark = self.meta.watermark
@@ -251,6 +290,7 @@ class PartitionLedger:
     def restore(cls, partition: int, config: WindowConfig, items: Iterable[tuple[str, Any]]) -> PartitionLedger:
         """Rebuild from the table keys of ``partition`` (as recovered from the changelog)."""
         ledger = cls(partition, config)
+        outbox: dict[str, Any] | None = None
         for key, value in items:
             _, kind, *rest = key.split("/")
             if kind == META:
@@ -259,6 +299,8 @@ class PartitionLedger:
                 data = dict(value)
                 offset = data.pop("offset")
                 ledger.windows[float(rest[0])] = Window(WindowTotals.from_dict(data), offset)
+            elif kind == OUTBOX:
+                outbox = value
             elif kind == SEEN:
                 segment = SeenSegment({k: list(v) for k, v in value["ids"].items()})
                 ledger.segments[int(rest[0])] = segment
@@ -267,4 +309,9 @@ class PartitionLedger:
         # A flush that wrote its seen-segment but not its meta key must not have
         # that segment overwritten by the next flush.
         ledger.meta.seen_sequence = max([ledger.meta.seen_sequence, *ledger.segments])
+        # The outbox of the last complete flush may not have reached the pairs topic:
+        # send it again (receivers apply a sequence number once). A newer outbox belongs
+        # to a flush whose meta key was never written; its events replay and it is rebuilt.
+        if outbox is not None and outbox["sequence"] == ledger.meta.outbox_sequence:
+            ledger.unsent_outbox = list(outbox["messages"])
         return ledger

@@ -12,6 +12,7 @@ sum across workers before dividing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,10 +25,17 @@ from streams.windows import bounded_labels, ratio, top_pairs
 PREFIX = "crosssell_"
 
 
+class PairSource(Protocol):
+    updates: int
+
+    def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]: ...
+
+
 class CrossSellCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot], settings: Settings) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], settings: Settings, pairs: PairSource | None = None) -> None:
         self._snapshot = snapshot
         self._settings = settings
+        self._pairs = pairs
 
     def describe(self) -> list[Metric]:
         # Families are dynamic; describing none keeps registration cheap.
@@ -38,6 +46,8 @@ class CrossSellCollector(Collector):
         yield from _counters(snap)
         yield from _views(snap, self._settings)
         yield from _health(snap)
+        if self._pairs is not None:
+            yield from _product_pairs(self._pairs, self._settings)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -131,3 +141,24 @@ def _health(snap: Snapshot) -> Iterator[Metric]:
     for partition, messages in sorted(snap.lag.items()):
         lag.add_metric([str(partition)], messages)
     yield lag
+
+
+def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:
+    yield _counter("recommendation_updates", "Recommendation messages (lists and tombstones) published.",
+                   pairs.updates)
+    labels = ["horizon", "product", "companion"]
+    orders = GaugeMetricFamily(PREFIX + "product_pair_orders", f"Orders holding both products, top "
+                               f"{settings.top_pairs} pairs per horizon on this worker's partitions.", labels=labels)
+    confidence = GaugeMetricFamily(PREFIX + "product_pair_confidence", "Confidence of product -> companion "
+                                   "(orders with both / orders with product).", labels=labels)
+    lift = GaugeMetricFamily(PREFIX + "product_pair_lift", "Lift of product -> companion (confidence / support "
+                             "of companion).", labels=labels)
+    for horizon in settings.horizon_labels:
+        for row in pairs.top_pairs(horizon, settings.top_pairs):
+            values = [horizon, row["product"], row["companion"]]
+            orders.add_metric(values, row["count"])
+            confidence.add_metric(values, row["confidence"])
+            lift.add_metric(values, row["lift"])
+    yield orders
+    yield confidence
+    yield lift

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from streams.pairs import CompanionSummary, confidence, lift
 
-HORIZONS: Final = ("24h", "7d")  # the schema's "horizon" enum
+HORIZONS: Final = ("24h", "7d")  # the default horizons
+HORIZON_LABEL: Final = re.compile(r"[1-9][0-9]*(s|m|h|d)")  # the schema's "horizon" pattern
 MAX_COMPANIONS: Final = 100  # the schema's maxItems for "companions"
 _DIGITS: Final = 6  # confidence and lift are rounded so messages are short and stable
 
@@ -140,8 +142,8 @@ def recommendation_message(
 
     ``computed_at`` must carry a time zone; it is written in UTC, RFC 3339.
     """
-    if horizon not in HORIZONS:
-        raise ValueError(f"recommendation horizon must be one of {', '.join(HORIZONS)}, got {horizon!r}")
+    if HORIZON_LABEL.fullmatch(horizon) is None:
+        raise ValueError(f"recommendation horizon must be a duration label such as 24h or 7d, got {horizon!r}")
     if computed_at.tzinfo is None or computed_at.utcoffset() is None:
         raise ValueError(f"computed_at must be time-zone aware (e.g. datetime.now(UTC)), got {computed_at!r}")
     if len(companions) > MAX_COMPANIONS:

@@ -40,6 +40,8 @@ def duration_label(seconds: float) -> str:
     whole = int(seconds)
     if whole != seconds or whole <= 0:
         return f"{seconds}s"
+    if whole % 86400 == 0 and whole > 86400:
+        return f"{whole // 86400}d"
     if whole % 3600 == 0:
         return f"{whole // 3600}h"
     if whole % 60 == 0:
@@ -90,10 +92,13 @@ class Settings:
     max_tracked_values: int = 200
     top_pairs: int = 20
 
-    # Frequently bought together.
-    pair_bucket_seconds: float = 3600.0
+    # Frequently bought together: each horizon is split into `pair_slots` buckets;
+    # per pairs partition and bucket, at most `pair_product_capacity` products and
+    # `pair_capacity` pairs are counted (Space-Saving): memory does not grow with the catalogue.
     pair_horizons: tuple[float, ...] = (86400.0, 604800.0)
-    companions_capacity: int = 50
+    pair_slots: int = 12
+    pair_product_capacity: int = 2000
+    pair_capacity: int = 4000
     max_basket: int = 50
     recommendation_top_k: int = 10
     min_support: int = 3
@@ -111,8 +116,12 @@ class Settings:
         return not self.broker_url
 
     @property
-    def dedup_horizon_label(self) -> str:
-        return duration_label(self.dedup_horizon_seconds)
+    def horizon_labels(self) -> tuple[str, ...]:
+        return tuple(duration_label(h) for h in self.pair_horizons)
+
+    def recommendations_topic_for(self, horizon: str) -> str:
+        """One compacted topic per horizon, keyed by product_id: ``recommendations.24h``."""
+        return f"{self.recommendations_topic}.{horizon}"
 
     def bootstrap_servers(self) -> str:
         """``host:port[,host:port]`` from ``kafka://host:port[;host:port]``."""
@@ -164,16 +173,15 @@ class Settings:
             value = getattr(self, name)
             _require(bool(_TOPIC_NAME.match(value)), name.upper(), value, "1-249 characters of A-Z a-z 0-9 . _ -")
         for name in ("max_event_bytes", "max_items", "max_quantity", "flush_max_events", "max_label_values",
-                     "max_tracked_values", "top_pairs", "companions_capacity", "max_basket",
+                     "max_tracked_values", "top_pairs", "pair_slots", "pair_product_capacity", "pair_capacity",
+                     "max_basket",
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
         _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds, "a duration > 0")
-        _require(self.pair_bucket_seconds >= self.window_seconds, "PAIR_BUCKET_SECONDS", self.pair_bucket_seconds,
-                 f"a duration >= the window ({self.window_seconds:g}s)")
+        _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")
         for horizon in self.pair_horizons:
-            _require(horizon >= self.pair_bucket_seconds and horizon % self.pair_bucket_seconds == 0,
-                     "PAIR_HORIZONS", duration_label(horizon),
-                     f"durations that are whole multiples of the pair bucket ({self.pair_bucket_seconds:g}s)")
+            _require(horizon >= self.window_seconds, "PAIR_HORIZONS", duration_label(horizon),
+                     f"durations of at least the window ({self.window_seconds:g}s), e.g. 24h,7d")
         if self.broker_url:
             _require(self.broker_url.startswith("kafka://") and bool(self.bootstrap_servers()), "BROKER_URL",
                      self.broker_url, "kafka://host:port[;host:port], or empty for the embedded broker")
@@ -244,9 +252,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_label_values": _integer,
     "max_tracked_values": _integer,
     "top_pairs": _integer,
-    "pair_bucket_seconds": _seconds,
     "pair_horizons": _durations,
-    "companions_capacity": _integer,
+    "pair_slots": _integer,
+    "pair_product_capacity": _integer,
+    "pair_capacity": _integer,
     "max_basket": _integer,
     "recommendation_top_k": _integer,
     "min_support": _integer,

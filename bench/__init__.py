@@ -1,0 +1,1 @@
+"""Throughput, CPU, memory and latency benchmark of the cross-sell worker: ``python -m bench --help``."""

@@ -1,0 +1,299 @@
+"""``python -m bench``: how fast is the cross-sell worker, next to the client ceiling and plain Faust?
+
+One run starts one embedded broker (Tansu, 127.0.0.1, a free port), sends the
+same seeded orders to it once, and lets each contender read all of them from
+offset 0, in its own process, with a fresh consumer group:
+
+  (1) raw     confluent-kafka Consumer.consume(1000) + orjson.loads: the client ceiling
+  (2) bare    a Faust agent that only iterates (Faust's defaults)
+  (3) naive   Faust as its docs teach: JSON stream, windowed tables updated per event
+  (4) pipeline  this project's worker, `python -m streams worker`, done when
+              crosssell_events_total on its /metrics reaches the event count
+
+For each: events/s from the first event consumed to the last (startup and group
+join excluded), CPU seconds per million events over that span (all threads of
+the process) and peak RSS (VmHWM). Then, for (4), the latency from handing an
+event to the producer to seeing it counted on /metrics, at half (4)'s measured
+rate, polling /metrics every 50 ms. With --workers 2, two worker processes of one
+group share the partitions (joined first, then the same events are sent to a
+new topic) and their combined rate is compared with one worker's.
+
+Prints a table and the ratios (4)/(1), (4)/(2), (4)/(3); writes JSON to
+bench/results/latest.json. All processes and the broker are stopped on exit,
+Ctrl-C and errors included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import pipeline
+from bench.load import make_events, order_maker, preload
+from bench.procs import ChildFailed, Children, children, peak_rss_mb, python_module
+from bench.report import Result, machine, ratios, table, write_json
+from streams.admin import ensure_topics
+from streams.broker import BrokerError, EmbeddedBroker, free_port
+from streams.settings import Settings
+from streams.traffic import TrafficShape
+
+CONTENDERS = ("raw", "bare", "naive", "pipeline")
+MODULES = {"raw": "bench.contenders.raw_client", "bare": "bench.contenders.faust_bare",
+           "naive": "bench.contenders.faust_naive"}
+DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
+SMOKE_EVENTS = 5000
+SMOKE_LATENCY_SECONDS = 5.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=None,
+                        help="events sent once and read by every contender (default 200000; 5000 with --smoke)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the orders topic (default 4)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the order generator (default 1)")
+    parser.add_argument("--categories", type=int, default=12, help="product categories (default 12)")
+    parser.add_argument("--products-per-category", type=int, default=16667,
+                        help="products per category (default 16667: 12 x 16667 = 200,004 distinct products)")
+    parser.add_argument("--cross-sell-propensity", type=float, default=0.3)
+    parser.add_argument("--late-share", type=float, default=0.01, help="share of late events (default 0.01)")
+    parser.add_argument("--duplicate-share", type=float, default=0.005,
+                        help="share of re-sent orders (default 0.005)")
+    parser.add_argument("--event-time-span", type=float, default=600.0,
+                        help="event times of the preloaded orders spread over the last this many seconds")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all)")
+    parser.add_argument("--latency-seconds", type=float, default=None,
+                        help="seconds of live traffic for the latency of (4) (default 20; 5 with --smoke; 0 skips)")
+    parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
+                        help="2: also run (4) as two worker processes sharing the partitions")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"a quick check that everything runs and reports ({SMOKE_EVENTS} events, "
+                             f"{SMOKE_LATENCY_SECONDS:g} s latency phase); the numbers mean little")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds one contender may take, startup included (default 120 + events/400)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.events is None:
+        args.events = SMOKE_EVENTS if args.smoke else 200_000
+    if args.latency_seconds is None:
+        args.latency_seconds = SMOKE_LATENCY_SECONDS if args.smoke else 20.0
+    if args.timeout is None:
+        args.timeout = 120 + args.events / 400
+    wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = set(wanted) - set(CONTENDERS)
+    if unknown or not wanted:
+        print(f"bench: --contenders {args.contenders!r}: expected a subset of {','.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+    if args.events < 1 or args.partitions < 1:
+        print("bench: --events and --partitions must be at least 1", file=sys.stderr)
+        return 2
+    # SIGTERM (CI timeouts, service managers) cleans up like Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    log_dir = Path(tempfile.mkdtemp(prefix="crosssell-bench-"))
+    try:
+        document = run(args, wanted, log_dir)
+    except KeyboardInterrupt:
+        print(f"bench: interrupted; everything stopped. Logs: {log_dir}", file=sys.stderr)
+        return 130
+    except (ChildFailed, BrokerError, RuntimeError) as exc:
+        print(f"bench: failed: {exc}\nbench: logs of every process: {log_dir}", file=sys.stderr)
+        return 1
+    write_json(args.output, document)
+    print(f"bench: results written to {args.output}")
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str, Any]:
+    run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    shape = TrafficShape(cross_sell_propensity=args.cross_sell_propensity, late_share=args.late_share,
+                         duplicate_share=args.duplicate_share, invalid_share=0.0, categories=args.categories,
+                         products_per_category=args.products_per_category)
+    results: dict[str, Result] = {}
+    document: dict[str, Any] = {"machine": machine(), "run_id": run_id, "config": {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    with EmbeddedBroker() as broker, children(log_dir) as kids:
+        settings = Settings(broker_url=broker.url, partitions=args.partitions)
+        bootstrap = settings.bootstrap_servers()
+        ensure_topics(bootstrap, settings)
+        _note(f"embedded broker at {bootstrap}; generating {args.events} orders (seed {args.seed})")
+        started = time.monotonic()
+        maker = order_maker(args.seed, shape)
+        now = time.time()
+        events = make_events(maker, args.events, now - args.event_time_span, now)
+        generated = time.monotonic() - started
+        seconds = preload(bootstrap, settings.orders_topic, events)
+        _note(f"generated in {generated:.1f}s, sent to {settings.orders_topic!r} in {seconds:.1f}s "
+              f"({args.events / seconds:,.0f}/s)")
+        document["load"] = {"events": args.events, "generate_seconds": round(generated, 2),
+                            "preload_seconds": round(seconds, 2), "topic": settings.orders_topic,
+                            "bytes": sum(len(v) for _, v in events)}
+
+        for name in wanted:
+            if name == "pipeline":
+                continue
+            _note(f"{name}: starting")
+            results[name] = run_contender(kids, name, args, bootstrap, settings.orders_topic, run_id, log_dir)
+            _note(f"{name}: {results[name].events_per_second:,.0f} events/s")
+
+        if "pipeline" in wanted:
+            _note("pipeline: starting one worker")
+            workers = pipeline.start_workers(kids, 1, name="pipeline", broker_url=broker.url,
+                                             app_id=f"bench-{run_id}-pipeline", partitions=args.partitions,
+                                             data_dir=log_dir)
+            throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
+            results["pipeline"] = Result("pipeline", throughput.events, throughput.seconds,
+                                         throughput.cpu_seconds, max(throughput.peak_rss_mb))
+            _note(f"pipeline: {throughput.events_per_second:,.0f} events/s")
+            if args.latency_seconds > 0:
+                rate = max(1.0, throughput.events_per_second / 2)
+                count = max(1, int(rate * args.latency_seconds))
+                _note(f"pipeline: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
+                live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
+                latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=settings.orders_topic,
+                                                   events=live, rate=rate, base=args.events)
+                document["latency"] = {
+                    "rate": round(latency.rate, 1), "seconds": round(latency.seconds, 1), "sent": latency.sent,
+                    "measured": latency.measured, "not_reflected": latency.lost,
+                    "p50_seconds": round(latency.p50, 4), "p99_seconds": round(latency.p99, 4),
+                    "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
+                    "peak_rss_mb_after": round(peak_rss_mb(workers[0].child.pid), 1),
+                }
+                results["pipeline"].peak_rss_mb = max(results["pipeline"].peak_rss_mb,
+                                                      document["latency"]["peak_rss_mb_after"])
+            for worker in workers:
+                kids.stop(worker.child)
+
+            if args.workers == 2:
+                document["workers"] = run_two_workers(kids, args, broker.url, bootstrap, events, run_id, log_dir,
+                                                      results)
+
+    document["results"] = {name: result.as_json() for name, result in results.items()}
+    document["ratios"] = ratios(results)
+    print()
+    print(table(results))
+    if document["ratios"]:
+        print("ratios of events/s: " + ", ".join(f"({k}) {v:.2f}" for k, v in document["ratios"].items()))
+    if "latency" in document:
+        lat = document["latency"]
+        print(f"latency of (4) at {lat['rate']:,.0f} events/s: p50 {lat['p50_seconds'] * 1000:.0f} ms, "
+              f"p99 {lat['p99_seconds'] * 1000:.0f} ms, max {lat['max_seconds'] * 1000:.0f} ms "
+              f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms)")
+    if "workers" in document:
+        two = document["workers"]
+        print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
+              f"{two['ratio_to_one_worker']:.2f}x one worker")
+    print()
+    return document
+
+
+def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap: str, topic: str, run_id: str,
+                  log_dir: Path) -> Result:
+    progress_path = log_dir / f"{name}.progress.json"
+    command = python_module(
+        MODULES[name], "--bootstrap", bootstrap, "--topic", topic, "--partitions", str(args.partitions),
+        "--events", str(args.events), "--group", f"bench-{run_id}-{name}", "--progress", str(progress_path),
+        "--web-port", str(free_port()), "--data-dir", str(log_dir / f"{name}-data"),
+    )
+    child = kids.start(name, command)
+    deadline = time.monotonic() + args.timeout
+    last_note = time.monotonic()
+    try:
+        while True:
+            child.check_alive()
+            progress = _read_progress(progress_path)
+            if progress and progress.get("last_at") is not None:
+                break
+            if time.monotonic() > deadline:
+                raise ChildFailed(f"{name} did not read {args.events} events within {args.timeout:g}s "
+                                  f"(progress: {progress}); its log ends:\n{child.log_tail()}")
+            if progress and time.monotonic() - last_note > 5:
+                last_note = time.monotonic()
+                _note(f"  ... {progress['count']}/{args.events} events")
+            time.sleep(0.1)
+        rss = peak_rss_mb(child.pid)
+    finally:
+        kids.stop(child)
+    return Result(name, progress["count"] - progress["first_count"], progress["last_at"] - progress["first_at"],
+                  progress["last_cpu"] - progress["first_cpu"], rss)
+
+
+def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, bootstrap: str,
+                    events: Sequence[tuple[bytes, bytes]], run_id: str, log_dir: Path,
+                    results: dict[str, Result]) -> dict[str, Any]:
+    """Two workers join first (an empty topic), then the same events arrive; combined rate until all counted."""
+    topic = f"orders-two-workers-{run_id}"
+    settings = Settings(broker_url=broker_url, partitions=args.partitions, orders_topic=topic)
+    ensure_topics(bootstrap, settings)
+    _note("two workers: starting, waiting until they share the partitions")
+    workers = pipeline.start_workers(kids, 2, name="two-workers", broker_url=broker_url,
+                                     app_id=f"bench-{run_id}-two", partitions=args.partitions, data_dir=log_dir,
+                                     orders_topic=topic)
+    pipeline.wait_assigned(workers, args.partitions, timeout=args.timeout)
+    import threading
+
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            preload(bootstrap, topic, events)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="preload-two-workers", daemon=True)
+    sender.start()
+    throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
+    sender.join()
+    if failure:
+        raise RuntimeError(f"sending to {topic}: {failure[0]}")
+    # Nothing may be counted twice: the total must stay at the number sent.
+    time.sleep(2)
+    final = [w.counts() for w in workers]
+    total = sum(c[0] for c in final if c)
+    result = Result("pipeline", throughput.events, throughput.seconds, throughput.cpu_seconds,
+                    max(throughput.peak_rss_mb), processes=2,
+                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb]})
+    results["pipeline x2"] = result
+    one = results.get("pipeline")
+    ratio = result.events_per_second / one.events_per_second if one and one.events_per_second else 0.0
+    for worker in workers:
+        kids.stop(worker.child)
+    _note(f"two workers: {result.events_per_second:,.0f} events/s combined ({ratio:.2f}x one)")
+    return {"events_per_second": round(result.events_per_second, 1), "ratio_to_one_worker": round(ratio, 3),
+            "final_count": total, "expected": args.events, "cpu_seconds_per_million_events":
+            round(result.cpu_seconds_per_million, 2), "peak_rss_mb_each": result.extra["peak_rss_mb_each"],
+            "partitions_each": [c[1] if c else None for c in final]}
+
+
+def _read_progress(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def _note(text: str) -> None:
+    print(f"bench: {text}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

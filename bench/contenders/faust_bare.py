@@ -1,0 +1,45 @@
+"""Contender (2): a Faust agent that only iterates over raw bytes; Faust's defaults otherwise.
+
+The only settings changed are those needed to run against the embedded
+broker and a fresh group: fast session/rebalance timeouts, earliest offset
+reset, a free web port and a private data directory.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from bench.contenders.progress import Progress, common_arguments
+
+
+def main() -> None:
+    args = common_arguments(__doc__ or "").parse_args()
+    app = faust.App(
+        args.group,
+        broker=f"kafka://{args.bootstrap}",
+        store="memory://",
+        datadir=args.data_dir,
+        web_host="127.0.0.1", web_bind="127.0.0.1", web_port=args.web_port,
+        topic_partitions=args.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_rebalance_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+    )
+    topic = app.topic(args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    progress = Progress(args.progress, args.events)
+
+    @app.agent(topic)
+    async def iterate(stream: faust.StreamT) -> None:
+        async for _value in stream:
+            progress.seen()
+
+    @app.timer(1.0)
+    async def report() -> None:
+        progress.write()
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Contender (4): the project's worker (``python -m streams worker``), watched through /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import statistics
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.load import Event, PacedSend
+from bench.procs import Child, ChildFailed, Children, cpu_seconds, peak_rss_mb, python_module
+from streams.broker import free_port
+
+_EVENTS = re.compile(rb"^crosssell_events_total ([0-9.e+]+)$", re.MULTILINE)
+_ASSIGNED = re.compile(rb"^crosssell_partitions_assigned ([0-9.e+]+)$", re.MULTILINE)
+
+
+@dataclass
+class Worker:
+    child: Child
+    port: int
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def scrape(self) -> bytes | None:
+        with contextlib.suppress(OSError), urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return bytes(response.read())
+        return None
+
+    def counts(self) -> tuple[int, int] | None:
+        """(crosssell_events_total, crosssell_partitions_assigned), or None if /metrics did not answer."""
+        body = self.scrape()
+        if body is None:
+            return None
+        events, assigned = _EVENTS.search(body), _ASSIGNED.search(body)
+        return int(float(events.group(1))) if events else 0, int(float(assigned.group(1))) if assigned else 0
+
+
+def start_workers(children: Children, count: int, *, name: str, broker_url: str, app_id: str, partitions: int,
+                  data_dir: Path, orders_topic: str | None = None) -> list[Worker]:
+    workers = []
+    for i in range(count):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSSELL_")}
+        env.update({
+            "CROSSSELL_BROKER_URL": broker_url,
+            "CROSSSELL_APP_ID": app_id,
+            "CROSSSELL_WEB_PORT": str(port),
+            "CROSSSELL_DATA_DIR": str(data_dir / f"{name}-{i}"),
+            "CROSSSELL_PARTITIONS": str(partitions),
+            "CROSSSELL_LOG_LEVEL": "warning",
+        })
+        if orders_topic:
+            env["CROSSSELL_ORDERS_TOPIC"] = orders_topic
+        child = children.start(f"{name}-{i}", python_module("streams", "worker"), env)
+        workers.append(Worker(child, port))
+    return workers
+
+
+def wait_assigned(workers: Sequence[Worker], partitions: int, timeout: float) -> None:
+    """Until every worker serves /metrics and they own all partitions between them, each some."""
+    deadline = time.monotonic() + timeout
+    stable = 0
+    while time.monotonic() < deadline:
+        for worker in workers:
+            worker.child.check_alive()
+        counts = [worker.counts() for worker in workers]
+        ok = all(c is not None and c[1] > 0 for c in counts) and sum(c[1] for c in counts if c) == partitions
+        stable = stable + 1 if ok else 0
+        if stable >= 6:  # unchanged for ~3 s: the group has settled
+            return
+        time.sleep(0.5)
+    raise ChildFailed(f"the workers did not share the {partitions} partitions within {timeout:g}s; "
+                      f"last /metrics counts: {[w.counts() for w in workers]}")
+
+
+@dataclass
+class Sample:
+    at: float
+    events: int
+    cpu: float
+
+
+@dataclass
+class Throughput:
+    events: int  # events counted inside the measured span
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: list[float]
+    samples: int
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_seconds_per_million(self) -> float:
+        return self.cpu_seconds / self.events * 1e6 if self.events else 0.0
+
+
+def _sample(workers: Sequence[Worker]) -> Sample | None:
+    before = time.time()
+    counts = [worker.counts() for worker in workers]
+    after = time.time()
+    if any(c is None for c in counts):
+        return None
+    return Sample((before + after) / 2, sum(c[0] for c in counts if c),
+                  sum(cpu_seconds(w.child.pid) for w in workers))
+
+
+def measure_throughput(workers: Sequence[Worker], target: int, timeout: float, interval: float = 0.1,
+                       progress: bool = True) -> Throughput:
+    """Poll /metrics from the first event counted until ``target`` events are counted."""
+    deadline = time.monotonic() + timeout
+    first: Sample | None = None
+    last_note = time.monotonic()
+    samples = 0
+    while time.monotonic() < deadline:
+        for worker in workers:
+            worker.child.check_alive()
+        sample = _sample(workers)
+        samples += 1
+        if sample is not None:
+            if first is None and sample.events > 0:
+                first = sample
+            if sample.events >= target and first is not None:
+                if sample.events > target:
+                    raise ChildFailed(f"the workers counted {sample.events} events, more than the {target} sent")
+                return Throughput(sample.events - first.events, sample.at - first.at, sample.cpu - first.cpu,
+                                  [peak_rss_mb(w.child.pid) for w in workers], samples)
+            if progress and time.monotonic() - last_note > 5:
+                last_note = time.monotonic()
+                print(f"bench:   ... {sample.events}/{target} events", flush=True)
+        time.sleep(interval)
+    raise ChildFailed(f"the workers did not count {target} events within {timeout:g}s")
+
+
+@dataclass
+class Latency:
+    rate: float
+    seconds: float
+    sent: int
+    measured: int
+    p50: float
+    p99: float
+    max: float
+    scrape_interval: float
+    lost: int = 0
+    polls: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+
+def measure_latency(worker: Worker, *, bootstrap: str, topic: str, events: Sequence[Event], rate: float,
+                    base: int, interval: float = 0.05, drain_timeout: float = 60.0) -> Latency:
+    """Send ``events`` at ``rate``/s and see when /metrics first counts each of them.
+
+    Event j (0-based) is reflected once crosssell_events_total >= base + j + 1;
+    its latency is the time that scrape answered minus the time it was handed
+    to the producer. A scrape every ``interval`` seconds adds up to that much.
+    """
+    polls: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            counts = worker.counts()
+            if counts is not None:
+                polls.append((time.time(), counts[0]))
+            stop.wait(interval)
+
+    poller = threading.Thread(target=poll, name="metrics-poll", daemon=True)
+    poller.start()
+    sender = PacedSend(bootstrap, topic, events, rate).start()
+    try:
+        sender.join()
+        if sender.error is not None:
+            raise sender.error
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and not (polls and polls[-1][1] >= base + len(events)):
+            worker.child.check_alive()
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        poller.join(5)
+    latencies = []
+    p = 0
+    for j, sent_at in enumerate(sender.sent_at):
+        target = base + j + 1
+        while p < len(polls) and polls[p][1] < target:
+            p += 1
+        if p == len(polls):
+            break
+        latencies.append(max(0.0, polls[p][0] - sent_at))
+    if not latencies:
+        raise ChildFailed("no live event was reflected in /metrics")
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    return Latency(rate=rate, seconds=len(events) / rate, sent=len(sender.sent_at), measured=len(latencies),
+                   p50=statistics.median(latencies), p99=quantiles[98], max=max(latencies),
+                   scrape_interval=interval, lost=len(sender.sent_at) - len(latencies), polls=polls)

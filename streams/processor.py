@@ -1,0 +1,284 @@
+"""The agents' state keepers: they apply events to ledgers and flush them to tables.
+
+Faust-aware but free of agent and web definitions (those are in app.py). Each
+processor owns the ledgers of the partitions assigned to this worker; a flush
+writes what changed, waits until the changelog holds it, and only then acks
+the events, so Faust never commits an offset the state does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.types import EventT
+
+from streams.companions import HorizonView, PairLedger, owner_partition
+from streams.contract import Limits, decode_order
+from streams.ledger import Changes, PartitionLedger, Verdict, WindowConfig
+from streams.recommendations import Decision, PublishedState, RecommendationThrottle, recommendation_message
+from streams.settings import Settings, duration_label
+from streams.snapshot import Snapshot, take_snapshot
+from streams.store import PartitionedTable
+
+log = logging.getLogger(__name__)
+
+
+def window_config(settings: Settings) -> WindowConfig:
+    return WindowConfig(
+        size=settings.window_seconds,
+        grace=settings.grace_seconds,
+        retention=settings.retention_seconds,
+        dedup_horizon=settings.dedup_horizon_seconds,
+        max_future=settings.max_future_seconds,
+        max_tracked=settings.max_tracked_values,
+        pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
+        pair_slots=settings.pair_slots,
+        pair_partitions=settings.partitions,
+        max_basket=settings.max_basket,
+    )
+
+
+class OrderProcessor:
+    """Orders topic → per-partition ledgers → `state` table, dead letters and pair deltas."""
+
+    def __init__(self, settings: Settings, table: PartitionedTable, dead_letters: faust.TopicT,
+                 pairs: faust.TopicT, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.table = table
+        self.dead_letters = dead_letters
+        self.pairs = pairs
+        self.clock = clock
+        self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
+        self.config = window_config(settings)
+        self.ledgers: dict[int, PartitionLedger] = {}
+        self.unacked: list[EventT] = []
+        self.dead_letter_queue: list[tuple[EventT, str, str]] = []
+        self.dead_letters_sent: dict[str, int] = {}
+        self.lock = asyncio.Lock()
+        self.highwaters: Callable[[], dict[int, int]] = dict
+
+    # -- rebalancing ---------------------------------------------------------
+    def restore(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.ledgers[partition] = PartitionLedger.restore(
+                partition, self.config, self.table.items_of_partition(partition))
+        log.info("order ledgers restored for partitions %s", sorted(partitions))
+
+    async def revoke(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for partition in partitions:
+                self.ledgers.pop(partition, None)
+            self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
+            self.dead_letter_queue = [d for d in self.dead_letter_queue if d[0].message.partition not in partitions]
+
+    # -- the hot path --------------------------------------------------------
+    def process(self, event: EventT) -> None:
+        message = event.message
+        ledger = self.ledgers.get(message.partition)
+        if ledger is None:  # assigned before any recovery callback (first start): empty state
+            ledger = self.ledgers[message.partition] = PartitionLedger(message.partition, self.config)
+        outcome = ledger.apply(message.offset, decode_order(event.value, self.limits), self.clock())
+        if outcome.verdict is Verdict.INVALID:
+            self.dead_letter_queue.append((event, outcome.reason, outcome.detail))
+        self.unacked.append(event)
+
+    def flush_due(self) -> bool:
+        return len(self.unacked) >= self.settings.flush_max_events
+
+    async def flush(self) -> None:
+        """Write what changed, wait until the changelog holds it, then ack the events."""
+        async with self.lock:
+            events, self.unacked = self.unacked, []
+            dead, self.dead_letter_queue = self.dead_letter_queue, []
+            resend = [m for ledger in self.ledgers.values() for m in ledger.unsent_outbox]
+            for ledger in self.ledgers.values():
+                ledger.unsent_outbox = []
+            changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
+            if not events and not changes and not resend:
+                return
+            sends = [self._send_pairs(m) for m in resend]
+            sends += [self._send_dead_letter(event, reason, detail) for event, reason, detail in dead]
+            for change in changes:
+                self.table.write(change.writes, change.deletes)
+            await asyncio.gather(*sends)
+            await self.table.wait_written()
+            # The meta key goes last: its offset says "everything up to here is applied".
+            self.table.write(dict(c.meta for c in changes))
+            await self.table.wait_written()
+            # Pair deltas leave only once the state that produced them is durable; a crash
+            # before they are delivered sends them again from the outbox (see ledger.restore).
+            await asyncio.gather(*(self._send_pairs(m) for c in changes for m in c.outbox))
+            for event in events:
+                event.ack()
+
+    def _send_pairs(self, message: dict[str, Any]) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = self.pairs.send_soon(
+            key=str(message["source"]).encode(), value=orjson.dumps(message), partition=message["partition"],
+            key_serializer="raw", value_serializer="raw")
+        return fut
+
+    def _send_dead_letter(self, event: EventT, reason: str, detail: str) -> asyncio.Future[Any]:
+        message = event.message
+        headers = list((event.headers or {}).items()) if isinstance(event.headers, dict) else list(event.headers or [])
+        headers += [
+            ("crosssell.reason", reason.encode()),
+            ("crosssell.detail", detail.encode()),
+            ("crosssell.source.topic", message.topic.encode()),
+            ("crosssell.source.partition", str(message.partition).encode()),
+            ("crosssell.source.offset", str(message.offset).encode()),
+            ("crosssell.source.timestamp", str(message.timestamp).encode()),
+            ("crosssell.rejected_at", str(self.clock()).encode()),
+        ]
+        self.dead_letters_sent[reason] = self.dead_letters_sent.get(reason, 0) + 1
+        fut: asyncio.Future[Any] = self.dead_letters.send_soon(
+            key=message.key, value=event.value if event.value is not None else b"", headers=headers,
+            key_serializer="raw", value_serializer="raw")
+        return fut
+
+    def snapshot(self) -> Snapshot:
+        snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent))
+        highwaters = self.highwaters()
+        snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
+                        for p, ledger in self.ledgers.items() if p in highwaters}
+        return snapshot
+
+
+class PairProcessor:
+    """Pairs topic (repartitioned by product) → per-partition pair ledgers → `pairs` table."""
+
+    def __init__(self, settings: Settings, table: PartitionedTable) -> None:
+        self.settings = settings
+        self.table = table
+        self.horizons = {duration_label(h): h for h in settings.pair_horizons}
+        self.ledgers: dict[int, PairLedger] = {}
+        self.unacked: list[EventT] = []
+        self.lock = asyncio.Lock()
+
+    def _new_ledger(self, partition: int) -> PairLedger:
+        s = self.settings
+        return PairLedger(partition, self.horizons, s.pair_slots, s.pair_product_capacity, s.pair_capacity)
+
+    def restore(self, partitions: set[int]) -> None:
+        s = self.settings
+        for partition in partitions:
+            self.ledgers[partition] = PairLedger.restore(
+                partition, self.horizons, s.pair_slots, s.pair_product_capacity, s.pair_capacity,
+                self.table.items_of_partition(partition))
+        log.info("pair ledgers restored for partitions %s", sorted(partitions))
+
+    async def revoke(self, partitions: set[int]) -> None:
+        async with self.lock:
+            for partition in partitions:
+                self.ledgers.pop(partition, None)
+            self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
+
+    def process(self, event: EventT) -> None:
+        partition = event.message.partition
+        ledger = self.ledgers.get(partition)
+        if ledger is None:
+            ledger = self.ledgers[partition] = self._new_ledger(partition)
+        ledger.apply(orjson.loads(event.value))
+        self.unacked.append(event)
+
+    async def flush(self) -> None:
+        async with self.lock:
+            events, self.unacked = self.unacked, []
+            for ledger in self.ledgers.values():
+                writes, deletes = ledger.take_changes()
+                self.table.write(writes, deletes)
+            await self.table.wait_written()
+            for event in events:
+                event.ack()
+
+
+class Recommender:
+    """Publishes "frequently bought together" lists when they change materially."""
+
+    def __init__(self, settings: Settings, pairs: PairProcessor, topics: dict[str, faust.TopicT]) -> None:
+        self.settings = settings
+        self.pairs = pairs
+        self.topics = topics
+        self.throttle = RecommendationThrottle(settings.recommendation_interval_seconds,
+                                               min_relative_count_change=settings.recommendation_min_change)
+        self.published: dict[tuple[str, str], PublishedState] = {}
+        self.views: dict[tuple[int, str], HorizonView] = {}
+        self.updates = 0
+
+    def refresh_views(self) -> None:
+        self.views = {(q, h): ledger.view(h) for q, ledger in list(self.pairs.ledgers.items())
+                      for h in self.pairs.horizons}
+
+    async def publish(self, now: datetime | None = None) -> int:
+        """Send the changed lists of the products this worker owns; returns messages sent."""
+        now = now or datetime.now(UTC)
+        self.refresh_views()
+        s = self.settings
+        sends: list[asyncio.Future[Any]] = []
+        for (q, horizon), view in self.views.items():
+            grouped = view.companions()
+            candidates = set(grouped) | {
+                product for (h, product), state in self.published.items()
+                if h == horizon and state.companions and owner_partition(product, s.partitions) == q}
+            for product in sorted(candidates):
+                ranked = view.ranked(product, grouped.get(product, ()), s.recommendation_top_k, s.min_support)
+                last = self.published.get((horizon, product))
+                decision = self.throttle.decide(ranked, last, now)
+                if decision is Decision.PUBLISH:
+                    value: bytes | None = orjson.dumps(recommendation_message(
+                        product, horizon, now, ranked, orders_with_product=view.products.estimate(product),
+                        total_orders=view.orders))
+                elif decision is Decision.TOMBSTONE:
+                    value = None
+                else:
+                    continue
+                sends.append(self.topics[horizon].send_soon(
+                    key=product.encode(), value=value, key_serializer="raw", value_serializer="raw"))
+                state = self.throttle.state_after(decision, ranked, last, now)
+                if state is not None:
+                    self.published[(horizon, product)] = state
+        await asyncio.gather(*sends)
+        self.updates += len(sends)
+        return len(sends)
+
+    def recommendations(self, product: str) -> dict[str, Any] | None:
+        """The current lists of ``product`` per horizon, or None when another worker owns it."""
+        q = owner_partition(product, self.settings.partitions)
+        ledger = self.pairs.ledgers.get(q)
+        if ledger is None:
+            return None
+        s = self.settings
+        result: dict[str, Any] = {"product_id": product, "horizons": {}}
+        for horizon in self.pairs.horizons:
+            view = ledger.view(horizon)
+            entries = view.companions().get(product, [])
+            ranked = view.ranked(product, entries, s.recommendation_top_k, s.min_support)
+            result["horizons"][horizon] = recommendation_message(
+                product, horizon, datetime.now(UTC), ranked, orders_with_product=view.products.estimate(product),
+                total_orders=view.orders)
+        return result
+
+    def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
+        """The most frequent product pairs (a < b) this worker holds, with A→B confidence and lift."""
+        candidates: list[tuple[int, str, str, int, HorizonView]] = []
+        for (_, h), view in self.views.items():
+            if h != horizon:
+                continue
+            for product, entries in view.companions().items():
+                for companion, estimate, error in entries:
+                    if product < companion:
+                        candidates.append((estimate, product, companion, error, view))
+        best = heapq.nsmallest(limit, candidates, key=lambda c: (-c[0], c[1], c[2]))
+        rows = []
+        for estimate, product, companion, error, view in best:
+            for c in view.ranked(product, [(companion, estimate, error)], 1, 1):
+                rows.append({"product": product, "companion": companion, "count": c.count,
+                             "confidence": c.confidence, "lift": c.lift, "horizon": horizon})
+        return rows
