@@ -169,7 +169,8 @@ class Cluster:
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
         })
         try:
-            consumer.subscribe([topic])
+            # Assigned, not subscribed: no consumer-group join to wait for.
+            consumer.assign([TopicPartition(topic, p, 0) for p in range(self.settings.partitions)])
             messages: list[object] = []
             deadline = time.monotonic() + timeout
             while len(messages) < expected and time.monotonic() < deadline:
@@ -217,3 +218,262 @@ def wait_until(condition: object, timeout: float, message: str, interval: float 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s: {message}")
+
+
+# -- Fault-injection helpers (crash, rebalance, network faults) --------------------
+# Offline truth: a fresh PartitionLedger per partition over exactly the events the
+# orders topic holds, in offset order; the worker's /metrics must equal what the
+# project's own collector renders from those ledgers.
+
+import math  # noqa: E402
+import random  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import zlib  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from confluent_kafka import OFFSET_BEGINNING  # noqa: E402
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
+
+from streams.broker import broker_binary  # noqa: E402
+from streams.contract import Limits, decode_order  # noqa: E402
+from streams.ledger import PartitionLedger, WindowConfig  # noqa: E402
+from streams.metrics import CrossSellCollector  # noqa: E402
+from streams.snapshot import take_snapshot  # noqa: E402
+from streams.traffic import OrderMaker, TrafficShape  # noqa: E402
+from tests.tcp_proxy import TcpProxy  # noqa: E402
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@dataclass
+class AdvertisingBroker(EmbeddedBroker):
+    """Tansu listening on ``port`` but advertising ``advertised_port`` (a proxy in front of it).
+
+    Kafka clients connect to the advertised address from metadata, so every
+    client of this broker (worker, producers, admin) goes through the proxy.
+    """
+
+    advertised_port: int = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{LOOPBACK}:{self.advertised_port}"
+
+    def start(self) -> AdvertisingBroker:
+        if self.process is not None:
+            raise RuntimeError("the broker is already running")
+        self.port = self.port or free_port()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        self.process = subprocess.Popen(
+            [broker_binary(), "broker", "--listener-url", f"tcp://{LOOPBACK}:{self.port}",
+             "--advertised-listener-url", f"tcp://{self.bootstrap}"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        self._wait_ready()  # checks self.port, where Tansu itself listens
+        return self
+
+
+@contextlib.contextmanager
+def proxied_cluster(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[tuple[Cluster, TcpProxy]]:
+    """Like :func:`cluster`, with a :class:`TcpProxy` between every client and the broker."""
+    broker_port = free_port()
+    with TcpProxy(target_port=broker_port) as proxy, AdvertisingBroker(port=broker_port,
+                                                                       advertised_port=proxy.port) as broker:
+        base_env = {
+            "CROSSSELL_BROKER_URL": broker.url,
+            "CROSSSELL_APP_ID": unique("crosssell"),
+            "CROSSSELL_PARTITIONS": "4",
+            "CROSSSELL_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        running = Cluster(broker, tmp, base_env)
+        running.create_topics()
+        try:
+            yield running, proxy
+        finally:
+            running.stop()
+
+
+class Traffic:
+    """A producer thread sending seeded OrderMaker events, keyed by order_id, while a test runs.
+
+    With ``explicit_partitions`` the partition is ``crc32(key) % partitions`` (so
+    retries of one order land together, as the README asks of producers);
+    otherwise librdkafka's default partitioner picks it from the key.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, *, seed: int, rate: float,
+                 late_share: float = 0.02, invalid_share: float = 0.02, duplicate_share: float = 0.02,
+                 explicit_partitions: bool = True, limit: int | None = None) -> None:
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.rate, self.limit, self.explicit_partitions = rate, limit, explicit_partitions
+        self.maker = OrderMaker(random.Random(seed), TrafficShape(
+            late_share=late_share, invalid_share=invalid_share, duplicate_share=duplicate_share))
+        self.kinds: Counter[str] = Counter()
+        self.sent = 0
+        self.delivered = 0
+        self.failed: list[str] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+        self._error: BaseException | None = None
+        self.undelivered = 0
+
+    def start(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def _on_delivery(self, error: object, message: object) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed.append(str(error))
+
+    def _run(self) -> None:
+        try:
+            producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "acks": "all",
+                                 "message.timeout.ms": 300_000})
+            started = time.monotonic()
+            while not self._stopping.is_set() and (self.limit is None or self.sent < self.limit):
+                kind, key, value = self.maker.event(time.time())
+                if self.explicit_partitions:
+                    producer.produce(self.topic, value=value, key=key, partition=zlib.crc32(key) % self.partitions,
+                                     on_delivery=self._on_delivery)
+                else:
+                    producer.produce(self.topic, value=value, key=key, on_delivery=self._on_delivery)
+                self.sent += 1
+                self.kinds[kind] += 1
+                ahead = self.sent / self.rate - (time.monotonic() - started)
+                producer.poll(max(0.0, ahead))
+            self.undelivered = producer.flush(120)
+        except BaseException as exc:  # re-raised by stop()
+            self._error = exc
+
+    def wait(self, timeout: float = 300.0) -> Traffic:
+        """Until ``limit`` events are sent and delivered."""
+        self._thread.join(timeout)
+        return self
+
+    def stop(self) -> int:
+        """Stop sending, wait for delivery; returns how many events the broker acknowledged."""
+        self._stopping.set()
+        self._thread.join(180)
+        assert not self._thread.is_alive(), "the traffic thread did not finish"
+        if self._error is not None:
+            raise self._error
+        assert self.undelivered == 0 and not self.failed, (
+            f"{self.undelivered} events not delivered, {len(self.failed)} failed: {self.failed[:3]}")
+        return self.delivered
+
+
+def read_partitions(bootstrap: str, topic: str, partitions: int,
+                    timeout: float = 60.0) -> dict[int, list[tuple[int, bytes | None]]]:
+    """Every message of ``topic``, per partition in offset order: {partition: [(offset, value)]}."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": unique("truth"), "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        messages: dict[int, list[tuple[int, bytes | None]]] = {p: [] for p in range(partitions)}
+        deadline = time.monotonic() + timeout
+
+        def read_to_end(p: int) -> bool:
+            return ends[p] == 0 or (bool(messages[p]) and messages[p][-1][0] >= ends[p] - 1)
+
+        def done() -> bool:
+            return all(read_to_end(p) for p in range(partitions))
+
+        while not done():
+            assert time.monotonic() < deadline, f"read {({p: len(m) for p, m in messages.items()})} of {ends}"
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is None and message.offset() < ends[message.partition()]:
+                    messages[message.partition()].append((message.offset(), message.value()))
+        for p, got in messages.items():
+            offsets = [offset for offset, _ in got]
+            assert offsets == sorted(set(offsets)), f"partition {p} read out of order or twice"
+        return messages
+    finally:
+        consumer.close()
+
+
+def offline_ledgers(settings: Settings, messages: Mapping[int, Iterable[tuple[int, bytes | None]]],
+                    now: float | None = None) -> dict[int, PartitionLedger]:
+    """A fresh PartitionLedger per partition, fed exactly these events in order (the worker's settings)."""
+    config = WindowConfig(
+        size=settings.window_seconds, grace=settings.grace_seconds, retention=settings.retention_seconds,
+        dedup_horizon=settings.dedup_horizon_seconds, max_future=settings.max_future_seconds,
+        max_tracked=settings.max_tracked_values,
+    )
+    limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
+    ledgers: dict[int, PartitionLedger] = {}
+    for partition, events in messages.items():
+        ledger = ledgers[partition] = PartitionLedger(partition, config)
+        for offset, value in events:
+            ledger.apply(offset, decode_order(value, limits), time.time() if now is None else now)
+    return ledgers
+
+
+# Per process (dead letters are at-least-once), or not part of the state.
+NOT_COMPARED = ("crosssell_dead_letters_total", "crosssell_consumer_lag_messages")
+
+
+def expected_metrics(ledgers: Iterable[PartitionLedger], settings: Settings) -> Samples:
+    """The crosssell_ samples a worker owning exactly ``ledgers`` must export."""
+    held = list(ledgers)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(CrossSellCollector(lambda: take_snapshot(held, settings, dead_letters={}), settings))
+    samples: Samples = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name not in NOT_COMPARED:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def crosssell_samples(metrics: Samples) -> Samples:
+    return {k: v for k, v in metrics.items() if k[0].startswith("crosssell_") and k[0] not in NOT_COMPARED}
+
+
+def metric_differences(actual: Samples, expected: Samples, rel: float = 1e-9) -> list[str]:
+    """Samples that differ: exact for counts, relative ``rel`` for revenue (float sums in another order)."""
+    differences = []
+    for key in sorted(set(actual) | set(expected)):
+        got, want = actual.get(key), expected.get(key)
+        if got is None or want is None:
+            differences.append(f"{key}: worker {got}, offline truth {want}")
+        elif "revenue" in key[0] or key[0] == "crosssell_rate_ratio":
+            if not math.isclose(got, want, rel_tol=rel, abs_tol=1e-9):
+                differences.append(f"{key}: worker {got!r}, offline truth {want!r}")
+        elif got != want:
+            differences.append(f"{key}: worker {got!r}, offline truth {want!r}")
+    return differences
+
+
+def assert_workers_match_truth(workers: Iterable[Worker], ledgers: Mapping[int, PartitionLedger],
+                               settings: Settings) -> None:
+    """Each live worker exports exactly what its partitions' offline ledgers say; together they own all."""
+    owned: list[int] = []
+    problems: list[str] = []
+    for worker in workers:
+        for _ in range(5):  # the partition list and the scrape must describe one assignment
+            before = list(worker.summary()["partitions"])  # type: ignore[call-overload]
+            actual = crosssell_samples(worker.metrics())
+            if list(worker.summary()["partitions"]) == before:  # type: ignore[call-overload]
+                break
+            time.sleep(1)
+        owned += before
+        expected = expected_metrics([ledgers[p] for p in before], settings)
+        problems += [f"worker :{worker.port} partitions {before}: {d}" for d in metric_differences(actual, expected)]
+    assert sorted(owned) == sorted(ledgers), f"partitions owned by live workers: {sorted(owned)}"
+    assert not problems, "\n".join(problems[:40])
+
+
+def total(workers: Iterable[Worker], name: str, **labels: str) -> float | None:
+    """Sum of one sample over ``workers``; None if any of them does not answer."""
+    values = [worker.sample(name, **labels) for worker in workers]
+    if any(value is None for value in values):
+        return None
+    return sum(v for v in values if v is not None)

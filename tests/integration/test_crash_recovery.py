@@ -1,0 +1,81 @@
+"""SIGKILL the worker at random points while orders flow; the counts stay exact.
+
+A producer thread sends seeded orders (with late, invalid and duplicate
+shares) while the worker is killed and restarted with the same app id, again
+and again. After the traffic stops and the last worker has read everything,
+every crosssell_ sample of /metrics must equal what a fresh PartitionLedger
+per partition gives over exactly the events the orders topic holds, in offset
+order (read back from the topic). No future events are generated: that one
+check uses the wall clock (README, Guarantees).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import (
+    Traffic,
+    Worker,
+    assert_workers_match_truth,
+    cluster,
+    offline_ledgers,
+    read_partitions,
+    wait_until,
+)
+
+PARTITIONS = 4
+RATE = 120.0  # orders/s: a few thousand events per run
+KILLS = 3
+ENV = {
+    "CROSSSELL_PARTITIONS": str(PARTITIONS),
+    # Frequent, small flushes: more kills land between a flush's two phases.
+    "CROSSSELL_FLUSH_INTERVAL_SECONDS": "200ms",
+    "CROSSSELL_FLUSH_MAX_EVENTS": "97",
+    # A killed member leaves the group after the session timeout: keep it short.
+    "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6",
+    "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6",
+}
+
+
+def kill_at_random_point(worker: Worker, rng: random.Random) -> str:
+    """Kill the worker while it starts up, or while it processes; returns where."""
+    if rng.random() < 0.3:
+        time.sleep(rng.uniform(0.2, 6.0))  # starting, joining the group or recovering the table
+        where = "startup"
+    else:
+        wait_until(lambda: worker.sample("crosssell_partitions_assigned") == PARTITIONS, 90,
+                   "the worker to own every partition")
+        time.sleep(rng.uniform(0.0, 3.0))  # catching up on the backlog, flushing every 97 events
+        where = "processing"
+    worker.assert_alive()
+    worker.kill()
+    return where
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 23, 37])
+def test_sigkill_at_random_points_keeps_every_count_exact(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    with cluster(tmp_path, ENV) as running:
+        settings = running.settings
+        worker = running.worker().start()
+        traffic = Traffic(running.bootstrap, settings.orders_topic, PARTITIONS, seed=seed, rate=RATE).start()
+        kills = []
+        for _ in range(KILLS):
+            kills.append(kill_at_random_point(worker, rng))
+            worker = running.worker().start()  # the same CROSSSELL_APP_ID: base_env of the cluster
+        time.sleep(rng.uniform(1.0, 4.0))
+        produced = traffic.stop()
+        worker.wait_serving()
+        wait_until(lambda: worker.sample("crosssell_events_total") == produced, 120,
+                   f"the last worker to read all {produced} events (killed at {kills})")
+
+        messages = read_partitions(running.bootstrap, settings.orders_topic, PARTITIONS)
+        assert sum(len(m) for m in messages.values()) == produced
+        assert traffic.kinds["late"] and traffic.kinds["invalid"] and traffic.kinds["duplicate"], traffic.kinds
+        truth = offline_ledgers(settings, messages)
+        assert_workers_match_truth([worker], truth, settings)

@@ -1,0 +1,574 @@
+"""streams.ledger: verdicts, flushes, expiry and exactly-once recovery of one partition, without Kafka.
+
+The changelog is modelled as a dict: a flush first lands its writes and
+deletes, then (separately) its meta key, as streams.app does. A crash can hit
+between two events or between the two halves of a flush; the worker then
+restores from the dict and replays from a committed offset, which Faust only
+moves past events whose flush completed (offset <= meta.offset + 1).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from orders import checked_order
+
+from streams.companions import PairBucket
+from streams.contract import (
+    BEFORE_RETENTION,
+    FUTURE_EVENT_TIME,
+    NOT_JSON,
+    WRONG_TYPE,
+    Item,
+    Order,
+    Rejection,
+    decode_order,
+)
+from streams.ledger import (
+    Changes,
+    Meta,
+    PartitionLedger,
+    Verdict,
+    WindowConfig,
+    meta_key,
+    seen_key,
+    window_key,
+)
+from streams.traffic import OrderMaker, TrafficShape
+
+T0 = 1_800_000_000.0  # a window boundary for 60 s windows
+CONFIG = WindowConfig(size=60.0, grace=120.0, retention=3600.0, dedup_horizon=600.0, max_future=300.0)
+WALL = T0 + 86_400.0  # a worker clock far ahead of every event: nothing is "in the future"
+
+
+def order(order_id: str, event_time: float, *items: Item) -> Order:
+    return checked_order(*items, order_id=order_id, occurred_at=event_time)
+
+
+def ledger_after(*events: tuple[int, Order | Rejection], config: WindowConfig = CONFIG) -> PartitionLedger:
+    ledger = PartitionLedger(0, config)
+    for offset, decoded in events:
+        ledger.apply(offset, decoded, WALL)
+    return ledger
+
+
+def window_orders(ledger: PartitionLedger) -> dict[float, int]:
+    return {start: window.totals.orders for start, window in ledger.windows.items()}
+
+
+def durable(value: Any) -> Any:
+    """What the changelog gives back: the app stores orjson bytes."""
+    return orjson.loads(orjson.dumps(value))
+
+
+def restored(changes: list[Changes], config: WindowConfig = CONFIG) -> PartitionLedger:
+    table: dict[str, Any] = {}
+    for change in changes:
+        table.update(durable(change.writes))
+        for key in change.deletes:
+            table.pop(key, None)
+        table[change.meta[0]] = durable(change.meta[1])
+    return PartitionLedger.restore(0, config, table.items())
+
+
+# --- (a) each offset is applied once ------------------------------------------------------
+
+
+def test_applying_the_same_offset_twice_is_replayed_and_counted_once() -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    verdicts = [ledger.apply(5, order("o-1", T0), WALL).verdict, ledger.apply(5, order("o-1", T0), WALL).verdict]
+    assert verdicts == [Verdict.APPLIED, Verdict.REPLAYED]
+    assert (ledger.meta.events, ledger.meta.orders, window_orders(ledger)) == (1, 1, {T0: 1})
+
+
+def test_an_offset_below_the_last_applied_one_is_replayed_whatever_it_holds() -> None:
+    ledger = ledger_after((7, order("o-1", T0)))
+    assert ledger.apply(3, order("o-2", T0 + 1), WALL).verdict is Verdict.REPLAYED
+    assert (ledger.meta.offset, ledger.meta.orders, ledger.meta.duplicates) == (7, 1, 0)
+
+
+def test_a_replayed_event_leaves_nothing_to_flush() -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    ledger.take_changes()
+    ledger.apply(0, order("o-1", T0), WALL)
+    assert ledger.take_changes() is None
+
+
+def test_an_applied_order_adds_its_figures_to_meta_and_its_window() -> None:
+    ledger = ledger_after((0, order("o-1", T0 + 30, Item("p-1", "books", 10.0, 2), Item("p-2", "toys", 2.5, 1))))
+    meta = ledger.meta
+    assert (meta.orders, meta.cross_sell_orders, meta.items) == (1, 1, 3)
+    assert (meta.revenue, meta.cross_sell_revenue, meta.watermark) == (22.5, 2.5, T0 + 30)
+    assert (ledger.windows[T0].totals.orders, ledger.windows[T0].offset) == (1, 0)
+
+
+# --- (b) duplicates -------------------------------------------------------------------
+
+
+def test_the_same_order_id_at_a_later_offset_is_a_duplicate() -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    ledger.apply(0, order("o-1", T0), WALL)
+    outcome = ledger.apply(1, order("o-1", T0), WALL)
+    assert outcome.verdict is Verdict.DUPLICATE
+    assert (ledger.meta.duplicates, ledger.meta.orders, ledger.meta.events, window_orders(ledger)) == (1, 1, 2, {T0: 1})
+
+
+def test_a_retry_with_other_content_is_still_a_duplicate() -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    outcome = ledger.apply(1, order("o-1", T0 + 10, Item("p-9", "garden", 99.0, 3)), WALL)
+    assert outcome.verdict is Verdict.DUPLICATE
+    assert ledger.meta.revenue == 10.0
+
+
+def test_other_order_ids_are_not_duplicates() -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    assert ledger.apply(1, order("o-2", T0), WALL).verdict is Verdict.APPLIED
+
+
+def test_duplicates_are_recognised_after_a_restore() -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    recovered = restored([ledger.take_changes()])  # type: ignore[list-item]
+    assert recovered.apply(1, order("o-1", T0), WALL).verdict is Verdict.DUPLICATE
+
+
+# --- (c) late events ------------------------------------------------------------------------
+
+
+# Window [T0, T0 + 60) with grace 120 closes when the watermark reaches T0 + 180.
+@pytest.mark.parametrize(
+    ("watermark_after_t0", "verdict"),
+    [(0.0, Verdict.APPLIED), (179.0, Verdict.APPLIED), (180.0, Verdict.LATE), (1_000.0, Verdict.LATE)],
+)
+def test_an_event_is_late_once_the_watermark_passed_its_window_end_plus_grace(
+    watermark_after_t0: float, verdict: Verdict
+) -> None:
+    ledger = ledger_after((0, order("o-1", T0 + watermark_after_t0)))
+    assert ledger.apply(1, order("o-2", T0 + 30), WALL).verdict is verdict
+
+
+def test_a_late_event_is_counted_as_late_and_stays_out_of_windows_and_totals() -> None:
+    ledger = ledger_after((0, order("o-1", T0 + 600)), (1, order("o-2", T0)))
+    meta = ledger.meta
+    assert (meta.late, meta.orders, meta.events, meta.watermark) == (1, 1, 2, T0 + 600)
+    assert window_orders(ledger) == {T0 + 600: 1}
+
+
+def test_a_late_order_id_is_not_remembered_for_deduplication() -> None:
+    ledger = ledger_after((0, order("o-1", T0 + 600)), (1, order("o-2", T0)))
+    assert ledger.apply(2, order("o-2", T0 + 600), WALL).verdict is Verdict.APPLIED
+
+
+def test_an_older_event_in_an_open_window_is_applied_without_moving_the_watermark() -> None:
+    ledger = ledger_after((0, order("o-1", T0 + 100)), (1, order("o-2", T0 + 30)))
+    assert (ledger.meta.watermark, window_orders(ledger)) == (T0 + 100, {T0: 1, T0 + 60: 1})
+
+
+# --- (d) invalid events -----------------------------------------------------------------------
+
+
+def test_a_rejection_is_invalid_with_its_reason_counted() -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    outcome = ledger.apply(0, Rejection(NOT_JSON, "the event is not JSON"), WALL)
+    assert (outcome.verdict, outcome.reason, outcome.detail) == (Verdict.INVALID, NOT_JSON, "the event is not JSON")
+    assert (ledger.meta.invalid, ledger.meta.events, ledger.meta.orders, ledger.windows) == ({NOT_JSON: 1}, 1, 0, {})
+
+
+def test_invalid_events_are_counted_per_reason() -> None:
+    ledger = ledger_after((0, Rejection(NOT_JSON, "x")), (1, Rejection(WRONG_TYPE, "y")), (2, Rejection(NOT_JSON, "z")))
+    assert ledger.meta.invalid == {NOT_JSON: 2, WRONG_TYPE: 1}
+
+
+@pytest.mark.parametrize(
+    ("ahead_of_clock", "verdict"),
+    [(0.0, Verdict.APPLIED), (300.0, Verdict.APPLIED), (300.5, Verdict.INVALID), (7200.0, Verdict.INVALID)],
+)
+def test_an_event_more_than_max_future_ahead_of_the_clock_is_invalid(ahead_of_clock: float, verdict: Verdict) -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    outcome = ledger.apply(0, order("o-1", T0 + ahead_of_clock), T0)
+    assert outcome.verdict is verdict
+    assert ledger.meta.invalid == ({FUTURE_EVENT_TIME: 1} if verdict is Verdict.INVALID else {})
+
+
+def test_a_future_event_neither_moves_the_watermark_nor_is_remembered() -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    ledger.apply(0, order("o-1", T0), T0)
+    ledger.apply(1, order("o-2", T0 + 3600), T0)
+    assert ledger.meta.watermark == T0
+    assert ledger.apply(2, order("o-2", T0 + 10), T0).verdict is Verdict.APPLIED
+
+
+# The watermark is T0 + 10000; retention is 3600 s.
+@pytest.mark.parametrize(
+    ("event_time", "verdict"),
+    [(T0 + 10_000 - 3600 - 1, Verdict.INVALID), (T0 + 10_000 - 3600, Verdict.LATE), (T0 + 9_990, Verdict.APPLIED)],
+)
+def test_an_event_older_than_retention_before_the_watermark_is_invalid(event_time: float, verdict: Verdict) -> None:
+    ledger = ledger_after((0, order("o-1", T0 + 10_000)))
+    outcome = ledger.apply(1, order("o-2", event_time), WALL)
+    assert outcome.verdict is verdict
+    assert ledger.meta.invalid == ({BEFORE_RETENTION: 1} if verdict is Verdict.INVALID else {})
+
+
+# --- flushing ---------------------------------------------------------------------------------
+
+
+def test_take_changes_is_none_when_nothing_was_applied() -> None:
+    assert PartitionLedger(0, CONFIG).take_changes() is None
+
+
+def test_take_changes_writes_dirty_windows_the_new_seen_segment_and_meta() -> None:
+    ledger = ledger_after((0, order("o-1", T0)), (1, order("o-2", T0 + 61)), (2, Rejection(NOT_JSON, "x")))
+    changes = ledger.take_changes()
+    assert changes is not None
+    assert set(changes.writes) == {window_key(0, T0), window_key(0, T0 + 60), seen_key(0, 1)}
+    assert changes.writes[window_key(0, T0 + 60)]["offset"] == 1
+    assert changes.writes[seen_key(0, 1)] == {"ids": {"o-1": [0, T0], "o-2": [1, T0 + 61]}}
+    assert (changes.deletes, changes.meta[0], changes.meta[1]["offset"]) == ([], meta_key(0), 2)
+
+
+def test_take_changes_writes_only_what_changed_since_the_last_flush() -> None:
+    ledger = ledger_after((0, order("o-1", T0)), (1, order("o-2", T0 + 61)))
+    ledger.take_changes()
+    ledger.apply(2, order("o-3", T0 + 62), WALL)
+    changes = ledger.take_changes()
+    assert changes is not None
+    assert set(changes.writes) == {window_key(0, T0 + 60), seen_key(0, 2)}
+    assert ledger.take_changes() is None
+
+
+def test_an_invalid_event_alone_still_flushes_meta() -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    ledger.take_changes()
+    ledger.apply(1, Rejection(NOT_JSON, "x"), WALL)
+    changes = ledger.take_changes()
+    assert changes is not None
+    assert (changes.writes, changes.meta[1]["offset"], changes.meta[1]["invalid"]) == ({}, 1, {NOT_JSON: 1})
+
+
+def test_restore_from_the_flushed_keys_gives_back_the_same_state() -> None:
+    ledger = ledger_after((0, order("o-1", T0)), (1, order("o-2", T0 + 61)), (2, Rejection(NOT_JSON, "x")))
+    first = ledger.take_changes()
+    ledger.apply(3, order("o-3", T0 + 62, Item("p-1", "books", 3.0, 1), Item("p-2", "toys", 1.0, 1)), WALL)
+    second = ledger.take_changes()
+    recovered = restored([first, second])  # type: ignore[list-item]
+    assert recovered.meta == ledger.meta
+    assert recovered.windows == ledger.windows
+    assert recovered.seen == ledger.seen
+
+
+# --- (f) expiry ---------------------------------------------------------------------------------
+
+
+# A window [T0, T0 + 60) expires once the watermark reaches T0 + 60 + retention (3600).
+@pytest.mark.parametrize(("watermark_after_t0", "expired"), [(3659.0, False), (3660.0, True), (9000.0, True)])
+def test_take_changes_deletes_windows_older_than_retention(watermark_after_t0: float, expired: bool) -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    ledger.take_changes()
+    ledger.apply(1, order("o-2", T0 + watermark_after_t0), WALL)
+    changes = ledger.take_changes()
+    assert changes is not None
+    assert (window_key(0, T0) in changes.deletes, T0 not in ledger.windows) == (expired, expired)
+
+
+# A seen segment expires once its newest event is more than the dedup horizon (600) behind the watermark.
+@pytest.mark.parametrize(("watermark_after_t0", "expired"), [(600.0, False), (600.5, True), (2000.0, True)])
+def test_take_changes_deletes_seen_segments_older_than_the_dedup_horizon(
+    watermark_after_t0: float, expired: bool
+) -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    ledger.take_changes()
+    ledger.apply(1, order("o-2", T0 + watermark_after_t0), WALL)
+    changes = ledger.take_changes()
+    assert changes is not None
+    assert (seen_key(0, 1) in changes.deletes, "o-1" not in ledger.seen) == (expired, expired)
+
+
+def test_an_order_id_past_the_dedup_horizon_counts_as_a_new_order() -> None:
+    ledger = ledger_after((0, order("o-1", T0)))
+    ledger.take_changes()
+    ledger.apply(1, order("o-2", T0 + 700), WALL)
+    ledger.take_changes()
+    assert ledger.apply(2, order("o-1", T0 + 700), WALL).verdict is Verdict.APPLIED
+
+
+def test_a_seen_segment_lives_as_long_as_its_newest_order() -> None:
+    ledger = ledger_after((0, order("o-1", T0)), (1, order("o-2", T0 + 500)))
+    ledger.take_changes()
+    ledger.apply(2, order("o-3", T0 + 1000), WALL)  # o-1 is 1000 s old, o-2 only 500 s
+    ledger.take_changes()
+    assert ledger.apply(3, order("o-1", T0 + 1000), WALL).verdict is Verdict.DUPLICATE
+
+
+# --- (e) crash and recovery -----------------------------------------------------------------------
+
+# Duplicates are retries of one of the last 100 fresh orders, at most 100 x 6 s = 600 s old: well inside
+# the 900 s dedup horizon, so when seen segments expire does not change a verdict (see the xfail below).
+CRASH_CONFIG = WindowConfig(
+    size=60.0,
+    grace=120.0,
+    retention=1800.0,
+    dedup_horizon=900.0,
+    max_future=300.0,
+    pair_horizons=(("1h", 3600.0), ("15m", 900.0)),
+    pair_slots=6,
+    pair_partitions=3,
+)
+STREAM_LENGTH = 800
+MAX_GAP = 6.0
+FLUSH_CHANCE = 0.08
+CRASH_CHANCE = 0.01
+CRASH_IN_FLUSH_CHANCE = 0.2
+CRASH_WHILE_SENDING_CHANCE = 0.2
+MAX_CRASHES = 10
+EXACT_CAPACITY = 100_000  # far above the 120 products of the catalogue: Space-Saving stays exact
+
+
+def make_stream(seed: int) -> list[tuple[bytes, float]]:
+    """(value, producer clock) of each offset: orders, late, invalid, duplicates and some before retention."""
+    rng = random.Random(seed)
+    shape = TrafficShape(
+        late_share=0.05,
+        late_by_seconds=600.0,
+        invalid_share=0.05,
+        duplicate_share=0.08,
+        categories=6,
+        products_per_category=20,
+    )
+    maker = OrderMaker(random.Random(seed), shape)
+    now = T0
+    stream = []
+    for _ in range(STREAM_LENGTH):
+        now += rng.uniform(0.0, MAX_GAP)
+        if rng.random() < 0.02:
+            stream.append((orjson.dumps(maker.order(now - 2 * CRASH_CONFIG.retention)), now))
+        else:
+            stream.append((maker.event(now)[2], now))
+    return stream
+
+
+class Changelog:
+    """The state table as a restarted worker recovers it."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, Any] = {}
+        self.deleted = 0
+
+    def write(self, changes: Changes) -> None:
+        self.table.update(durable(changes.writes))
+        for key in changes.deletes:
+            self.deleted += self.table.pop(key, None) is not None
+
+    def write_meta(self, changes: Changes) -> None:
+        key, meta = changes.meta
+        self.table[key] = durable(meta)
+
+    def last_applied_offset(self) -> int:
+        offset: int = self.table.get(meta_key(0), {}).get("offset", -1)
+        return offset
+
+    def recover(self, rng: random.Random) -> PartitionLedger:
+        items = list(durable(self.table).items())
+        rng.shuffle(items)  # recovery order is not part of the contract
+        return PartitionLedger.restore(0, CRASH_CONFIG, items)
+
+
+class PairReceiver:
+    """The pairs-topic side: one bucket per (partition, horizon, bucket), applying each sequence once."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple[int, str, float], PairBucket] = {}
+        self.ignored = 0
+
+    def deliver(self, messages: list[dict[str, Any]]) -> None:
+        for message in durable(messages):
+            key = (message["partition"], message["horizon"], message["bucket"])
+            if key not in self.buckets:
+                self.buckets[key] = PairBucket.empty(EXACT_CAPACITY, EXACT_CAPACITY)
+            self.ignored += not self.buckets[key].apply(message)
+
+    def figures(self) -> dict[tuple[int, str, float], tuple[int, list[tuple[str, int]], list[tuple[str, int]]]]:
+        assert all(bucket.products.is_exact and bucket.pairs.is_exact for bucket in self.buckets.values())
+        return {
+            key: (bucket.orders, bucket.products.top(EXACT_CAPACITY), bucket.pairs.top(EXACT_CAPACITY))
+            for key, bucket in self.buckets.items()
+        }
+
+
+@dataclass
+class Run:
+    ledger: PartitionLedger
+    receiver: PairReceiver
+    changelog: Changelog = field(default_factory=Changelog)
+    crashes: Counter[str] = field(default_factory=Counter)
+    resent: int = 0
+
+
+def run_once(stream: list[tuple[bytes, float]]) -> Run:
+    run = Run(PartitionLedger(0, CRASH_CONFIG), PairReceiver())
+    for offset, (value, clock) in enumerate(stream):
+        run.ledger.apply(offset, decode_order(value), clock)
+    changes = run.ledger.take_changes()  # expiry happens at flush time
+    assert changes is not None
+    run.receiver.deliver(changes.outbox)
+    return run
+
+
+def run_with_crashes(stream: list[tuple[bytes, float]], seed: int) -> Run:
+    """Process ``stream`` with flushes and crashes at random points, as the worker would."""
+    rng = random.Random(seed * 1_000_003 + 17)
+    run = Run(PartitionLedger(0, CRASH_CONFIG), PairReceiver())
+    position = 0
+    clock = stream[0][1]
+
+    def crash(kind: str) -> None:
+        nonlocal position
+        run.crashes[kind] += 1
+        run.ledger = run.changelog.recover(rng)
+        position = rng.randint(0, run.changelog.last_applied_offset() + 1)  # any committed offset
+
+    def flush(may_crash: bool) -> None:
+        # The last complete flush's pair deltas may not have been delivered: they go first.
+        run.resent += len(run.ledger.unsent_outbox)
+        run.receiver.deliver(run.ledger.unsent_outbox)
+        run.ledger.unsent_outbox = []
+        changes = run.ledger.take_changes()
+        if changes is None:
+            return
+        run.changelog.write(changes)
+        if may_crash and rng.random() < CRASH_IN_FLUSH_CHANCE:
+            return crash("between writes and meta")
+        run.changelog.write_meta(changes)
+        if may_crash and changes.outbox and rng.random() < CRASH_WHILE_SENDING_CHANCE:
+            run.receiver.deliver(changes.outbox[: rng.randrange(len(changes.outbox))])
+            return crash("while sending pair deltas")
+        run.receiver.deliver(changes.outbox)
+
+    while position < len(stream):
+        value, produced = stream[position]
+        clock = max(clock, produced)  # the worker's clock never runs backwards, crash or not
+        run.ledger.apply(position, decode_order(value), clock)
+        position += 1
+        roll = rng.random()
+        may_crash = run.crashes.total() < MAX_CRASHES
+        if roll < FLUSH_CHANCE:
+            flush(may_crash)
+        elif may_crash and roll < FLUSH_CHANCE + CRASH_CHANCE:
+            crash("between events")
+    flush(may_crash=False)
+    return run
+
+
+def meta_figures(meta: Meta) -> dict[str, Any]:
+    """Meta without the sequence numbers, which number flushes and so differ between runs."""
+    figures = meta.to_dict()
+    del figures["seen_sequence"], figures["outbox_sequence"]
+    return figures
+
+
+def window_figures(ledger: PartitionLedger) -> dict[float, tuple[int, dict[str, Any]]]:
+    return {start: (window.offset, window.totals.to_dict()) for start, window in ledger.windows.items()}
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_crashes_and_replays_give_exactly_the_state_of_one_clean_run(seed: int) -> None:
+    stream = make_stream(seed)
+    once = run_once(stream)
+    crashed = run_with_crashes(stream, seed)
+    recovered = crashed.changelog.recover(random.Random(seed))
+    assert crashed.crashes.total() >= 1
+    assert meta_figures(crashed.ledger.meta) == meta_figures(once.ledger.meta)
+    assert window_figures(crashed.ledger) == window_figures(once.ledger)
+    assert meta_figures(recovered.meta) == meta_figures(once.ledger.meta)
+    assert window_figures(recovered) == window_figures(once.ledger)
+    assert crashed.receiver.figures() == once.receiver.figures()
+
+
+def test_crash_simulation_exercises_every_verdict_every_crash_kind_expiry_and_resends() -> None:
+    crashes: Counter[str] = Counter()
+    invalid: Counter[str] = Counter()
+    late = duplicates = deleted = resent = ignored = 0
+    for seed in range(30):
+        run = run_with_crashes(make_stream(seed), seed)
+        crashes += run.crashes
+        invalid += Counter(run.ledger.meta.invalid)
+        late += run.ledger.meta.late
+        duplicates += run.ledger.meta.duplicates
+        deleted += run.changelog.deleted
+        resent += run.resent
+        ignored += run.receiver.ignored
+    assert (
+        min(crashes[kind] for kind in ("between events", "between writes and meta", "while sending pair deltas")) >= 10
+    )
+    assert invalid[BEFORE_RETENTION] > 0
+    assert sum(invalid.values()) > invalid[BEFORE_RETENTION]
+    assert (late > 0, duplicates > 0, deleted > 0, resent > 0, ignored > 0) == (True,) * 5
+
+
+# --- known bugs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="take_changes deletes expired seen segments in the same flush whose meta may not land; after a crash "
+    "there, the replayed events are judged without those ids (a duplicate becomes late or applied)",
+)
+def test_a_crash_after_a_flush_that_expired_a_seen_segment_keeps_the_duplicate_verdict() -> None:
+    config = WindowConfig(size=60.0, grace=120.0, retention=86_400.0, dedup_horizon=100.0)
+    events = [order("A", T0), order("B", T0 + 200), order("A", T0)]  # the last one is a retry of A
+    clean = ledger_after(*enumerate(events), config=config)
+
+    changelog = Changelog()
+    ledger = PartitionLedger(0, config)
+    ledger.apply(0, events[0], WALL)
+    first = ledger.take_changes()
+    assert first is not None
+    changelog.write(first)
+    changelog.write_meta(first)
+    ledger.apply(1, events[1], WALL)
+    ledger.apply(2, events[2], WALL)
+    second = ledger.take_changes()  # expires A's segment: 200 s > 100 s behind the watermark
+    assert second is not None
+    changelog.write(second)  # crash before the meta key is written
+    recovered = PartitionLedger.restore(0, config, durable(changelog.table).items())
+    for offset in range(changelog.last_applied_offset() + 1, len(events)):
+        recovered.apply(offset, events[offset], WALL)
+    assert meta_figures(recovered.meta) == meta_figures(clean.meta)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="window_key truncates the window start to an int, so with a fractional window size (the settings "
+    "accept CROSSSELL_WINDOW_SECONDS=1500ms) restore puts a window under the wrong start",
+)
+def test_restore_keeps_window_starts_of_a_fractional_window_size() -> None:
+    config = WindowConfig(size=1.5)
+    ledger = ledger_after((0, order("o-1", 4.6)), config=config)  # window [4.5, 6.0)
+    changes = ledger.take_changes()
+    assert changes is not None
+    assert set(restored([changes], config).windows) == set(ledger.windows)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the future_event_time verdict depends on the worker's clock, which is not part of the flushed state: "
+    "replayed after a crash later, an event rejected as future is applied, but its window already holds a higher "
+    "offset, so meta counts an order that no window holds",
+)
+def test_meta_and_windows_agree_after_replaying_an_event_that_was_in_the_future() -> None:
+    events = [order("A", T0 + 400), order("B", T0 + 400)]  # same window [T0 + 360, T0 + 420)
+    changelog = Changelog()
+    ledger = PartitionLedger(0, CONFIG)
+    assert ledger.apply(0, events[0], T0).verdict is Verdict.INVALID  # 400 s ahead, 300 s allowed
+    assert ledger.apply(1, events[1], T0 + 200).verdict is Verdict.APPLIED
+    changes = ledger.take_changes()
+    assert changes is not None
+    changelog.write(changes)  # crash before the meta key is written; restart at T0 + 200
+    recovered = PartitionLedger.restore(0, CONFIG, durable(changelog.table).items())
+    for offset, event in enumerate(events):
+        recovered.apply(offset, event, T0 + 200)
+    assert recovered.meta.orders == sum(window.totals.orders for window in recovered.windows.values())
