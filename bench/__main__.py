@@ -45,7 +45,7 @@ from bench.report import Result, machine, ratios, table, write_json
 from streams.admin import ensure_topics
 from streams.broker import BrokerError, EmbeddedBroker, free_port
 from streams.settings import Settings
-from streams.traffic import TrafficShape
+from streams.traffic import OrderMaker, TrafficShape
 
 CONTENDERS = ("raw", "bare", "naive", "pipeline")
 MODULES = {"raw": "bench.contenders.raw_client", "bare": "bench.contenders.faust_bare",
@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--event-time-span", type=float, default=600.0,
                         help="event times of the preloaded orders spread over the last this many seconds")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
-                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all)")
+                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all), or none "
+                             "(with --variant)")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds of live traffic for the latency of (4) (default 20; 5 with --smoke; 0 skips)")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                              f"{SMOKE_LATENCY_SECONDS:g} s latency phase); the numbers mean little")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds one contender may take, startup included (default 120 + events/400)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="also run (4) through bench.variant_worker with these changes, e.g. "
+                             "fastpath=0,monitor=default (keys: python -m bench.variant_worker's docstring); "
+                             "repeatable; to measure what single optimisations gain")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})")
     return parser
 
@@ -95,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.timeout is None:
         args.timeout = 120 + args.events / 400
     wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    if "none" in wanted:
+        wanted = []
     unknown = set(wanted) - set(CONTENDERS)
-    if unknown or not wanted:
+    if unknown or (not wanted and not args.variant):
         print(f"bench: --contenders {args.contenders!r}: expected a subset of {','.join(CONTENDERS)}", file=sys.stderr)
         return 2
     if args.events < 1 or args.partitions < 1:
@@ -156,36 +163,14 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
             _note(f"{name}: {results[name].events_per_second:,.0f} events/s")
 
         if "pipeline" in wanted:
-            _note("pipeline: starting one worker")
-            workers = pipeline.start_workers(kids, 1, name="pipeline", broker_url=broker.url,
-                                             app_id=f"bench-{run_id}-pipeline", partitions=args.partitions,
-                                             data_dir=log_dir)
-            throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
-            results["pipeline"] = Result("pipeline", throughput.events, throughput.seconds,
-                                         throughput.cpu_seconds, max(throughput.peak_rss_mb))
-            _note(f"pipeline: {throughput.events_per_second:,.0f} events/s")
-            if args.latency_seconds > 0:
-                rate = max(1.0, throughput.events_per_second / 2)
-                count = max(1, int(rate * args.latency_seconds))
-                _note(f"pipeline: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
-                live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
-                latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=settings.orders_topic,
-                                                   events=live, rate=rate, base=args.events)
-                document["latency"] = {
-                    "rate": round(latency.rate, 1), "seconds": round(latency.seconds, 1), "sent": latency.sent,
-                    "measured": latency.measured, "not_reflected": latency.lost,
-                    "p50_seconds": round(latency.p50, 4), "p99_seconds": round(latency.p99, 4),
-                    "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
-                    "peak_rss_mb_after": round(peak_rss_mb(workers[0].child.pid), 1),
-                }
-                results["pipeline"].peak_rss_mb = max(results["pipeline"].peak_rss_mb,
-                                                      document["latency"]["peak_rss_mb_after"])
-            for worker in workers:
-                kids.stop(worker.child)
-
+            run_pipeline(kids, args, broker.url, bootstrap, settings.orders_topic, maker, run_id, log_dir, results,
+                         document)
             if args.workers == 2:
                 document["workers"] = run_two_workers(kids, args, broker.url, bootstrap, events, run_id, log_dir,
                                                       results)
+        for n, variant in enumerate(args.variant):
+            run_pipeline(kids, args, broker.url, bootstrap, settings.orders_topic, maker, run_id, log_dir, results,
+                         document, variant=variant, label=f"pipeline[{variant}]", suffix=f"v{n}")
 
     document["results"] = {name: result.as_json() for name, result in results.items()}
     document["ratios"] = ratios(results)
@@ -193,9 +178,8 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
     print(table(results))
     if document["ratios"]:
         print("ratios of events/s: " + ", ".join(f"({k}) {v:.2f}" for k, v in document["ratios"].items()))
-    if "latency" in document:
-        lat = document["latency"]
-        print(f"latency of (4) at {lat['rate']:,.0f} events/s: p50 {lat['p50_seconds'] * 1000:.0f} ms, "
+    for label, lat in document.get("latency", {}).items():
+        print(f"latency of {label} at {lat['rate']:,.0f} events/s: p50 {lat['p50_seconds'] * 1000:.0f} ms, "
               f"p99 {lat['p99_seconds'] * 1000:.0f} ms, max {lat['max_seconds'] * 1000:.0f} ms "
               f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms)")
     if "workers" in document:
@@ -204,6 +188,37 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
               f"{two['ratio_to_one_worker']:.2f}x one worker")
     print()
     return document
+
+
+def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, bootstrap: str, topic: str,
+                 maker: OrderMaker, run_id: str, log_dir: Path, results: dict[str, Result], document: dict[str, Any],
+                 variant: str = "", label: str = "pipeline", suffix: str = "pipeline") -> None:
+    """(4): one worker reads the preloaded events; then, for the unchanged worker, the latency phase."""
+    _note(f"{label}: starting one worker")
+    workers = pipeline.start_workers(kids, 1, name=suffix, broker_url=broker_url, app_id=f"bench-{run_id}-{suffix}",
+                                     partitions=args.partitions, data_dir=log_dir, variant=variant)
+    throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
+    result = results[label] = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
+                                     max(throughput.peak_rss_mb))
+    _note(f"{label}: {throughput.events_per_second:,.0f} events/s")
+    if args.latency_seconds > 0:
+        rate = max(1.0, throughput.events_per_second / 2)
+        count = max(1, int(rate * args.latency_seconds))
+        _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
+        live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
+        latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=topic, events=live, rate=rate,
+                                           base=args.events)
+        rss = peak_rss_mb(workers[0].child.pid)
+        result.peak_rss_mb = max(result.peak_rss_mb, rss)
+        document.setdefault("latency", {})[label] = {
+            "rate": round(latency.rate, 1), "seconds": round(latency.seconds, 1), "sent": latency.sent,
+            "measured": latency.measured, "not_reflected": latency.lost,
+            "p50_seconds": round(latency.p50, 4), "p99_seconds": round(latency.p99, 4),
+            "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
+            "peak_rss_mb_after": round(rss, 1),
+        }
+    for worker in workers:
+        kids.stop(worker.child)
 
 
 def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap: str, topic: str, run_id: str,

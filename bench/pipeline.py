@@ -45,7 +45,7 @@ class Worker:
 
 
 def start_workers(children: Children, count: int, *, name: str, broker_url: str, app_id: str, partitions: int,
-                  data_dir: Path, orders_topic: str | None = None) -> list[Worker]:
+                  data_dir: Path, orders_topic: str | None = None, variant: str = "") -> list[Worker]:
     workers = []
     for i in range(count):
         port = free_port()
@@ -60,7 +60,12 @@ def start_workers(children: Children, count: int, *, name: str, broker_url: str,
         })
         if orders_topic:
             env["CROSSSELL_ORDERS_TOPIC"] = orders_topic
-        child = children.start(f"{name}-{i}", python_module("streams", "worker"), env)
+        if variant:
+            env["BENCH_VARIANT"] = variant
+            command = python_module("bench.variant_worker")
+        else:
+            command = python_module("streams", "worker")
+        child = children.start(f"{name}-{i}", command, env)
         workers.append(Worker(child, port))
     return workers
 

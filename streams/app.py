@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 
 from streams.companions import owner_partition
+from streams.fastpath import FastPathApp
 from streams.metrics import CrossSellCollector
 from streams.processor import OrderProcessor, PairProcessor, Recommender
 from streams.settings import Settings
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> tuple[faust.App, OrderProcessor]:
 
 
 def create_pipeline(settings: Settings) -> Pipeline:
-    app = faust.App(
+    app = FastPathApp(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",

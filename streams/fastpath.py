@@ -30,6 +30,7 @@ import types
 from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, cast
 
+import aiokafka
 import faust
 from faust import transport as faust_transport
 from faust.sensors import Monitor
@@ -38,7 +39,9 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, ConsumerT, Message, TransportT
 from mode import Service, ServiceT
 
-__all__ = ["FastPathApp", "FastPathConsumer", "FastPathTransport", "LightMonitor", "eager_step"]
+DEFAULT_FETCH_MAX_WAIT = 0.1
+
+__all__ = ["FastPathApp", "FastPathConsumer", "FastPathConsumerThread", "FastPathTransport", "LightMonitor", "eager_step"]
 
 
 
@@ -81,8 +84,35 @@ def eager_step(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any] | Non
     return cast(Coroutine[Any, Any, Any], _resume(coro, pending))
 
 
+class FastPathConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread with a shorter broker-side fetch wait.
+
+    Faust passes ``fetch_max_wait_ms=1500`` to aiokafka and offers no setting
+    for it. A broker that holds a fetch for that long when it has nothing new
+    (Tansu does) adds up to 1.5 s to every event of a live, not-backlogged
+    stream. While there is a backlog, fetches return at once either way.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        wait = cast(FastPathApp, self.app).fetch_max_wait_ms
+        if wait is not None:
+            if not hasattr(consumer, "_fetch_max_wait_ms"):
+                raise RuntimeError(
+                    f"aiokafka {aiokafka.__version__} keeps fetch_max_wait_ms elsewhere; "
+                    "update streams/fastpath.py (FastPathConsumerThread) for this version, "
+                    "or pass fetch_max_wait=None to FastPathApp"
+                )
+            # The constructor argument, read when the consumer starts (Fetcher(...)).
+            consumer._fetch_max_wait_ms = wait
+        return consumer
+
+
 class FastPathConsumer(aiokafka_driver.Consumer):
     """The aiokafka consumer, delivering messages in place while no rebalance is under way."""
+
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        return FastPathConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - exercised by tests/agents
         # Faust 0.15.3's Consumer._drain_messages; only the delivery differs (marked below).
@@ -216,9 +246,16 @@ class LightMonitor(Monitor):
 class FastPathApp(faust.App):  # type: ignore[misc]
     """A :class:`faust.App` whose Kafka consumer is :class:`FastPathConsumer`.
 
-    Drop-in: same arguments as ``faust.App``. Other transports (a
-    ``confluent://`` URL) are left as Faust makes them.
+    Drop-in: the arguments of ``faust.App``, plus ``fetch_max_wait``
+    (seconds a fetch may wait at the broker for new data; Faust fixes 1.5 s;
+    None keeps that). Other transports (a ``confluent://`` URL) are left as
+    Faust makes them.
     """
+
+    def __init__(self, id: str, *, fetch_max_wait: float | None = DEFAULT_FETCH_MAX_WAIT, **options: Any) -> None:
+        self.fetch_max_wait_ms = None if fetch_max_wait is None else int(fetch_max_wait * 1000)
+        options.setdefault("Monitor", LightMonitor)
+        super().__init__(id, **options)
 
     def _new_transport(self) -> TransportT:
         url = self.conf.broker_consumer[0]

@@ -1,0 +1,60 @@
+"""``python -m bench.variant_worker``: the project's worker with some optimisations turned off or changed.
+
+For measuring what each lever gains (``python -m bench --variant ...``). The
+variant is read from BENCH_VARIANT, comma-separated KEY=VALUE:
+
+  fastpath=0        plain faust.App instead of streams.fastpath.FastPathApp
+  fetch_wait=1.5    FastPathApp's fetch_max_wait in seconds ("none": Faust's 1.5 s)
+  monitor=default   Faust's own Monitor instead of FastPathApp's LightMonitor
+  NAME=VALUE        any Faust setting, e.g. stream_buffer_maxsize=16384 (VALUE as a Python literal)
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from typing import Any
+
+import faust
+
+import streams.app
+from streams.cli import main
+from streams.fastpath import FastPathApp
+
+
+def parse_variant(text: str) -> dict[str, str]:
+    spec = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise SystemExit(f"BENCH_VARIANT: {part!r} is not KEY=VALUE")
+        spec[key.strip()] = value.strip()
+    return spec
+
+
+def variant_app(spec: dict[str, str]) -> type[faust.App]:
+    fastpath = spec.get("fastpath", "1") != "0"
+    base: type[faust.App] = FastPathApp if fastpath else faust.App
+    settings: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "fastpath":
+            continue
+        if key == "monitor":
+            settings["Monitor"] = "faust.sensors:Monitor" if value == "default" else "streams.fastpath:LightMonitor"
+        elif key == "fetch_wait":
+            if fastpath:
+                settings["fetch_max_wait"] = None if value == "none" else float(value)
+        else:
+            settings[key] = ast.literal_eval(value)
+
+    class VariantApp(base):  # type: ignore[misc, valid-type]
+        def __init__(self, id: str, **options: Any) -> None:
+            super().__init__(id, **{**options, **settings})
+
+    return VariantApp
+
+
+if __name__ == "__main__":
+    streams.app.FastPathApp = variant_app(parse_variant(os.environ.get("BENCH_VARIANT", "")))  # type: ignore[misc]
+    sys.exit(main(["worker"]))

@@ -1,0 +1,148 @@
+"""The Faust wiring, driven by Faust's test driver (``agent.test_context()``).
+
+Events are put straight into the agents (no consumer); what the agents write
+(the changelog, dead letters, pair deltas) goes through the app's real producer
+to the embedded broker, and is read back with confluent-kafka.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.admin import ensure_topics
+from streams.app import Pipeline, create_pipeline
+from streams.broker import EmbeddedBroker
+from streams.settings import Settings
+from streams.traffic import rfc3339
+from tests.harness import unique
+
+PARTITIONS = 2
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+async def pipeline(broker: EmbeddedBroker, tmp_path: Any) -> AsyncIterator[Pipeline]:
+    settings = Settings(broker_url=broker.url, app_id=unique("agents"), partitions=PARTITIONS,
+                        orders_topic=unique("orders"), dead_letter_topic=unique("dead"),
+                        pairs_topic=unique("pairs"), recommendations_topic=unique("recs"),
+                        data_dir=str(tmp_path))
+    ensure_topics(broker.bootstrap, settings)
+    built = create_pipeline(settings)
+    app = built.app
+    app.finalize()
+    for table in app.tables.values():
+        await table.changelog_topic.maybe_declare()
+    await app.producer.maybe_start()
+    try:
+        yield built
+    finally:
+        await app.producer.stop()
+
+
+def order(order_id: str, *lines: tuple[str, str, float, int], t: float | None = None) -> bytes:
+    return orjson.dumps({
+        "order_id": order_id, "customer_id": "c-1", "occurred_at": rfc3339(t or time.time()), "currency": "EUR",
+        "items": [{"product_id": p, "category": c, "unit_price": price, "quantity": q} for p, c, price, q in lines],
+    })
+
+
+def read_all(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> list[Any]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("read"), "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    try:
+        messages: list[Any] = []
+        for _ in range(10):
+            batch = [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+            if not batch and messages:
+                break
+            messages += batch
+        return messages
+    finally:
+        consumer.close()
+
+
+async def test_an_order_put_into_the_agent_reaches_the_ledger_of_its_partition(pipeline: Pipeline) -> None:
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        await agent.put(order("o-1", ("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 2)), key=b"o-1",
+                        partition=1)
+    ledger = pipeline.orders.ledgers[1]
+    assert (ledger.meta.orders, ledger.meta.cross_sell_orders, ledger.meta.items) == (1, 1, 3)
+    assert ledger.meta.cross_sell_revenue == 18.0
+    assert 0 not in pipeline.orders.ledgers
+
+
+async def test_a_flush_writes_state_to_the_changelog_partition_named_by_the_key(
+        pipeline: Pipeline, broker: EmbeddedBroker) -> None:
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        await agent.put(order("o-1", ("tv", "electronics", 400.0, 1)), key=b"o-1", partition=1)
+        await agent.put(order("o-2", ("pan", "kitchen", 30.0, 1)), key=b"o-2", partition=0)
+        await pipeline.orders.flush()
+    changelog = pipeline.orders.table.changelog_topic.get_topic_name()
+    messages = read_all(broker.bootstrap, changelog)
+    assert messages, "the flush wrote nothing to the changelog"
+    for message in messages:
+        assert int(message.key().split(b"/")[0]) == message.partition()
+    meta = {m.partition(): orjson.loads(m.value()) for m in messages if m.key().endswith(b"/meta")}
+    assert meta[1]["orders"] == 1 and meta[0]["orders"] == 1
+
+
+async def test_an_event_replayed_at_an_applied_offset_is_not_counted_again(pipeline: Pipeline) -> None:
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        await agent.put(order("o-1", ("tv", "electronics", 400.0, 1)), key=b"o-1")
+        agent.sent_offset = 0  # the same source offset again, as after a restart
+        await agent.put(order("o-1", ("tv", "electronics", 400.0, 1)), key=b"o-1")
+    assert pipeline.orders.ledgers[0].meta.orders == 1
+    assert pipeline.orders.ledgers[0].meta.events == 1
+
+
+async def test_an_invalid_event_is_published_as_a_dead_letter_with_its_reason(
+        pipeline: Pipeline, broker: EmbeddedBroker) -> None:
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        await agent.put(b"{broken", key=b"k-1", headers={"trace": b"abc"})
+        await agent.put(order("o-ok", ("tv", "electronics", 400.0, 1)), key=b"o-ok")
+        await pipeline.orders.flush()
+    messages = read_all(broker.bootstrap, pipeline.orders.settings.dead_letter_topic)
+    assert len(messages) == 1
+    headers = dict(messages[0].headers())
+    assert messages[0].value() == b"{broken" and messages[0].key() == b"k-1"
+    assert headers["crosssell.reason"] == b"not_json"
+    assert headers["trace"] == b"abc"
+    assert pipeline.orders.ledgers[0].meta.invalid == {"not_json": 1}
+    assert pipeline.orders.ledgers[0].meta.orders == 1
+
+
+async def test_pair_deltas_leave_once_per_flush_not_once_per_order(
+        pipeline: Pipeline, broker: EmbeddedBroker) -> None:
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        for n in range(20):
+            await agent.put(order(f"o-{n}", ("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 1)),
+                            key=f"o-{n}".encode())
+        await pipeline.orders.flush()
+    messages = read_all(broker.bootstrap, pipeline.orders.settings.pairs_topic)
+    horizons = len(pipeline.orders.settings.pair_horizons)
+    # One message per pairs partition and horizon bucket, for all twenty orders.
+    assert len(messages) == PARTITIONS * horizons
+    assert sum(orjson.loads(m.value())["orders"] for m in messages) == 20 * horizons * PARTITIONS
+
+
+async def test_pair_messages_applied_by_the_pairs_agent_count_once(
+        pipeline: Pipeline, broker: EmbeddedBroker) -> None:
+    message = {"partition": 0, "source": 1, "sequence": 1, "horizon": "24h", "bucket": 0.0, "orders": 3,
+               "products": {"a": 2, "b": 2}, "pairs": {"a": {"b": 2}}}
+    async with pipeline.app.agents["pairs"].test_context() as agent:
+        await agent.put(orjson.dumps(message), partition=0)
+        await agent.put(orjson.dumps(message), partition=0)  # a resent outbox
+    view = pipeline.pairs.ledgers[0].view("24h")
+    assert view.orders == 3
+    assert view.pairs.estimate("a\x1fb") == 2

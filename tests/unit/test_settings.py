@@ -1,0 +1,196 @@
+"""streams.settings: defaults, parsing of CROSSSELL_* variables, and errors a person can act on."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings, SettingsError, duration_label, parse_duration
+
+
+def test_no_variables_give_the_defaults() -> None:
+    assert Settings.from_env({}) == Settings()
+
+
+def test_defaults_are_a_local_embedded_setup_with_minute_windows() -> None:
+    settings = Settings.from_env({})
+    assert (settings.embedded, settings.partitions, settings.log_level) == (True, 4, "info")
+    assert (settings.window_seconds, settings.grace_seconds, settings.retention_seconds) == (60.0, 120.0, 86400.0)
+    assert settings.rolling_views == (300.0, 3600.0, 86400.0)
+
+
+def test_variables_without_the_prefix_are_ignored() -> None:
+    assert Settings.from_env({"PATH": "/usr/bin", "CROSSSELLPARTITIONS": "x", "WEB_PORT": "1"}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("500ms", 0.5),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("7d", 7 * 86400.0),
+        ("2w", 14 * 86400.0),
+        ("1.5s", 1.5),
+        (" 2m ", 120.0),
+        ("0", 0.0),
+    ],
+)
+def test_parse_duration_reads_a_number_with_an_optional_unit(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "5 minutes", "-1s", "1y", "1h30m", "five"])
+def test_parse_duration_rejects_what_is_not_a_duration(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "label"),
+    [(30.0, "30s"), (90.0, "90s"), (300.0, "5m"), (3600.0, "1h"), (86400.0, "24h"), (604800.0, "7d"), (1.5, "1.5s")],
+)
+def test_duration_label_is_the_shortest_exact_label(seconds: float, label: str) -> None:
+    assert duration_label(seconds) == label
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("90", 90.0), ("90s", 90.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), ("7d", 604800.0)]
+)
+def test_duration_variables_accept_every_unit(raw: str, seconds: float) -> None:
+    assert Settings.from_env({"CROSSSELL_GRACE_SECONDS": raw}).grace_seconds == seconds
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "attribute", "expected"),
+    [
+        ("CROSSSELL_ROLLING_VIEWS", "5m,1h", "rolling_views", (300.0, 3600.0)),
+        ("CROSSSELL_ROLLING_VIEWS", " 1h, 5m ,5m,", "rolling_views", (300.0, 3600.0)),  # sorted, distinct
+        ("CROSSSELL_ROLLING_VIEWS", "24h", "rolling_views", (86400.0,)),
+        ("CROSSSELL_PAIR_HORIZONS", "7d,24h", "pair_horizons", (86400.0, 604800.0)),
+        ("CROSSSELL_PARTITIONS", " 8 ", "partitions", 8),
+        ("CROSSSELL_LOG_LEVEL", "DEBUG", "log_level", "debug"),
+        ("CROSSSELL_ORDERS_TOPIC", " shop.orders ", "orders_topic", "shop.orders"),
+        ("CROSSSELL_RECOMMENDATION_MIN_CHANGE", "0.5", "recommendation_min_change", 0.5),
+        ("CROSSSELL_BROKER_URL", "kafka://broker:9092", "broker_url", "kafka://broker:9092"),
+    ],
+)
+def test_variables_are_parsed_into_typed_settings(variable: str, raw: str, attribute: str, expected: object) -> None:
+    assert getattr(Settings.from_env({variable: raw}), attribute) == expected
+
+
+def test_a_broker_url_lists_its_bootstrap_servers_and_turns_off_the_embedded_broker() -> None:
+    settings = Settings.from_env({"CROSSSELL_BROKER_URL": "kafka://a:9092;b:9093"})
+    assert (settings.embedded, settings.bootstrap_servers()) == (False, "a:9092,b:9093")
+
+
+# (environment, variable the message must name, the rejected value, text saying what is allowed)
+INVALID: list[tuple[str, dict[str, str], str, str, str]] = [
+    ("port too high", {"CROSSSELL_WEB_PORT": "70000"}, "CROSSSELL_WEB_PORT", "70000", "1-65535"),
+    ("port zero", {"CROSSSELL_WEB_PORT": "0"}, "CROSSSELL_WEB_PORT", "0", "1-65535"),
+    ("port not a number", {"CROSSSELL_WEB_PORT": "http"}, "CROSSSELL_WEB_PORT", "http", "whole number"),
+    ("zero partitions", {"CROSSSELL_PARTITIONS": "0"}, "CROSSSELL_PARTITIONS", "0", ">= 1"),
+    ("negative partitions", {"CROSSSELL_PARTITIONS": "-2"}, "CROSSSELL_PARTITIONS", "-2", ">= 1"),
+    (
+        "typo in a variable name",
+        {"CROSSSELL_WINDOW_SECOND": "60"},
+        "CROSSSELL_WINDOW_SECOND",
+        "CROSSSELL_WINDOW_SECOND",
+        "CROSSSELL_WINDOW_SECONDS",
+    ),
+    (
+        "rolling view not a multiple of the window",
+        {"CROSSSELL_ROLLING_VIEWS": "5m,90s"},
+        "CROSSSELL_ROLLING_VIEWS",
+        "90s",
+        "whole multiples of the window (60s)",
+    ),
+    (
+        "rolling view not a multiple of a custom window",
+        {"CROSSSELL_WINDOW_SECONDS": "2m", "CROSSSELL_ROLLING_VIEWS": "3m"},
+        "CROSSSELL_ROLLING_VIEWS",
+        "3m",
+        "whole multiples of the window (120s)",
+    ),
+    (
+        "rolling view longer than retention",
+        {"CROSSSELL_ROLLING_VIEWS": "2h", "CROSSSELL_RETENTION_SECONDS": "1h"},
+        "CROSSSELL_ROLLING_VIEWS",
+        "2h",
+        "at most the retention (3600s)",
+    ),
+    (
+        "retention smaller than the window",
+        {"CROSSSELL_WINDOW_SECONDS": "5m", "CROSSSELL_RETENTION_SECONDS": "1m", "CROSSSELL_ROLLING_VIEWS": "5m"},
+        "CROSSSELL_RETENTION_SECONDS",
+        "60",
+        ">= the window (300s)",
+    ),
+    ("window below a second", {"CROSSSELL_WINDOW_SECONDS": "500ms"}, "CROSSSELL_WINDOW_SECONDS", "0.5", ">= 1s"),
+    ("duration in words", {"CROSSSELL_GRACE_SECONDS": "2 minutes"}, "CROSSSELL_GRACE_SECONDS", "2 minutes", "5m"),
+    ("empty list", {"CROSSSELL_ROLLING_VIEWS": " , "}, "CROSSSELL_ROLLING_VIEWS", " , ", "comma-separated"),
+    (
+        "broker url with an http scheme",
+        {"CROSSSELL_BROKER_URL": "http://broker:9092"},
+        "CROSSSELL_BROKER_URL",
+        "http://broker:9092",
+        "kafka://host:port",
+    ),
+    (
+        "broker url without a host",
+        {"CROSSSELL_BROKER_URL": "kafka://"},
+        "CROSSSELL_BROKER_URL",
+        "kafka://",
+        "kafka://host:port",
+    ),
+    (
+        "bad log level",
+        {"CROSSSELL_LOG_LEVEL": "verbose"},
+        "CROSSSELL_LOG_LEVEL",
+        "verbose",
+        "debug, info, warning, error",
+    ),
+    (
+        "topic name with a space",
+        {"CROSSSELL_ORDERS_TOPIC": "shop orders"},
+        "CROSSSELL_ORDERS_TOPIC",
+        "shop orders",
+        "A-Z a-z 0-9 . _ -",
+    ),
+    ("basket of one", {"CROSSSELL_MAX_BASKET": "1"}, "CROSSSELL_MAX_BASKET", "1", ">= 2"),
+    (
+        "change threshold above one",
+        {"CROSSSELL_RECOMMENDATION_MIN_CHANGE": "1.5"},
+        "CROSSSELL_RECOMMENDATION_MIN_CHANGE",
+        "1.5",
+        "between 0 and 1",
+    ),
+    (
+        "pair horizon shorter than the window",
+        {"CROSSSELL_PAIR_HORIZONS": "30s"},
+        "CROSSSELL_PAIR_HORIZONS",
+        "30s",
+        "at least the window (60s)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "value", "allowed"),
+    [
+        pytest.param(environ, variable, value, allowed, id=description)
+        for description, environ, variable, value, allowed in INVALID
+    ],
+)
+def test_an_invalid_setting_names_the_variable_its_value_and_what_is_allowed(
+    environ: dict[str, str], variable: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env(environ)
+    message = str(raised.value)
+    assert (variable in message, value in message, allowed in message) == (True, True, True), message
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
