@@ -84,9 +84,9 @@ def create_pipeline(settings: Settings) -> Pipeline:
     recommendation_topics = {h: raw_topic(settings.recommendations_topic_for(h)) for h in settings.horizon_labels}
 
     def table(name: str, help: str) -> PartitionedTable:
-        created: PartitionedTable = app.tables.add(PartitionedTable(
-            app=app, name=name, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes,
-            help=help))
+        created = PartitionedTable(app=app, name=name, default=None, partitions=settings.partitions,
+                                   key_type=bytes, value_type=bytes, help=help)
+        app.tables.add(created)
         return created
 
     state = table(STATE_TABLE, "Per orders-partition windows, counters and offsets (streams/ledger.py).")
@@ -100,15 +100,15 @@ def create_pipeline(settings: Settings) -> Pipeline:
     orders.highwaters = lambda: _highwaters(app, settings.orders_topic)
 
     @app.agent(orders_topic, name="orders")
-    async def process_orders(stream: faust.StreamT) -> None:
-        async for event in stream.noack().events():
+    async def process_orders(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
             orders.process(event)
             if orders.flush_due():
                 await orders.flush()
 
     @app.agent(pairs_topic, name="pairs")
-    async def process_pairs(stream: faust.StreamT) -> None:
-        async for event in stream.noack().events():
+    async def process_pairs(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
             pairs.process(event)
 
     @app.timer(settings.flush_interval_seconds)
@@ -120,7 +120,7 @@ def create_pipeline(settings: Settings) -> Pipeline:
     async def publish_recommendations() -> None:
         await recommender.publish()
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def drop_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         await orders.revoke({tp.partition for tp in revoked if tp.topic == settings.orders_topic})
         await pairs.revoke({tp.partition for tp in revoked if tp.topic == settings.pairs_topic})
@@ -139,7 +139,7 @@ def _highwaters(app: faust.App, topic: str) -> dict[int, int]:
                 value = app.consumer.highwater(tp)
                 if value is not None:
                     highwaters[tp.partition] = int(value)
-    except Exception:  # noqa: BLE001 - lag is best effort while the consumer (re)starts
+    except Exception:
         return {}
     return highwaters
 
@@ -150,34 +150,34 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
         registry.register(standard)
 
-    def json_response(data: Any, status: int = 200) -> aiohttp.web.Response:
+    def json_response(data: Any, status: int = 200) -> Any:
         return aiohttp.web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
     @app.page("/metrics")
-    async def metrics(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+    async def metrics(web: Any, request: Any) -> Any:
         # A plain aiohttp response: Faust's helper cannot carry the charset parameter.
         return aiohttp.web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/summary")
-    async def summary(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+    async def summary(web: Any, request: Any) -> Any:
         data = pipeline.orders.snapshot().as_json()
         data["top_product_pairs"] = pipeline.recommender.top_pairs(settings.horizon_labels[0], settings.top_pairs) \
             if settings.horizon_labels else []
         return json_response(data)
 
     @app.page("/api/pairs/categories")
-    async def category_pairs(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+    async def category_pairs(web: Any, request: Any) -> Any:
         views = pipeline.orders.snapshot().as_json(top=settings.top_pairs)["views"]
         return json_response({window: view["top_category_pairs"] for window, view in views.items()})
 
     @app.page("/api/pairs/products")
-    async def product_pairs(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+    async def product_pairs(web: Any, request: Any) -> Any:
         return json_response({h: pipeline.recommender.top_pairs(h, settings.top_pairs)
                               for h in settings.horizon_labels})
 
     @app.page("/api/recommendations/{product}")
-    async def recommendations(web: faust.web.View, request: faust.web.Request,
-                              product: str) -> aiohttp.web.Response:
+    async def recommendations(web: Any, request: Any,
+                              product: str) -> Any:
         found = pipeline.recommender.recommendations(product)
         if found is not None:
             return json_response(found)
@@ -187,7 +187,7 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         raise aiohttp.web.HTTPTemporaryRedirect(f"{owner.rstrip('/')}/api/recommendations/{product}")
 
     @app.page("/")
-    async def live_page(web: faust.web.View, request: faust.web.Request) -> aiohttp.web.Response:
+    async def live_page(web: Any, request: Any) -> Any:
         return aiohttp.web.Response(body=LIVE_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
 
 

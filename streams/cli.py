@@ -243,9 +243,8 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BrokerError(f"the worker exited with code {process.returncode} before serving {url}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
         time.sleep(0.5)
     raise BrokerError(f"the worker did not serve {url} within {timeout:g}s")

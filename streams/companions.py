@@ -185,7 +185,8 @@ class PairLedger:
         return expired
 
     def table_key(self, key: tuple[str, float]) -> str:
-        return f"{self.partition}/{key[0]}/{int(key[1])}"
+        start = key[1]
+        return f"{self.partition}/{key[0]}/{int(start) if start.is_integer() else repr(start)}"
 
     def view(self, horizon: str) -> HorizonView:
         """The newest ``slots`` buckets of ``horizon`` merged."""

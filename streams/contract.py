@@ -29,6 +29,7 @@ FIELD_TOO_LONG: Final = "field_too_long"
 NO_ITEMS: Final = "no_items"
 TOO_MANY_ITEMS: Final = "too_many_items"
 NON_POSITIVE_PRICE: Final = "non_positive_price"
+PRICE_TOO_LARGE: Final = "price_too_large"
 NON_POSITIVE_QUANTITY: Final = "non_positive_quantity"
 QUANTITY_TOO_LARGE: Final = "quantity_too_large"
 BAD_CURRENCY: Final = "bad_currency"
@@ -39,15 +40,17 @@ BEFORE_RETENTION: Final = "before_retention"
 
 REASONS: Final = (
     EMPTY, OVERSIZED, NOT_UTF8, NOT_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE, EMPTY_FIELD,
-    FIELD_TOO_LONG, NO_ITEMS, TOO_MANY_ITEMS, NON_POSITIVE_PRICE, NON_POSITIVE_QUANTITY,
+    FIELD_TOO_LONG, NO_ITEMS, TOO_MANY_ITEMS, NON_POSITIVE_PRICE, PRICE_TOO_LARGE, NON_POSITIVE_QUANTITY,
     QUANTITY_TOO_LARGE, BAD_CURRENCY, BAD_TIMESTAMP, FUTURE_EVENT_TIME, BEFORE_RETENTION,
 )
 
 MAX_ID_LENGTH: Final = 128
 MAX_LABEL_LENGTH: Final = 64
+# Keeps every sum of prices finite (a double overflows near 1.8e308), whatever the quantity.
+MAX_UNIT_PRICE: Final = 1_000_000_000
 
 _TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 )
 _FRACTION = re.compile(r"\.([0-9]{1,9})")
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -157,6 +160,8 @@ def _item(raw: Any, index: int, limits: Limits) -> Item:
         raise _Invalid(WRONG_TYPE, f"{where}.unit_price must be a number, not {_json_type(price)}")
     if not price > 0:
         raise _Invalid(NON_POSITIVE_PRICE, f"{where}.unit_price is {price}; it must be greater than 0")
+    if price > MAX_UNIT_PRICE:
+        raise _Invalid(PRICE_TOO_LARGE, f"{where}.unit_price is {price}; at most {MAX_UNIT_PRICE} is allowed")
     quantity = raw.get("quantity", _MISSING)
     if quantity is _MISSING:
         raise _Invalid(MISSING_FIELD, f"{where}.quantity is missing")
@@ -216,7 +221,7 @@ def _timestamp(document: dict[str, Any]) -> float:
         raise _Invalid(BAD_TIMESTAMP, f"occurred_at is {text!r}: {exc}") from None
 
 
-_TYPE_NAMES: Final = {str: "a string", list: "an array", dict: "an object"}
+_TYPE_NAMES: Final[dict[type, str]] = {str: "a string", list: "an array", dict: "an object"}
 
 
 def _json_type(value: Any) -> str:

@@ -59,7 +59,7 @@ def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any,
         except GeneratorExit:
             coro.close()
             raise
-        except BaseException as exc:  # noqa: BLE001 - thrown in by the task (CancelledError too)
+        except BaseException as exc:
             try:
                 pending = coro.throw(exc)
             except StopIteration as stop:
@@ -71,17 +71,23 @@ def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any,
                 return stop.value
 
 
+async def _finish(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
+    # A native coroutine around the generator: asyncio and mode accept it anywhere.
+    return await _resume(coro, pending)
+
+
 def eager_step(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any] | None:
     """Run ``coro`` until it first suspends.
 
     Returns None if it finished without suspending (its result is dropped, an
-    exception propagates); otherwise an awaitable that finishes it.
+    exception propagates); otherwise a coroutine that finishes it when awaited
+    (or run as a task, and cancelled like one).
     """
     try:
         pending = coro.send(None)
     except StopIteration:
         return None
-    return cast(Coroutine[Any, Any, Any], _resume(coro, pending))
+    return _finish(coro, pending)
 
 
 class FastPathConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):

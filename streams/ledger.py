@@ -44,7 +44,12 @@ def meta_key(partition: int) -> str:
 
 
 def window_key(partition: int, start: float) -> str:
-    return f"{partition}/{WINDOW}/{int(start)}"
+    return f"{partition}/{WINDOW}/{number_text(start)}"
+
+
+def number_text(value: float) -> str:
+    """``60.0`` -> ``"60"``, ``1.5`` -> ``"1.5"``: exact, and read back by float()."""
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def seen_key(partition: int, sequence: int) -> str:
@@ -138,7 +143,12 @@ class SeenSegment:
 
 @dataclass(slots=True)
 class Changes:
-    """What one flush writes: first ``writes``/``deletes``, then ``meta``."""
+    """What one flush writes: ``writes``, then ``meta``, then ``deletes``.
+
+    Expired keys are deleted only after the meta key is durable: a crash before
+    the meta lands replays events against the state as of the previous meta,
+    which must still hold them.
+    """
 
     writes: dict[str, Any]
     deletes: list[str]
@@ -163,8 +173,13 @@ class PartitionLedger:
         self.unsent_outbox: list[dict[str, Any]] = []
 
     # -- applying events -------------------------------------------------
-    def apply(self, offset: int, decoded: Order | Rejection, wall_clock: float) -> Outcome:
-        """Apply the event at ``offset``; the verdict says what became of it."""
+    def apply(self, offset: int, decoded: Order | Rejection, produced_at: float) -> Outcome:
+        """Apply the event at ``offset``; the verdict says what became of it.
+
+        ``produced_at`` is the record's timestamp (when it was produced). An event
+        time far ahead of it is rejected; being part of the record, it gives the
+        same verdict when the event is replayed after a crash (the wall clock would not).
+        """
         meta = self.meta
         if offset <= meta.offset:
             return REPLAYED
@@ -175,10 +190,10 @@ class PartitionLedger:
             return self._invalid(decoded.reason, decoded.detail)
         config = self.config
         event_time = decoded.occurred_at
-        if event_time > wall_clock + config.max_future:
+        if event_time > produced_at + config.max_future:
             return self._invalid(
                 FUTURE_EVENT_TIME,
-                f"occurred_at is {event_time - wall_clock:.0f}s after the worker's clock; "
+                f"occurred_at is {event_time - produced_at:.0f}s after the record was produced; "
                 f"at most {config.max_future:g}s is allowed",
             )
         watermark = meta.watermark

@@ -22,7 +22,7 @@ from faust.types import EventT
 
 from streams.companions import HorizonView, PairLedger, owner_partition
 from streams.contract import Limits, decode_order
-from streams.ledger import Changes, PartitionLedger, Verdict, WindowConfig
+from streams.ledger import PartitionLedger, Verdict, WindowConfig
 from streams.recommendations import Decision, PublishedState, RecommendationThrottle, recommendation_message
 from streams.settings import Settings, duration_label
 from streams.snapshot import Snapshot, take_snapshot
@@ -59,8 +59,8 @@ class OrderProcessor:
         self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
         self.config = window_config(settings)
         self.ledgers: dict[int, PartitionLedger] = {}
-        self.unacked: list[EventT] = []
-        self.dead_letter_queue: list[tuple[EventT, str, str]] = []
+        self.unacked: list[EventT[Any]] = []
+        self.dead_letter_queue: list[tuple[EventT[Any], str, str]] = []
         self.dead_letters_sent: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.highwaters: Callable[[], dict[int, int]] = dict
@@ -80,12 +80,12 @@ class OrderProcessor:
             self.dead_letter_queue = [d for d in self.dead_letter_queue if d[0].message.partition not in partitions]
 
     # -- the hot path --------------------------------------------------------
-    def process(self, event: EventT) -> None:
+    def process(self, event: EventT[Any]) -> None:
         message = event.message
         ledger = self.ledgers.get(message.partition)
         if ledger is None:  # assigned before any recovery callback (first start): empty state
             ledger = self.ledgers[message.partition] = PartitionLedger(message.partition, self.config)
-        outcome = ledger.apply(message.offset, decode_order(event.value, self.limits), self.clock())
+        outcome = ledger.apply(message.offset, decode_order(event.value, self.limits), message.timestamp)
         if outcome.verdict is Verdict.INVALID:
             self.dead_letter_queue.append((event, outcome.reason, outcome.detail))
         self.unacked.append(event)
@@ -107,12 +107,14 @@ class OrderProcessor:
             sends = [self._send_pairs(m) for m in resend]
             sends += [self._send_dead_letter(event, reason, detail) for event, reason, detail in dead]
             for change in changes:
-                self.table.write(change.writes, change.deletes)
+                self.table.write(change.writes)
             await asyncio.gather(*sends)
             await self.table.wait_written()
-            # The meta key goes last: its offset says "everything up to here is applied".
+            # The meta key comes after: its offset says "everything up to here is applied".
             self.table.write(dict(c.meta for c in changes))
             await self.table.wait_written()
+            # Expired keys go last, so a replay after a crash still finds them (see Changes).
+            self.table.write({}, [key for c in changes for key in c.deletes])
             # Pair deltas leave only once the state that produced them is durable; a crash
             # before they are delivered sends them again from the outbox (see ledger.restore).
             await asyncio.gather(*(self._send_pairs(m) for c in changes for m in c.outbox))
@@ -125,7 +127,7 @@ class OrderProcessor:
             key_serializer="raw", value_serializer="raw")
         return fut
 
-    def _send_dead_letter(self, event: EventT, reason: str, detail: str) -> asyncio.Future[Any]:
+    def _send_dead_letter(self, event: EventT[Any], reason: str, detail: str) -> asyncio.Future[Any]:
         message = event.message
         headers = list((event.headers or {}).items()) if isinstance(event.headers, dict) else list(event.headers or [])
         headers += [
@@ -159,7 +161,7 @@ class PairProcessor:
         self.table = table
         self.horizons = {duration_label(h): h for h in settings.pair_horizons}
         self.ledgers: dict[int, PairLedger] = {}
-        self.unacked: list[EventT] = []
+        self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
 
     def _new_ledger(self, partition: int) -> PairLedger:
@@ -180,7 +182,7 @@ class PairProcessor:
                 self.ledgers.pop(partition, None)
             self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
 
-    def process(self, event: EventT) -> None:
+    def process(self, event: EventT[Any]) -> None:
         partition = event.message.partition
         ledger = self.ledgers.get(partition)
         if ledger is None:

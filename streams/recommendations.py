@@ -11,8 +11,8 @@ product id; a tombstone is a null value).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final

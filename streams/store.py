@@ -18,7 +18,7 @@ import orjson
 from faust.types import TP
 
 
-class PartitionedTable(faust.Table):  # type: ignore[misc]
+class PartitionedTable(faust.Table):  # type: ignore[type-arg]
     def __post_init__(self) -> None:
         super().__post_init__()
         self.pending_writes: list[asyncio.Future[Any]] = []

@@ -433,8 +433,10 @@ def expected_metrics(ledgers: Iterable[PartitionLedger], settings: Settings) -> 
     return samples
 
 
-def crosssell_samples(metrics: Samples) -> Samples:
-    return {k: v for k, v in metrics.items() if k[0].startswith("crosssell_") and k[0] not in NOT_COMPARED}
+def crosssell_samples(metrics: Samples, like: Samples) -> Samples:
+    """The samples of ``metrics`` in the metric families that ``like`` (the collector's output) has."""
+    families = {name.removesuffix("_total") for name, _ in like}
+    return {k: v for k, v in metrics.items() if k[0].removesuffix("_total") in families and k[0] not in NOT_COMPARED}
 
 
 def metric_differences(actual: Samples, expected: Samples, rel: float = 1e-9) -> list[str]:
@@ -460,12 +462,13 @@ def assert_workers_match_truth(workers: Iterable[Worker], ledgers: Mapping[int, 
     for worker in workers:
         for _ in range(5):  # the partition list and the scrape must describe one assignment
             before = list(worker.summary()["partitions"])  # type: ignore[call-overload]
-            actual = crosssell_samples(worker.metrics())
+            scraped = worker.metrics()
             if list(worker.summary()["partitions"]) == before:  # type: ignore[call-overload]
                 break
             time.sleep(1)
         owned += before
         expected = expected_metrics([ledgers[p] for p in before], settings)
+        actual = crosssell_samples(scraped, like=expected)
         problems += [f"worker :{worker.port} partitions {before}: {d}" for d in metric_differences(actual, expected)]
     assert sorted(owned) == sorted(ledgers), f"partitions owned by live workers: {sorted(owned)}"
     assert not problems, "\n".join(problems[:40])
@@ -477,3 +480,21 @@ def total(workers: Iterable[Worker], name: str, **labels: str) -> float | None:
     if any(value is None for value in values):
         return None
     return sum(v for v in values if v is not None)
+
+
+def wait_for_events(workers: Iterable[Worker], count: int, timeout: float, partitions: int | None = None) -> None:
+    """Until the live workers together have read ``count`` events (and own ``partitions``); else say where they are."""
+    workers = list(workers)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for worker in workers:
+            worker.assert_alive()
+        if total(workers, "crosssell_events_total") == count and (
+                partitions is None or total(workers, "crosssell_partitions_assigned") == partitions):
+            return
+        time.sleep(0.5)
+    where = "; ".join(
+        f"worker :{w.port} events={w.sample('crosssell_events_total')} "
+        f"partitions={w.sample('crosssell_partitions_assigned')}" for w in workers)
+    logs = "\n".join(f"--- worker :{w.port}\n{w.log_tail(30)}" for w in workers)
+    raise AssertionError(f"after {timeout}s the workers have not read {count} events: {where}\n{logs}")
