@@ -112,8 +112,11 @@ def create_pipeline(settings: Settings) -> Pipeline:
             pairs.process(event)
 
     @app.timer(settings.flush_interval_seconds)
-    async def flush_on_time() -> None:
+    async def flush_orders() -> None:
         await orders.flush()
+
+    @app.timer(settings.pair_flush_interval_seconds)
+    async def flush_pairs() -> None:
         await pairs.flush()
 
     @app.timer(settings.recommendation_interval_seconds)

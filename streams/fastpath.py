@@ -120,9 +120,23 @@ class FastPathConsumer(aiokafka_driver.Consumer):
     def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
         return FastPathConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def deliver(self, message: Message) -> None:
+        """Hand ``message`` to the callback (the conductor): in place, unless it must wait.
+
+        While a rebalance is under way (``suspend_flow`` set), or once the
+        delivery suspends, it is raced against ``suspend_flow`` as Faust does,
+        so a delivery blocked by flow control is abandoned when a rebalance starts.
+        """
+        if self.suspend_flow.is_set():
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            return
+        rest = eager_step(self.callback(message))
+        if rest is not None:
+            await self.wait_first(rest, self.suspend_flow.wait())
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - exercised by tests/agents
         # Faust 0.15.3's Consumer._drain_messages; only the delivery differs (marked below).
-        callback = self.callback
+        deliver = self.deliver
         getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
@@ -134,9 +148,6 @@ class FastPathConsumer(aiokafka_driver.Consumer):
         unset_flag = self.diag.unset_flag
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
-        suspended = self.suspend_flow.is_set
-        wait_first = self.wait_first
-        suspend_flow_wait = self.suspend_flow.wait
 
         yield_every = 100
         num_since_yield = 0
@@ -170,15 +181,8 @@ class FastPathConsumer(aiokafka_driver.Consumer):
                                 if self._n_acked >= commit_every:
                                     self._n_acked = 0
                                     await self.commit()
-                            # --- the fast path: was
-                            # await self.wait_first(callback(message), self.suspend_flow.wait())
-                            if suspended():
-                                await wait_first(callback(message), suspend_flow_wait())
-                            else:
-                                rest = eager_step(callback(message))
-                                if rest is not None:
-                                    await wait_first(rest, suspend_flow_wait())
-                            # --- end of the fast path
+                            # The one change; Faust: await self.wait_first(callback(message), self.suspend_flow.wait())
+                            await deliver(message)
                             set_read_offset(tp, offset)
                         else:
                             self.log.dev(

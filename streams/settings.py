@@ -97,8 +97,10 @@ class Settings:
     # `pair_capacity` pairs are counted (Space-Saving): memory does not grow with the catalogue.
     pair_horizons: tuple[float, ...] = (86400.0, 604800.0)
     pair_slots: int = 12
-    pair_product_capacity: int = 2000
-    pair_capacity: int = 4000
+    pair_product_capacity: int = 1000
+    pair_capacity: int = 3000
+    # A pair bucket is rewritten whole on each flush; less often than the orders' state.
+    pair_flush_interval_seconds: float = 5.0
     max_basket: int = 50
     recommendation_top_k: int = 10
     min_support: int = 3
@@ -178,6 +180,8 @@ class Settings:
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
         _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds, "a duration > 0")
+        _require(self.pair_flush_interval_seconds > 0, "PAIR_FLUSH_INTERVAL_SECONDS",
+                 self.pair_flush_interval_seconds, "a duration > 0")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")
         for horizon in self.pair_horizons:
             _require(horizon >= self.window_seconds, "PAIR_HORIZONS", duration_label(horizon),
@@ -256,6 +260,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "pair_slots": _integer,
     "pair_product_capacity": _integer,
     "pair_capacity": _integer,
+    "pair_flush_interval_seconds": _seconds,
     "max_basket": _integer,
     "recommendation_top_k": _integer,
     "min_support": _integer,
