@@ -23,7 +23,7 @@ already (its own offset is lower). Nothing is counted twice, nothing lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -101,9 +101,9 @@ DUPLICATE = Outcome(Verdict.DUPLICATE)
 
 
 @dataclass(slots=True)
-class Meta:
-    offset: int = -1
-    watermark: float | None = None
+class Counters:
+    """Cumulative counts of a partition; summed over partitions, of a worker."""
+
     events: int = 0
     orders: int = 0
     cross_sell_orders: int = 0
@@ -113,15 +113,32 @@ class Meta:
     late: int = 0
     duplicates: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Counters) -> None:
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, count in other.invalid.items():
+            self.invalid[reason] = self.invalid.get(reason, 0) + count
+
+
+_SUMMED = tuple(f.name for f in fields(Counters) if f.name != "invalid")
+
+
+@dataclass(slots=True)
+class Meta(Counters):
+    """Counters plus where the partition stands: offsets, watermark, sequences."""
+
+    offset: int = -1
+    watermark: float | None = None
     seen_sequence: int = 0
     outbox_sequence: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Meta:
-        return cls(**{name: data[name] for name in cls.__slots__ if name in data})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass(slots=True)

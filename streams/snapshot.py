@@ -10,22 +10,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streams.ledger import PartitionLedger
+from streams.ledger import Counters, PartitionLedger
 from streams.settings import Settings, duration_label
 from streams.windows import WindowTotals, merge, result, top_pairs, window_start
-
-
-@dataclass(slots=True)
-class Counters:
-    events: int = 0
-    orders: int = 0
-    cross_sell_orders: int = 0
-    items: int = 0
-    revenue: float = 0.0
-    cross_sell_revenue: float = 0.0
-    late: int = 0
-    duplicates: int = 0
-    invalid: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -63,17 +50,7 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
     watermark = max(watermarks) if watermarks else None
     by_start: dict[float, list[WindowTotals]] = {}
     for ledger in ledgers:
-        meta = ledger.meta
-        counters.events += meta.events
-        counters.orders += meta.orders
-        counters.cross_sell_orders += meta.cross_sell_orders
-        counters.items += meta.items
-        counters.revenue += meta.revenue
-        counters.cross_sell_revenue += meta.cross_sell_revenue
-        counters.late += meta.late
-        counters.duplicates += meta.duplicates
-        for reason, count in meta.invalid.items():
-            counters.invalid[reason] = counters.invalid.get(reason, 0) + count
+        counters.add(ledger.meta)
         for start, window in ledger.windows.items():
             by_start.setdefault(start, []).append(window.totals)
     size = settings.window_seconds
