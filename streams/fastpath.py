@@ -41,7 +41,7 @@ from mode import Service, ServiceT
 
 DEFAULT_FETCH_MAX_WAIT = 0.1
 
-__all__ = ["FastPathApp", "FastPathConsumer", "FastPathConsumerThread", "FastPathTransport", "LightMonitor", "eager_step"]
+__all__ = ["FastPathApp", "FastPathConsumer", "FastPathConsumerThread", "FastPathTransport", "LightMonitor", "TUNED_SETTINGS", "eager_step"]
 
 
 
@@ -253,19 +253,32 @@ class LightMonitor(Monitor):
         pass
 
 
+#: Faust settings FastPathApp starts from; arguments given to it win. Each was measured
+#: with ``python -m bench --variant`` (see bench/README.md).
+TUNED_SETTINGS: dict[str, Any] = {
+    # Faust's Monitor records every message and event for statistics this project does not read.
+    "Monitor": LightMonitor,
+    # Without a limit one getmany returns everything prefetched (~1 MiB per partition, thousands
+    # of events); the part that does not fit in the stream buffer is then delivered one blocked
+    # put at a time, the fetcher and the agent taking turns per message. Smaller batches into a
+    # buffer with room for a batch above its high-pressure mark never block.
+    "broker_max_poll_records": 1000,
+    "stream_buffer_maxsize": 16384,
+}
+
+
 class FastPathApp(faust.App):  # type: ignore[misc]
     """A :class:`faust.App` whose Kafka consumer is :class:`FastPathConsumer`.
 
     Drop-in: the arguments of ``faust.App``, plus ``fetch_max_wait``
     (seconds a fetch may wait at the broker for new data; Faust fixes 1.5 s;
-    None keeps that). Other transports (a ``confluent://`` URL) are left as
-    Faust makes them.
+    None keeps that). Starts from :data:`TUNED_SETTINGS`. Other transports
+    (a ``confluent://`` URL) are left as Faust makes them.
     """
 
     def __init__(self, id: str, *, fetch_max_wait: float | None = DEFAULT_FETCH_MAX_WAIT, **options: Any) -> None:
         self.fetch_max_wait_ms = None if fetch_max_wait is None else int(fetch_max_wait * 1000)
-        options.setdefault("Monitor", LightMonitor)
-        super().__init__(id, **options)
+        super().__init__(id, **{**TUNED_SETTINGS, **options})
 
     def _new_transport(self) -> TransportT:
         url = self.conf.broker_consumer[0]

@@ -346,4 +346,6 @@ class PartitionLedger:
         # to a flush whose meta key was never written; its events replay and it is rebuilt.
         if outbox is not None and outbox["sequence"] == ledger.meta.outbox_sequence:
             ledger.unsent_outbox = list(outbox["messages"])
+        # Keys expired by a flush that crashed after its meta key are deleted by the next one.
+        ledger._dirty = True
         return ledger

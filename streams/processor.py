@@ -104,8 +104,10 @@ class OrderProcessor:
             changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
             if not events and not changes and not resend:
                 return
-            sends = [self._send_pairs(m) for m in resend]
-            sends += [self._send_dead_letter(event, reason, detail) for event, reason, detail in dead]
+            # The last complete flush's pair deltas must be delivered before this flush
+            # overwrites the outbox key that holds them.
+            await asyncio.gather(*(self._send_pairs(m) for m in resend))
+            sends = [self._send_dead_letter(event, reason, detail) for event, reason, detail in dead]
             for change in changes:
                 self.table.write(change.writes)
             await asyncio.gather(*sends)

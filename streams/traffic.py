@@ -41,6 +41,7 @@ class Catalogue:
     category_weights: list[float]
     product_weights: dict[str, list[float]]
     companions: dict[str, list[str]]
+    cheapest: dict[str, Product]
 
     @classmethod
     def build(cls, rng: random.Random, categories: int = 12, products_per_category: int = 200,
@@ -58,7 +59,8 @@ class Catalogue:
         companions = {
             name: rng.sample([n for n in names if n != name], k=min(3, len(names) - 1)) for name in names
         }
-        return cls(names, products, [1.0 / (rank + 1) ** 0.8 for rank in range(len(names))], weights, companions)
+        return cls(names, products, [1.0 / (rank + 1) ** 0.8 for rank in range(len(names))], weights, companions,
+                   {name: min(products[name], key=lambda p: p.price) for name in names})
 
     def pick_category(self, rng: random.Random) -> str:
         return rng.choices(self.categories, self.category_weights)[0]
@@ -108,7 +110,10 @@ class OrderMaker:
                 companion = rng.choice(catalogue.companions[category]) if rng.random() < 0.7 \
                     else catalogue.pick_category(rng)
                 product = catalogue.pick_product(rng, companion)
-                # A companion line is never the primary item: keep it cheaper than the primary line.
+                # A companion line is never the primary item: keep it cheaper than the primary
+                # line, falling back to the category's cheapest product, else no line.
+                if product.price >= primary.price * lines[0][1]:
+                    product = catalogue.cheapest[companion]
                 if product.price < primary.price * lines[0][1]:
                     lines.append((product, 1))
         number = next(self._sequence)

@@ -111,7 +111,8 @@ def test_cross_sell_share_grows_with_the_propensity_and_never_exceeds_it(seed: i
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_propensity_one_makes_a_large_share_of_cross_sell_orders(seed: int) -> None:
-    # Companion lines dearer than the primary line are dropped, so the share stays below the propensity.
+    # A companion line must stay cheaper than the primary line (else the category's cheapest product is used,
+    # or no line), so the share stays below the propensity.
     assert cross_sell_share(1.0, seed) > 0.4
 
 
