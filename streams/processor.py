@@ -214,11 +214,17 @@ class Recommender:
                                                min_relative_count_change=settings.recommendation_min_change)
         self.published: dict[tuple[str, str], PublishedState] = {}
         self.views: dict[tuple[int, str], HorizonView] = {}
+        self.views_at = 0.0
         self.updates = 0
+
+    # Merging a horizon's buckets costs up to slots x capacity adds per partition:
+    # scrapes and the live page reuse views younger than this.
+    VIEW_MAX_AGE = 10.0
 
     def refresh_views(self) -> None:
         self.views = {(q, h): ledger.view(h) for q, ledger in list(self.pairs.ledgers.items())
                       for h in self.pairs.horizons}
+        self.views_at = time.monotonic()
 
     async def publish(self, now: datetime | None = None) -> int:
         """Send the changed lists of the products this worker owns; returns messages sent."""
@@ -271,6 +277,8 @@ class Recommender:
 
     def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
         """The most frequent product pairs (a < b) this worker holds, with A→B confidence and lift."""
+        if time.monotonic() - self.views_at > self.VIEW_MAX_AGE:
+            self.refresh_views()
         candidates: list[tuple[int, str, str, int, HorizonView]] = []
         for (_, h), view in self.views.items():
             if h != horizon:
