@@ -73,6 +73,8 @@ class EmbeddedBroker:
             [broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C meant for the worker must not stop the broker under it.
+            start_new_session=True,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
         self._wait_ready()

@@ -186,8 +186,10 @@ def _open_lines(path: str) -> Iterator[Iterator[bytes]]:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Broker (embedded by default), topics, one worker and demo traffic, until Ctrl-C."""
     shape = _shape(args)
-    # A SIGTERM (service manager, `timeout`) must stop the children and the broker too.
+    # Ctrl-C or a SIGTERM (service manager, `timeout`) stops the children and then the broker,
+    # in that order: the children run in their own sessions so the signal reaches only us.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if settings.embedded:
@@ -220,12 +222,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    # Once: a second signal (make forwards its own, Ctrl-C twice) must not cut the
+    # shutdown short and leave a worker or the broker running.
+    for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, _stopping)
     raise KeyboardInterrupt
+
+
+def _stopping(signum: int, frame: object) -> None:
+    print("crosssell: stopping, please wait", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
 def _child(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, env=env)
+    process = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         yield process
     finally:
