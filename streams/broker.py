@@ -68,7 +68,7 @@ class EmbeddedBroker:
         if not self.port:
             self.port = free_port()
         listener = f"tcp://{self.bootstrap}"
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the broker; closed in stop()
         self.process = subprocess.Popen(
             [broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
             stdout=self._log,

@@ -173,7 +173,8 @@ def _item(raw: Any, index: int, limits: Limits) -> Item:
         raise _Invalid(NON_POSITIVE_QUANTITY, f"{where}.quantity is {quantity}; it must be at least 1")
     if quantity > limits.max_quantity:
         raise _Invalid(QUANTITY_TOO_LARGE, f"{where}.quantity is {quantity}; at most {limits.max_quantity} allowed")
-    return Item(product_id, category, float(price), quantity, _optional_string(raw, "attribution", MAX_LABEL_LENGTH, where))
+    attribution = _optional_string(raw, "attribution", MAX_LABEL_LENGTH, where)
+    return Item(product_id, category, float(price), quantity, attribution)
 
 
 _MISSING: Final = object()

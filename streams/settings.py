@@ -179,7 +179,8 @@ class Settings:
                      "max_basket",
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
-        _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds, "a duration > 0")
+        _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds,
+                 "a duration > 0")
         _require(self.pair_flush_interval_seconds > 0, "PAIR_FLUSH_INTERVAL_SECONDS",
                  self.pair_flush_interval_seconds, "a duration > 0")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")
