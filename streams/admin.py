@@ -7,6 +7,7 @@ start (source topic and changelog partitions differ).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -41,8 +42,18 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+_quiet = logging.getLogger("crosssell.kafka-client")
+
+
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000})
+    # librdkafka logs every failed connection attempt (about 20 a second while the broker
+    # is down); route its log through a Python logger so the one actionable message stands out.
+    return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000,
+                        "error_cb": _ignore_error}, logger=_quiet)
+
+
+def _ignore_error(error: object) -> None:
+    _quiet.debug("kafka client: %s", error)
 
 
 def check_broker(bootstrap: str, timeout: float) -> set[str]:

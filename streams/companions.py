@@ -31,6 +31,7 @@ from streams.pairs import PairAccumulator, SpaceSaving, confidence, lift
 from streams.recommendations import Companion
 
 PAIR_SEPARATOR = "\x1f"
+FLUSHED = "flushed"  # the key that closes a flush of a pairs partition
 
 
 def owner_partition(product_id: str, partitions: int) -> int:
@@ -209,6 +210,7 @@ class PairLedger:
                 pair_capacity: int, items: Iterable[tuple[str, Any]]) -> PairLedger:
         ledger = cls(partition, horizons, slots, product_capacity, pair_capacity)
         for key, value in items:
-            _, horizon, start = key.split("/")
-            ledger.buckets[(horizon, float(start))] = PairBucket.from_dict(value)
+            parts = key.split("/")
+            if len(parts) == 3:  # <partition>/<horizon>/<bucket start>; not the flush marker
+                ledger.buckets[(parts[1], float(parts[2]))] = PairBucket.from_dict(value)
         return ledger

@@ -1,26 +1,38 @@
-"""A Faust app whose consumer hands each message over without racing it against a rebalance.
+"""A Faust app whose consumer delivers messages in place instead of racing each one.
 
 Faust's ``Consumer._drain_messages`` delivers every fetched message with
 ``await self.wait_first(callback(message), self.suspend_flow.wait())``: it
 races the delivery against "a rebalance has started" so that a delivery
 blocked by flow control can be abandoned. ``mode``'s ``wait_first`` makes four
-tasks and an ``asyncio.wait`` for that, per message; measured, it is about half
-of what a bare agent costs (see shared FACTS.md).
+tasks and an ``asyncio.wait`` for that, per message (see shared FACTS.md).
 
-Almost every delivery finishes without ever suspending (the stream's queue has
-room, flow control is open), so there is nothing to race. :class:`FastPathConsumer`
-runs the delivery coroutine up to its first suspension point, in place. If it
-completes there, the message is delivered and no task was made. If it
-suspends (full stream buffer, producer buffer, flow control), or if a
-rebalance is already under way, the rest of the delivery goes through the
-original ``wait_first`` race, so flow control behaves exactly as before:
-a rebalance still abandons a blocked delivery.
+Almost every delivery finishes without ever suspending (the stream buffer has
+room, flow control is open), so there is nothing to race.
+:meth:`FastPathConsumer.deliver` runs the delivery coroutine up to its first
+suspension point, in place; if it completes there, no task was made. If it
+suspends (producer buffer, flow control), or a rebalance is already under way,
+the rest goes through the original ``wait_first`` race, so a rebalance still
+abandons a blocked delivery. A full stream buffer is waited for before the
+conductor sees the message (see ``deliver``).
 
-Supported extension points only: an :class:`faust.App` subclass returns a
-transport subclass whose ``Consumer`` class attribute is the subclass here
-(``Transport.create_consumer`` instantiates ``self.Consumer``). The one method
-that changes, ``_drain_messages``, is Faust 0.15.3's own, with the delivery
-line replaced; keep it in step when upgrading faust-streaming.
+Making delivery cheap also makes the fetcher spend more of its time in the
+cross-thread fetch, where a rebalance can pause partitions under it; Faust then
+drops records it already took from aiokafka. :class:`FastPathConsumer` fetches
+with a snapshot of the active partitions and seeks back to the committed
+offsets when it had to drop records of a partition it still owns (without
+this, tests/agents/test_fastpath.py lost ~1000 events in about a third of the
+handovers under load).
+
+Other levers, each measured with ``python -m bench --variant`` (bench/README.md):
+a lighter Monitor, smaller poll batches into a larger stream buffer
+(:data:`TUNED_SETTINGS`) and a 100 ms broker fetch wait instead of Faust's fixed
+1.5 s (:class:`FastPathConsumerThread`).
+
+Extension points only: an :class:`faust.App` subclass returns a transport
+subclass whose ``Consumer`` class attribute is the subclass here
+(``Transport.create_consumer`` instantiates ``self.Consumer``). The methods that
+change, ``_drain_messages`` and ``getmany``, are Faust 0.15.3's own with the
+changes marked; keep them in step when upgrading faust-streaming.
 """
 
 from __future__ import annotations
@@ -28,7 +40,8 @@ from __future__ import annotations
 import asyncio
 import types
 from collections.abc import AsyncIterator, Coroutine, Generator
-from typing import Any, cast
+from time import monotonic
+from typing import Any, ClassVar, cast
 
 import aiokafka
 import faust
@@ -40,9 +53,19 @@ from faust.types import TP, ConsumerT, Message, TransportT
 from mode import Service, ServiceT
 
 DEFAULT_FETCH_MAX_WAIT = 0.1
+# How often a delivery waiting for room in a full stream buffer looks again; the agent
+# works through a few milliseconds of events in between.
+ROOM_POLL_SECONDS = 0.002
 
-__all__ = ["FastPathApp", "FastPathConsumer", "FastPathConsumerThread", "FastPathTransport", "LightMonitor", "TUNED_SETTINGS", "eager_step"]
-
+__all__ = [
+    "TUNED_SETTINGS",
+    "FastPathApp",
+    "FastPathConsumer",
+    "FastPathConsumerThread",
+    "FastPathTransport",
+    "LightMonitor",
+    "eager_step",
+]
 
 
 @types.coroutine
@@ -101,7 +124,7 @@ class FastPathConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        wait = cast(FastPathApp, self.app).fetch_max_wait_ms
+        wait = getattr(self.app, "fetch_max_wait_ms", None)
         if wait is not None:
             if not hasattr(consumer, "_fetch_max_wait_ms"):
                 raise RuntimeError(
@@ -126,13 +149,91 @@ class FastPathConsumer(aiokafka_driver.Consumer):
         While a rebalance is under way (``suspend_flow`` set), or once the
         delivery suspends, it is raced against ``suspend_flow`` as Faust does,
         so a delivery blocked by flow control is abandoned when a rebalance starts.
+
+        A stream buffer that is full is waited for here, before the conductor
+        sees the message: the conductor would put into it from a task of its
+        own, which abandoning the delivery does not cancel, so the event would
+        reach the stream after the rebalance, out of order (a Faust 0.15.3
+        hazard that a fast fetcher in front of a slower agent makes common).
         """
-        if self.suspend_flow.is_set():
-            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+        suspended = self.suspend_flow
+        if not suspended.is_set() and self._full_buffer(message.tp) is not None:
+            await self._wait_for_room(message.tp)
+        if suspended.is_set():
+            await self.wait_first(self.callback(message), suspended.wait())
             return
-        rest = eager_step(self.callback(message))
+        rest = eager_step(cast(Coroutine[Any, Any, None], self.callback(message)))
         if rest is not None:
-            await self.wait_first(rest, self.suspend_flow.wait())
+            await self.wait_first(rest, suspended.wait())
+
+    def _full_buffer(self, tp: TP) -> Any:
+        """The buffer of a stream reading ``tp`` that has no room, if any."""
+        conductor = cast(Any, self.app.topics)
+        for channel in conductor._tp_index.get(tp, ()):
+            queue = channel.queue
+            if queue.full():
+                return queue
+        return None
+
+    async def _wait_for_room(self, tp: TP) -> None:
+        """Until every stream buffer of ``tp`` has room, a rebalance starts, or the consumer stops."""
+        while self._full_buffer(tp) is not None and not self.suspend_flow.is_set() and not self.should_stop:
+            await asyncio.sleep(ROOM_POLL_SECONDS)
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        # The live set of active partitions goes to the consumer thread, where a rebalance on
+        # this thread may empty it first; aiokafka reads an empty set as "every partition" and
+        # would hand over records of paused partitions, which getmany then drops. A snapshot
+        # (and nothing to fetch when it is empty) keeps the fetch to what was asked for.
+        if active_partitions is not None:
+            active_partitions = set(active_partitions)
+            if not active_partitions:
+                return {}
+        return await super()._getmany(active_partitions, timeout)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust 0.15.3's Consumer.getmany, plus: records it must drop are fetched again.
+
+        Faust drops fetched records of a partition that is no longer active (paused
+        by a rebalance's recovery) and relies on the rebalance seeking back to the
+        committed offsets. When the drop comes after that seek, the records are lost
+        to this consumer; seeking to the committed offsets again (what Faust itself
+        does when flow stopped) brings them back, at the cost of some replays.
+        """
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+
+        records_it = self.scheduler.iterate(records)
+        to_message = self._to_message  # localize
+        if self.flow_active:
+            dropped: set[TP] = set()
+            for tp, record in records_it:
+                if not self.flow_active:
+                    break
+                new_generation_id = self.app.consumer_generation_id
+                if new_generation_id != generation_id:
+                    self.log.dev("Generation id changed from %r to %r. Cancelling getmany.",
+                                 generation_id, new_generation_id)
+                    break
+                if active_partitions is None or tp in active_partitions or tp in self._buffered_partitions:
+                    highwater_mark = self.highwater(tp)
+                    self.app.monitor.track_tp_end_offset(tp, highwater_mark)
+                    # convert timestamp to seconds from int milliseconds.
+                    yield tp, to_message(tp, record)
+                else:
+                    dropped.add(tp)
+            if dropped and self.flow_active and dropped & self.assignment():
+                self.log.info("Fetched records of inactive partitions %s were dropped: seeking to committed offsets",
+                              sorted(dropped))
+                await self.perform_seek()
+        else:
+            self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+            try:
+                await self.perform_seek()
+            except Exception as ex:
+                self.log.warning(f"exception performing seek when flow not active {ex}")
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - exercised by tests/agents
         # Faust 0.15.3's Consumer._drain_messages; only the delivery differs (marked below).
@@ -156,7 +257,7 @@ class FastPathConsumer(aiokafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
-                ait = cast(AsyncIterator[tuple[TP, Message]], getmany(timeout=1.0))
+                ait = getmany(timeout=1.0)
 
                 # Sleeping because sometimes getmany is called in a loop
                 # never releasing to the event loop
@@ -177,10 +278,9 @@ class FastPathConsumer(aiokafka_driver.Consumer):
                                 acks_enabled = acks_enabled_for(message.topic)
                                 if acks_enabled:
                                     await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None:
-                                if self._n_acked >= commit_every:
-                                    self._n_acked = 0
-                                    await self.commit()
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
                             # The one change; Faust: await self.wait_first(callback(message), self.suspend_flow.wait())
                             await deliver(message)
                             set_read_offset(tp, offset)
@@ -215,7 +315,7 @@ class FastPathConsumer(aiokafka_driver.Consumer):
 class FastPathTransport(aiokafka_driver.Transport):
     """The aiokafka transport (``kafka://``, ``aiokafka://``) with :class:`FastPathConsumer`."""
 
-    Consumer: type[ConsumerT] = FastPathConsumer
+    Consumer: ClassVar[type[ConsumerT]] = FastPathConsumer
 
 
 class LightMonitor(Monitor):
@@ -223,14 +323,18 @@ class LightMonitor(Monitor):
 
     The default Monitor records every message and stream event (timestamps in
     deques, counters per topic-partition) for Faust's own web statistics, which
-    this project does not read: its metrics come from the ledgers. Everything
-    else (rebalance, commit, send statistics) is kept.
+    this project does not read: its metrics come from the ledgers. Kept: the
+    time each partition last delivered an event (Faust's slow-processing
+    warnings read it) and everything that is not per message (rebalance,
+    commit, send statistics).
     """
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
         pass
 
     def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
+        # Kept: the consumer's slow-processing check reads it (Consumer.verify_event_path).
+        self.stream_inbound_time[tp] = monotonic()
         return None
 
     def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any,
@@ -267,7 +371,7 @@ TUNED_SETTINGS: dict[str, Any] = {
 }
 
 
-class FastPathApp(faust.App):  # type: ignore[misc]
+class FastPathApp(faust.App):
     """A :class:`faust.App` whose Kafka consumer is :class:`FastPathConsumer`.
 
     Drop-in: the arguments of ``faust.App``, plus ``fetch_max_wait``

@@ -237,7 +237,7 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 from streams.broker import broker_binary  # noqa: E402
 from streams.contract import Limits, decode_order  # noqa: E402
-from streams.ledger import PartitionLedger, WindowConfig  # noqa: E402
+from streams.ledger import PartitionLedger  # noqa: E402
 from streams.metrics import CrossSellCollector  # noqa: E402
 from streams.snapshot import take_snapshot  # noqa: E402
 from streams.traffic import OrderMaker, TrafficShape  # noqa: E402
@@ -367,52 +367,55 @@ class Traffic:
         return self.delivered
 
 
-def read_partitions(bootstrap: str, topic: str, partitions: int,
-                    timeout: float = 60.0) -> dict[int, list[tuple[int, bytes | None]]]:
-    """Every message of ``topic``, per partition in offset order: {partition: [(offset, value)]}."""
+Record = tuple[int, bytes | None, float]  # offset, value, record timestamp (unix seconds, as Faust gives it)
+
+
+def read_partitions(bootstrap: str, topic: str, partitions: int, at_least: int = 0, timeout: float = 60.0,
+                    quiet: float = 2.0) -> dict[int, list[Record]]:
+    """Every message of ``topic``, per partition in offset order: {partition: [(offset, value, timestamp)]}.
+
+    Reads until it has ``at_least`` messages and then nothing new came for ``quiet``
+    seconds. Not up to the high watermarks: Tansu 0.6.0 answers ListOffsets(latest)
+    with the base offset of the partition's last batch + 1, short of the end
+    whenever that batch holds several records.
+    """
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": unique("truth"), "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
     })
     try:
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-        messages: dict[int, list[tuple[int, bytes | None]]] = {p: [] for p in range(partitions)}
+        messages: dict[int, list[Record]] = {p: [] for p in range(partitions)}
+        count = 0
         deadline = time.monotonic() + timeout
-
-        def read_to_end(p: int) -> bool:
-            return ends[p] == 0 or (bool(messages[p]) and messages[p][-1][0] >= ends[p] - 1)
-
-        def done() -> bool:
-            return all(read_to_end(p) for p in range(partitions))
-
-        while not done():
-            assert time.monotonic() < deadline, f"read {({p: len(m) for p, m in messages.items()})} of {ends}"
-            for message in consumer.consume(1000, timeout=0.5):
-                if message.error() is None and message.offset() < ends[message.partition()]:
-                    messages[message.partition()].append((message.offset(), message.value()))
+        last_new = time.monotonic()
+        while count < at_least or time.monotonic() - last_new < quiet:
+            assert time.monotonic() < deadline, f"read {count} of at least {at_least} messages of {topic}"
+            for message in consumer.consume(1000, timeout=0.2):
+                if message.error() is None:
+                    timestamp = message.timestamp()[1] / 1000.0
+                    messages[message.partition()].append((message.offset(), message.value(), timestamp))
+                    count += 1
+                    last_new = time.monotonic()
         for p, got in messages.items():
-            offsets = [offset for offset, _ in got]
-            assert offsets == sorted(set(offsets)), f"partition {p} read out of order or twice"
+            offsets = [offset for offset, _, _ in got]
+            assert offsets == list(range(len(offsets))), f"partition {p}: offsets not read once each from 0"
         return messages
     finally:
         consumer.close()
 
 
-def offline_ledgers(settings: Settings, messages: Mapping[int, Iterable[tuple[int, bytes | None]]],
-                    now: float | None = None) -> dict[int, PartitionLedger]:
-    """A fresh PartitionLedger per partition, fed exactly these events in order (the worker's settings)."""
-    config = WindowConfig(
-        size=settings.window_seconds, grace=settings.grace_seconds, retention=settings.retention_seconds,
-        dedup_horizon=settings.dedup_horizon_seconds, max_future=settings.max_future_seconds,
-        max_tracked=settings.max_tracked_values,
-    )
+def offline_ledgers(settings: Settings, messages: Mapping[int, Iterable[Record]]) -> dict[int, PartitionLedger]:
+    """A fresh PartitionLedger per partition, fed exactly these events in offset order, as the worker applies them."""
+    from streams.processor import window_config  # imports Faust: only where needed
+
+    config = window_config(settings)
     limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
     ledgers: dict[int, PartitionLedger] = {}
     for partition, events in messages.items():
         ledger = ledgers[partition] = PartitionLedger(partition, config)
-        for offset, value in events:
-            ledger.apply(offset, decode_order(value, limits), time.time() if now is None else now)
+        for offset, value, timestamp in events:
+            ledger.apply(offset, decode_order(value, limits), timestamp)
     return ledgers
 
 
@@ -495,6 +498,13 @@ def wait_for_events(workers: Iterable[Worker], count: int, timeout: float, parti
         time.sleep(0.5)
     where = "; ".join(
         f"worker :{w.port} events={w.sample('crosssell_events_total')} "
-        f"partitions={w.sample('crosssell_partitions_assigned')}" for w in workers)
+        f"partitions={w.sample('crosssell_partitions_assigned')} lag={_lag_by_partition(w)}" for w in workers)
     logs = "\n".join(f"--- worker :{w.port}\n{w.log_tail(30)}" for w in workers)
     raise AssertionError(f"after {timeout}s the workers have not read {count} events: {where}\n{logs}")
+
+
+def _lag_by_partition(worker: Worker) -> dict[str, float]:
+    with contextlib.suppress(OSError):
+        return {dict(labels).get("partition", "?"): value for (name, labels), value in worker.metrics().items()
+                if name == "crosssell_consumer_lag_messages"}
+    return {}

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.harness import (
     Traffic,
@@ -24,6 +25,7 @@ from tests.harness import (
     cluster,
     offline_ledgers,
     read_partitions,
+    wait_for_events,
     wait_until,
 )
 
@@ -71,11 +73,30 @@ def test_sigkill_at_random_points_keeps_every_count_exact(tmp_path: Path, seed: 
         time.sleep(rng.uniform(1.0, 4.0))
         produced = traffic.stop()
         worker.wait_serving()
-        wait_until(lambda: worker.sample("crosssell_events_total") == produced, 120,
-                   f"the last worker to read all {produced} events (killed at {kills})")
+        wait_for_events([worker], produced, timeout=120, partitions=PARTITIONS)
 
-        messages = read_partitions(running.bootstrap, settings.orders_topic, PARTITIONS)
+        messages = read_partitions(running.bootstrap, settings.orders_topic, PARTITIONS, at_least=produced)
         assert sum(len(m) for m in messages.values()) == produced
         assert traffic.kinds["late"] and traffic.kinds["invalid"] and traffic.kinds["duplicate"], traffic.kinds
         truth = offline_ledgers(settings, messages)
         assert_workers_match_truth([worker], truth, settings)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "Tansu 0.6.0 (the embedded broker) answers ListOffsets(latest) with the base offset of the partition's last "
+    "batch + 1, not the offset after its last record. Faust ends table recovery at that end offset "
+    "(Recovery._build_highwaters -> aiokafka end_offsets), so a restarted worker misses the rest of the changelog's "
+    "last batch: measured, a restarted worker held 10 windows instead of 3 until its first flush re-expired them "
+    "(ledger.restore marks itself dirty). Tables without such a self-heal lose the tail of their last batch."))
+def test_the_broker_reports_the_end_offset_after_a_batch_of_several_records(tmp_path: Path) -> None:
+    with cluster(tmp_path, {"CROSSSELL_PARTITIONS": "1"}) as running:
+        topic = running.settings.orders_topic
+        producer = Producer({"bootstrap.servers": running.bootstrap, "linger.ms": 200})
+        for _ in range(10):  # one batch: linger collects them
+            producer.produce(topic, value=b"{}", partition=0)
+        assert producer.flush(10) == 0
+        consumer = Consumer({"bootstrap.servers": running.bootstrap, "group.id": "end-offsets"})
+        try:
+            assert consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10) == (0, 10)
+        finally:
+            consumer.close()
