@@ -26,11 +26,14 @@ Ctrl-C and errors included.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +42,8 @@ from typing import Any
 import orjson
 
 from bench import pipeline
-from bench.load import make_events, order_maker, preload
-from bench.procs import ChildFailed, Children, children, peak_rss_mb, python_module
+from bench.load import Event, make_events, order_maker, preload
+from bench.procs import Child, ChildFailed, Children, children, peak_rss_mb, python_module
 from bench.report import Result, machine, ratios, table, write_json
 from streams.admin import ensure_topics
 from streams.broker import BrokerError, EmbeddedBroker, free_port
@@ -48,8 +51,9 @@ from streams.settings import Settings
 from streams.traffic import OrderMaker, TrafficShape
 
 CONTENDERS = ("raw", "bare", "naive", "pipeline")
+OPTIONAL = ("bare-fastpath",)  # the bare agent on FastPathApp: what Faust still costs per event
 MODULES = {"raw": "bench.contenders.raw_client", "bare": "bench.contenders.faust_bare",
-           "naive": "bench.contenders.faust_naive"}
+           "naive": "bench.contenders.faust_naive", "bare-fastpath": "bench.contenders.faust_bare"}
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
 SMOKE_EVENTS = 5000
 SMOKE_LATENCY_SECONDS = 5.0
@@ -73,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="event times of the preloaded orders spread over the last this many seconds")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
                         help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all), or none "
-                             "(with --variant)")
+                             f"(with --variant); also {','.join(OPTIONAL)}: the bare agent on FastPathApp")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds of live traffic for the latency of (4) (default 20; 5 with --smoke; 0 skips)")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
@@ -87,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="also run (4) through bench.variant_worker with these changes, e.g. "
                              "fastpath=0,monitor=default (keys: python -m bench.variant_worker's docstring); "
                              "repeatable; to measure what single optimisations gain")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record a py-spy profile of each (4) worker during its throughput phase into DIR")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})")
     return parser
 
@@ -102,15 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if "none" in wanted:
         wanted = []
-    unknown = set(wanted) - set(CONTENDERS)
+    unknown = set(wanted) - set(CONTENDERS) - set(OPTIONAL)
     if unknown or (not wanted and not args.variant):
         print(f"bench: --contenders {args.contenders!r}: expected a subset of {','.join(CONTENDERS)}", file=sys.stderr)
         return 2
     if args.events < 1 or args.partitions < 1:
         print("bench: --events and --partitions must be at least 1", file=sys.stderr)
         return 2
-    # SIGTERM (CI timeouts, service managers) cleans up like Ctrl-C.
+    # SIGTERM (CI timeouts, service managers) cleans up like Ctrl-C; and Ctrl-C works even when
+    # started in the background of a script, which leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     log_dir = Path(tempfile.mkdtemp(prefix="crosssell-bench-"))
     try:
         document = run(args, wanted, log_dir)
@@ -163,15 +171,14 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
             _note(f"{name}: {results[name].events_per_second:,.0f} events/s")
 
         if "pipeline" in wanted:
-            run_pipeline(kids, args, broker.url, bootstrap, settings.orders_topic, maker, run_id, log_dir, results,
-                         document)
+            run_pipeline(kids, args, broker.url, events, maker, run_id, log_dir, results, document)
             if args.workers == 2:
-                document["workers"] = run_two_workers(kids, args, broker.url, bootstrap, events, run_id, log_dir,
-                                                      results)
+                document["workers"] = run_two_workers(kids, args, broker.url, events, run_id, log_dir, results)
         for n, variant in enumerate(args.variant):
-            run_pipeline(kids, args, broker.url, bootstrap, settings.orders_topic, maker, run_id, log_dir, results,
-                         document, variant=variant, label=f"pipeline[{variant}]", suffix=f"v{n}")
+            run_pipeline(kids, args, broker.url, events, maker, run_id, log_dir, results, document, variant=variant,
+                         label=f"pipeline[{variant}]", suffix=f"variant{n}")
 
+    document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document["results"] = {name: result.as_json() for name, result in results.items()}
     document["ratios"] = ratios(results)
     print()
@@ -186,18 +193,26 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
         two = document["workers"]
         print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
               f"{two['ratio_to_one_worker']:.2f}x one worker")
+    print(f"load average (1, 5, 15 min) at start {document['machine']['load_average_at_start']}, "
+          f"at end {document['machine']['load_average_at_end']}; 2 cores are shared with the broker and harness")
     print()
     return document
 
 
-def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, bootstrap: str, topic: str,
+def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, events: Sequence[Event],
                  maker: OrderMaker, run_id: str, log_dir: Path, results: dict[str, Result], document: dict[str, Any],
                  variant: str = "", label: str = "pipeline", suffix: str = "pipeline") -> None:
-    """(4): one worker reads the preloaded events; then, for the unchanged worker, the latency phase."""
+    """(4): one worker reads the events (its own copy of the topic); then the latency phase."""
+    settings = pipeline.run_settings(broker_url, args.partitions, f"bench-{run_id}-{suffix}")
+    bootstrap = settings.bootstrap_servers()
+    ensure_topics(bootstrap, settings)
+    preload(bootstrap, settings.orders_topic, events)
     _note(f"{label}: starting one worker")
-    workers = pipeline.start_workers(kids, 1, name=suffix, broker_url=broker_url, app_id=f"bench-{run_id}-{suffix}",
-                                     partitions=args.partitions, data_dir=log_dir, variant=variant)
+    workers = pipeline.start_workers(kids, 1, name=suffix, settings=settings, data_dir=log_dir, variant=variant)
+    profiler = _start_profiler(kids, args, workers[0], suffix)
     throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
+    if profiler is not None:
+        _stop_profiler(profiler)
     result = results[label] = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
                                      max(throughput.peak_rss_mb))
     _note(f"{label}: {throughput.events_per_second:,.0f} events/s")
@@ -206,8 +221,8 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, boot
         count = max(1, int(rate * args.latency_seconds))
         _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
         live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
-        latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=topic, events=live, rate=rate,
-                                           base=args.events)
+        latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=settings.orders_topic, events=live,
+                                           rate=rate, base=args.events)
         rss = peak_rss_mb(workers[0].child.pid)
         result.peak_rss_mb = max(result.peak_rss_mb, rss)
         document.setdefault("latency", {})[label] = {
@@ -221,6 +236,25 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, boot
         kids.stop(worker.child)
 
 
+def _start_profiler(kids: Children, args: argparse.Namespace, worker: pipeline.Worker, suffix: str) -> Child | None:
+    if args.profile is None:
+        return None
+    if shutil.which("py-spy") is None:
+        raise RuntimeError("--profile needs py-spy: pip install py-spy")
+    args.profile.mkdir(parents=True, exist_ok=True)
+    output = args.profile / f"{suffix}.txt"
+    _note(f"profiling the worker with py-spy into {output} (collapsed stacks; flamegraph.pl or speedscope read it)")
+    return kids.start(f"py-spy-{suffix}", ["py-spy", "record", "--pid", str(worker.child.pid), "--rate", "200",
+                                           "--format", "raw", "--output", str(output)])
+
+
+def _stop_profiler(profiler: Child) -> None:
+    # py-spy writes its output when interrupted.
+    profiler.process.send_signal(signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # else the Children cleanup kills it
+        profiler.process.wait(timeout=30)
+
+
 def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap: str, topic: str, run_id: str,
                   log_dir: Path) -> Result:
     progress_path = log_dir / f"{name}.progress.json"
@@ -228,6 +262,7 @@ def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap
         MODULES[name], "--bootstrap", bootstrap, "--topic", topic, "--partitions", str(args.partitions),
         "--events", str(args.events), "--group", f"bench-{run_id}-{name}", "--progress", str(progress_path),
         "--web-port", str(free_port()), "--data-dir", str(log_dir / f"{name}-data"),
+        *(["--fastpath"] if name == "bare-fastpath" else []),
     )
     child = kids.start(name, command)
     deadline = time.monotonic() + args.timeout
@@ -252,26 +287,21 @@ def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap
                   progress["last_cpu"] - progress["first_cpu"], rss)
 
 
-def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, bootstrap: str,
-                    events: Sequence[tuple[bytes, bytes]], run_id: str, log_dir: Path,
-                    results: dict[str, Result]) -> dict[str, Any]:
-    """Two workers join first (an empty topic), then the same events arrive; combined rate until all counted."""
-    topic = f"orders-two-workers-{run_id}"
-    settings = Settings(broker_url=broker_url, partitions=args.partitions, orders_topic=topic)
+def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, events: Sequence[Event], run_id: str,
+                    log_dir: Path, results: dict[str, Result]) -> dict[str, Any]:
+    """Two workers join first (empty topics), then the same events arrive; combined rate until all counted."""
+    settings = pipeline.run_settings(broker_url, args.partitions, f"bench-{run_id}-two")
+    bootstrap = settings.bootstrap_servers()
     ensure_topics(bootstrap, settings)
     _note("two workers: starting, waiting until they share the partitions")
-    workers = pipeline.start_workers(kids, 2, name="two-workers", broker_url=broker_url,
-                                     app_id=f"bench-{run_id}-two", partitions=args.partitions, data_dir=log_dir,
-                                     orders_topic=topic)
+    workers = pipeline.start_workers(kids, 2, name="two", settings=settings, data_dir=log_dir)
     pipeline.wait_assigned(workers, args.partitions, timeout=args.timeout)
-    import threading
-
     failure: list[BaseException] = []
 
     def send() -> None:
         try:
-            preload(bootstrap, topic, events)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+            preload(bootstrap, settings.orders_topic, events)
+        except BaseException as exc:
             failure.append(exc)
 
     sender = threading.Thread(target=send, name="preload-two-workers", daemon=True)
@@ -279,11 +309,13 @@ def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, b
     throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
     sender.join()
     if failure:
-        raise RuntimeError(f"sending to {topic}: {failure[0]}")
+        raise RuntimeError(f"sending to {settings.orders_topic}: {failure[0]}")
     # Nothing may be counted twice: the total must stay at the number sent.
     time.sleep(2)
     final = [w.counts() for w in workers]
-    total = sum(c[0] for c in final if c)
+    counted = sum(c[0] for c in final if c)
+    if counted != args.events:
+        raise ChildFailed(f"two workers counted {counted} events of {args.events}")
     result = Result("pipeline", throughput.events, throughput.seconds, throughput.cpu_seconds,
                     max(throughput.peak_rss_mb), processes=2,
                     extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb]})
@@ -294,8 +326,8 @@ def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, b
         kids.stop(worker.child)
     _note(f"two workers: {result.events_per_second:,.0f} events/s combined ({ratio:.2f}x one)")
     return {"events_per_second": round(result.events_per_second, 1), "ratio_to_one_worker": round(ratio, 3),
-            "final_count": total, "expected": args.events, "cpu_seconds_per_million_events":
-            round(result.cpu_seconds_per_million, 2), "peak_rss_mb_each": result.extra["peak_rss_mb_each"],
+            "final_count": counted, "cpu_seconds_per_million_events": round(result.cpu_seconds_per_million, 2),
+            "peak_rss_mb_each": result.extra["peak_rss_mb_each"],
             "partitions_each": [c[1] if c else None for c in final]}
 
 

@@ -15,35 +15,16 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 from confluent_kafka import Producer
 
-from streams.traffic import Catalogue, OrderMaker, Product, TrafficShape
+from streams.traffic import OrderMaker, TrafficShape
 
 Event = tuple[bytes, bytes]  # (key, value)
 
 
-@dataclass(slots=True)
-class CumulativeCatalogue(Catalogue):
-    cumulative: dict[str, list[float]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.cumulative = {name: list(accumulate(weights)) for name, weights in self.product_weights.items()}
-
-    @classmethod
-    def from_catalogue(cls, catalogue: Catalogue) -> CumulativeCatalogue:
-        return cls(catalogue.categories, catalogue.products, catalogue.category_weights,
-                   catalogue.product_weights, catalogue.companions)
-
-    def pick_product(self, rng: random.Random, category: str) -> Product:
-        return rng.choices(self.products[category], cum_weights=self.cumulative[category])[0]
-
-
 def order_maker(seed: int, shape: TrafficShape) -> OrderMaker:
-    rng = random.Random(seed)
-    catalogue = Catalogue.build(rng, shape.categories, shape.products_per_category)
-    return OrderMaker(rng, shape, CumulativeCatalogue.from_catalogue(catalogue))
+    return OrderMaker(random.Random(seed), shape)
 
 
 def make_events(maker: OrderMaker, count: int, first_time: float, last_time: float) -> list[Event]:
@@ -131,5 +112,5 @@ class PacedSend:
                 out.poll(0)
                 time.sleep(0.001)
             out.flush(30)
-        except BaseException as exc:  # noqa: BLE001 - reported by the harness
+        except BaseException as exc:
             self.error = exc

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import statistics
+import sys
 import threading
 import time
 import urllib.request
@@ -16,6 +17,7 @@ from pathlib import Path
 from bench.load import Event, PacedSend
 from bench.procs import Child, ChildFailed, Children, cpu_seconds, peak_rss_mb, python_module
 from streams.broker import free_port
+from streams.settings import Settings
 
 _EVENTS = re.compile(rb"^crosssell_events_total ([0-9.e+]+)$", re.MULTILINE)
 _ASSIGNED = re.compile(rb"^crosssell_partitions_assigned ([0-9.e+]+)$", re.MULTILINE)
@@ -44,25 +46,36 @@ class Worker:
         return int(float(events.group(1))) if events else 0, int(float(assigned.group(1))) if assigned else 0
 
 
-def start_workers(children: Children, count: int, *, name: str, broker_url: str, app_id: str, partitions: int,
-                  data_dir: Path, orders_topic: str | None = None, variant: str = "") -> list[Worker]:
+def run_settings(broker_url: str, partitions: int, app_id: str) -> Settings:
+    """Settings of one run of (4): its own app id and its own topics, so runs do not see each other's messages."""
+    return Settings(broker_url=broker_url, partitions=partitions, app_id=app_id, orders_topic=f"{app_id}.orders",
+                    dead_letter_topic=f"{app_id}.dead-letters", pairs_topic=f"{app_id}.pairs",
+                    recommendations_topic=f"{app_id}.recommendations")
+
+
+def start_workers(children: Children, count: int, *, name: str, settings: Settings, data_dir: Path,
+                  variant: str = "") -> list[Worker]:
     workers = []
     for i in range(count):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSSELL_")}
         env.update({
-            "CROSSSELL_BROKER_URL": broker_url,
-            "CROSSSELL_APP_ID": app_id,
+            "CROSSSELL_BROKER_URL": settings.broker_url,
+            "CROSSSELL_APP_ID": settings.app_id,
+            "CROSSSELL_ORDERS_TOPIC": settings.orders_topic,
+            "CROSSSELL_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "CROSSSELL_PAIRS_TOPIC": settings.pairs_topic,
+            "CROSSSELL_RECOMMENDATIONS_TOPIC": settings.recommendations_topic,
+            "CROSSSELL_PARTITIONS": str(settings.partitions),
             "CROSSSELL_WEB_PORT": str(port),
             "CROSSSELL_DATA_DIR": str(data_dir / f"{name}-{i}"),
-            "CROSSSELL_PARTITIONS": str(partitions),
             "CROSSSELL_LOG_LEVEL": "warning",
         })
-        if orders_topic:
-            env["CROSSSELL_ORDERS_TOPIC"] = orders_topic
         if variant:
             env["BENCH_VARIANT"] = variant
             command = python_module("bench.variant_worker")
+            if os.environ.get("BENCH_WORKER_SCRIPT"):  # diagnostics: a script that patches, then runs the worker
+                command = [sys.executable, os.environ["BENCH_WORKER_SCRIPT"]]
         else:
             command = python_module("streams", "worker")
         child = children.start(f"{name}-{i}", command, env)
@@ -121,7 +134,7 @@ def _sample(workers: Sequence[Worker]) -> Sample | None:
                   sum(cpu_seconds(w.child.pid) for w in workers))
 
 
-def measure_throughput(workers: Sequence[Worker], target: int, timeout: float, interval: float = 0.1,
+def measure_throughput(workers: Sequence[Worker], target: int, timeout: float, interval: float = 0.25,
                        progress: bool = True) -> Throughput:
     """Poll /metrics from the first event counted until ``target`` events are counted."""
     deadline = time.monotonic() + timeout

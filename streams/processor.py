@@ -224,6 +224,7 @@ class Recommender:
         self.views: dict[tuple[int, str], HorizonView] = {}
         self.views_at = 0.0
         self.updates = 0
+        self._top_pairs_cache: dict[tuple[str, int], tuple[float, list[dict[str, Any]]]] = {}
 
     # Merging a horizon's buckets costs up to slots x capacity adds per partition:
     # scrapes and the live page reuse views younger than this.
@@ -233,6 +234,7 @@ class Recommender:
         self.views = {(q, h): ledger.view(h) for q, ledger in list(self.pairs.ledgers.items())
                       for h in self.pairs.horizons}
         self.views_at = time.monotonic()
+        self._top_pairs_cache = {}
 
     async def publish(self, now: datetime | None = None) -> int:
         """Send the changed lists of the products this worker owns; returns messages sent."""
@@ -283,10 +285,22 @@ class Recommender:
                 total_orders=view.orders)
         return result
 
+    # /metrics may be scraped far more often than pairs change.
+    TOP_PAIRS_MAX_AGE = 1.0
+
     def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
         """The most frequent product pairs (a < b) this worker holds, with A→B confidence and lift."""
-        if time.monotonic() - self.views_at > self.VIEW_MAX_AGE:
+        now = time.monotonic()
+        if now - self.views_at > self.VIEW_MAX_AGE:
             self.refresh_views()
+        cached = self._top_pairs_cache.get((horizon, limit))
+        if cached is not None and now - cached[0] < self.TOP_PAIRS_MAX_AGE:
+            return cached[1]
+        rows = self._rank_top_pairs(horizon, limit)
+        self._top_pairs_cache[(horizon, limit)] = (now, rows)
+        return rows
+
+    def _rank_top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
         candidates: list[tuple[int, str, str, int, HorizonView]] = []
         for (_, h), view in self.views.items():
             if h != horizon:

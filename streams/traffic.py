@@ -39,7 +39,7 @@ class Catalogue:
     categories: list[str]
     products: dict[str, list[Product]]
     category_weights: list[float]
-    product_weights: dict[str, list[float]]
+    product_weights: dict[str, list[float]]  # cumulative, for rng.choices(cum_weights=...)
     companions: dict[str, list[str]]
     cheapest: dict[str, Product]
 
@@ -55,7 +55,8 @@ class Catalogue:
                 Product(f"p{c:03d}-{i:05d}", name, round(max(0.5, rng.lognormvariate(0, 0.6) * median), 2))
                 for i in range(products_per_category)
             ]
-            weights[name] = [1.0 / (rank + 1) ** skew for rank in range(products_per_category)]
+            ranked = (1.0 / (rank + 1) ** skew for rank in range(products_per_category))
+            weights[name] = list(itertools.accumulate(ranked))
         companions = {
             name: rng.sample([n for n in names if n != name], k=min(3, len(names) - 1)) for name in names
         }
@@ -66,7 +67,7 @@ class Catalogue:
         return rng.choices(self.categories, self.category_weights)[0]
 
     def pick_product(self, rng: random.Random, category: str) -> Product:
-        return rng.choices(self.products[category], self.product_weights[category])[0]
+        return rng.choices(self.products[category], cum_weights=self.product_weights[category])[0]
 
 
 @dataclass(slots=True)

@@ -13,8 +13,16 @@ from bench.contenders.progress import Progress, common_arguments
 
 
 def main() -> None:
-    args = common_arguments(__doc__ or "").parse_args()
-    app = faust.App(
+    parser = common_arguments(__doc__ or "")
+    parser.add_argument("--fastpath", action="store_true",
+                        help="use streams.fastpath.FastPathApp (its consumer and tuned settings) instead of faust.App")
+    args = parser.parse_args()
+    app_class: type[faust.App] = faust.App
+    if args.fastpath:
+        from streams.fastpath import FastPathApp
+
+        app_class = FastPathApp
+    app = app_class(
         args.group,
         broker=f"kafka://{args.bootstrap}",
         store="memory://",
@@ -30,11 +38,11 @@ def main() -> None:
     progress = Progress(args.progress, args.events)
 
     @app.agent(topic)
-    async def iterate(stream: faust.StreamT) -> None:
+    async def iterate(stream: faust.StreamT[bytes]) -> None:
         async for _value in stream:
             progress.seen()
 
-    @app.timer(1.0)
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
         progress.write()
 

@@ -24,6 +24,10 @@ def main() -> None:
         "group.id": args.group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
+        # As the Faust contenders: short group timeouts, or joining takes ~a minute on Tansu.
+        "session.timeout.ms": 10000,
+        "max.poll.interval.ms": 10000,
+        "heartbeat.interval.ms": 3000,
     })
     consumer.subscribe([args.topic])
     loads = orjson.loads
@@ -33,8 +37,9 @@ def main() -> None:
             batch = consumer.consume(1000, timeout=1.0)
             decoded = 0
             for message in batch:
-                if message.error() is None:
-                    loads(message.value())
+                value = message.value()
+                if message.error() is None and value is not None:
+                    loads(value)
                     decoded += 1
             if decoded:
                 progress.seen(decoded)

@@ -1,0 +1,326 @@
+"""The fast-path consumer (streams/fastpath.py) keeps Faust's delivery guarantees.
+
+Without a broker: the worker's app uses it, a delivery that does not need to
+wait is made in place, and one that waits is still abandoned when a rebalance
+suspends the flow, as Faust's own ``wait_first`` race does. With the embedded
+broker: a worker processes every event once and commits all of them, and a
+second worker joining mid-stream (a rebalance under load) neither loses nor
+double counts an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from faust.types import TP
+
+from streams.app import create_pipeline
+from streams.fastpath import FastPathApp, FastPathConsumer, FastPathTransport, LightMonitor, eager_step
+from streams.settings import Settings
+from streams.traffic import OrderMaker, TrafficShape
+from tests.harness import Cluster, Traffic, Worker, cluster, total, unique, wait_until
+
+PARTITIONS = 4
+
+
+# -- eager_step: run a coroutine in place until it first suspends ----------------------------------
+
+async def test_eager_step_finishes_a_coroutine_that_never_suspends_in_place() -> None:
+    ran: list[str] = []
+
+    async def quick() -> None:
+        ran.append("ran")
+
+    assert eager_step(quick()) is None
+    assert ran == ["ran"]
+
+
+async def test_eager_step_returns_the_rest_of_a_coroutine_that_suspends() -> None:
+    gate = asyncio.Event()
+    steps: list[str] = []
+
+    async def waits() -> str:
+        steps.append("before")
+        await gate.wait()
+        steps.append("after")
+        return "result"
+
+    rest = eager_step(waits())
+    assert rest is not None and steps == ["before"]
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    gate.set()
+    assert await task == "result"
+    assert steps == ["before", "after"]
+
+
+async def test_eager_step_passes_cancellation_into_the_suspended_coroutine() -> None:
+    cancelled = asyncio.Event()
+
+    async def waits() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    rest = eager_step(waits())
+    assert rest is not None
+    task = asyncio.ensure_future(rest)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
+
+
+async def test_eager_step_raises_what_the_coroutine_raises_before_suspending() -> None:
+    async def fails() -> None:
+        raise ValueError("bad message")
+
+    with pytest.raises(ValueError, match="bad message"):
+        eager_step(fails())
+
+
+# -- the consumer's delivery ---------------------------------------------------------------------
+
+def test_the_worker_app_consumes_with_the_fast_path_consumer() -> None:
+    settings = Settings(broker_url="kafka://127.0.0.1:9", app_id=unique("fastpath"), partitions=PARTITIONS)
+    app = create_pipeline(settings).app
+    assert isinstance(app, FastPathApp)
+    assert isinstance(app.transport, FastPathTransport)
+    assert app.transport.Consumer is FastPathConsumer
+    assert app.conf.Monitor is LightMonitor  # type: ignore[comparison-overlap]
+
+
+MESSAGE = SimpleNamespace(tp=TP("orders", 0), offset=0)
+
+
+@pytest.fixture
+async def consumer() -> AsyncIterator[FastPathConsumer]:
+    app = FastPathApp(unique("fastpath"), broker="kafka://127.0.0.1:9", store="memory://", web_enabled=False)
+    created = app.consumer
+    assert isinstance(created, FastPathConsumer)
+    yield created
+
+
+async def test_fetches_wait_at_most_100_ms_at_the_broker_instead_of_faust_s_fixed_1_5_s(
+        consumer: FastPathConsumer) -> None:
+    client = consumer._new_consumer_thread()._create_worker_consumer(cast(Any, consumer.transport))
+    try:
+        assert client._fetch_max_wait_ms == 100
+    finally:
+        await client.stop()
+
+
+async def test_a_delivery_that_need_not_wait_is_made_in_place_without_tasks(consumer: FastPathConsumer) -> None:
+    delivered: list[Any] = []
+
+    async def callback(message: Any) -> None:
+        delivered.append(message)
+
+    consumer.callback = callback
+    tasks_before = len(asyncio.all_tasks())
+    await consumer.deliver(MESSAGE)  # type: ignore[arg-type]
+    assert delivered == [MESSAGE]
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_a_blocked_delivery_still_completes_when_nothing_suspends_the_flow(consumer: FastPathConsumer) -> None:
+    room = asyncio.Event()
+    delivered: list[Any] = []
+
+    async def callback(message: Any) -> None:
+        await room.wait()  # a full stream buffer
+        delivered.append(message)
+
+    consumer.callback = callback
+    delivery = asyncio.ensure_future(consumer.deliver(MESSAGE))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert not delivery.done()
+    room.set()
+    await asyncio.wait_for(delivery, 5)
+    assert delivered == [MESSAGE]
+
+
+async def test_a_blocked_delivery_is_abandoned_when_a_rebalance_suspends_the_flow(
+        consumer: FastPathConsumer) -> None:
+    cancelled = asyncio.Event()
+
+    async def callback(message: Any) -> None:
+        try:
+            await asyncio.Event().wait()  # flow control closed for the rebalance
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    consumer.callback = callback
+    delivery = asyncio.ensure_future(consumer.deliver(MESSAGE))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    consumer.stop_flow()  # what Faust does when partitions are revoked
+    await asyncio.wait_for(delivery, 5)
+    await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_while_the_flow_is_suspended_deliveries_race_the_suspension_as_in_faust(
+        consumer: FastPathConsumer) -> None:
+    started: list[Any] = []
+
+    async def callback(message: Any) -> None:
+        started.append(message)
+        await asyncio.Event().wait()
+
+    consumer.callback = callback
+    consumer.stop_flow()
+    await asyncio.wait_for(consumer.deliver(MESSAGE), 5)  # type: ignore[arg-type]
+    consumer.resume_flow()
+
+
+@dataclass(eq=False)
+class Channel:
+    queue: asyncio.Queue[Any]
+
+
+def stream_buffer_of(consumer: FastPathConsumer, maxsize: int) -> asyncio.Queue[Any]:
+    """A stream buffer reading MESSAGE's partition, registered the way the conductor indexes it."""
+    buffer: asyncio.Queue[Any] = asyncio.Queue(maxsize=maxsize)
+    cast(Any, consumer.app.topics)._tp_index[MESSAGE.tp].add(Channel(buffer))
+    return buffer
+
+
+async def test_a_delivery_into_a_full_stream_buffer_waits_for_room_before_the_conductor_sees_it(
+        consumer: FastPathConsumer) -> None:
+    buffer = stream_buffer_of(consumer, maxsize=1)
+    buffer.put_nowait("earlier event")
+    delivered: list[Any] = []
+
+    async def callback(message: Any) -> None:
+        assert not buffer.full(), "the conductor was handed a message for a full buffer"
+        delivered.append(message)
+
+    consumer.callback = callback
+    delivery = asyncio.ensure_future(consumer.deliver(MESSAGE))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert delivered == []
+    buffer.get_nowait()  # the agent takes an event
+    await asyncio.wait_for(delivery, 5)
+    assert delivered == [MESSAGE]
+
+
+async def test_a_delivery_waiting_for_room_is_abandoned_when_a_rebalance_starts(consumer: FastPathConsumer) -> None:
+    buffer = stream_buffer_of(consumer, maxsize=1)
+    buffer.put_nowait("earlier event")
+    started: list[Any] = []
+
+    async def callback(message: Any) -> None:
+        started.append(message)
+        await asyncio.Event().wait()  # flow control is closed during the rebalance
+
+    consumer.callback = callback
+    delivery = asyncio.ensure_future(consumer.deliver(MESSAGE))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    consumer.stop_flow()
+    await asyncio.wait_for(delivery, 5)
+    consumer.resume_flow()
+
+
+# -- on the embedded broker ----------------------------------------------------------------------
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Cluster]:
+    with cluster(tmp_path, {"CROSSSELL_PARTITIONS": str(PARTITIONS)}) as started:
+        yield started
+
+
+def orders(count: int, seed: int) -> list[tuple[bytes | None, bytes, int | None]]:
+    maker = OrderMaker(random.Random(seed), TrafficShape(late_share=0.02, invalid_share=0.02, duplicate_share=0.02))
+    now = time.time()
+    return [(key, value, None) for _, key, value in (maker.event(now - (count - i) * 0.01) for i in range(count))]
+
+
+def end_offsets(bootstrap: str, topic: str, messages: int, timeout: float = 30.0) -> dict[int, int]:
+    """The offset after the last message of each partition, found by reading all ``messages``.
+
+    Not from ListOffsets: Tansu 0.6.0 answers it (and get_watermark_offsets) with an
+    offset short of the end when the last write was a batch of several records.
+    """
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("ends"), "enable.auto.commit": False})
+    try:
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        ends = {p: 0 for p in range(PARTITIONS)}
+        read = 0
+        deadline = time.monotonic() + timeout
+        while read < messages:
+            assert time.monotonic() < deadline, f"read {read} of {messages} messages of {topic}"
+            for message in reader.consume(1000, timeout=0.5):
+                partition, offset = message.partition(), message.offset()
+                if message.error() is None and partition is not None and offset is not None:
+                    read += 1
+                    ends[partition] = max(ends[partition], offset + 1)
+        return ends
+    finally:
+        reader.close()
+
+
+def events_counted(workers: list[Worker]) -> float | None:
+    return total(workers, "crosssell_events_total")
+
+
+def assert_all_committed(running: Cluster, sent: int) -> None:
+    settings = running.settings
+    ends = end_offsets(running.bootstrap, settings.orders_topic, sent)
+    wait_until(lambda: running.committed(settings.app_id, settings.orders_topic) == ends, 30,
+               f"committed offsets of {settings.app_id} reach the end offsets {ends}")
+
+
+@pytest.mark.timeout(90)
+def test_a_fast_path_worker_processes_every_event_once_and_commits_them_all(running: Cluster) -> None:
+    sent = running.produce(orders(20_000, seed=7))
+    worker = running.worker().start().wait_serving()
+    wait_until(lambda: events_counted([worker]) == sent, 60, f"the worker counts all {sent} events")
+    assert_all_committed(running, sent)
+    time.sleep(1.5)  # a few flushes later: still exactly once
+    assert events_counted([worker]) == sent
+
+
+@pytest.mark.timeout(120)
+def test_a_second_worker_joining_mid_stream_loses_and_double_counts_nothing(running: Cluster) -> None:
+    settings = running.settings
+    first = running.worker().start().wait_serving()
+    traffic = Traffic(running.bootstrap, settings.orders_topic, PARTITIONS, seed=11, rate=3000).start()
+    try:
+        wait_until(lambda: (events_counted([first]) or 0) > 0, 60, "the first worker is processing")
+        # The second worker joins while events keep arriving: the partitions move under load.
+        second = running.worker().start().wait_serving()
+        wait_until(lambda: (second.sample("crosssell_partitions_assigned") or 0) > 0, 60,
+                   "the second worker is given partitions")
+        time.sleep(2)
+    finally:
+        sent = traffic.stop()
+    workers = [first, second]
+    seen: list[object] = []
+
+    def shared_and_counted() -> bool:
+        assigned = [w.sample("crosssell_partitions_assigned") for w in workers]
+        counted = [w.sample("crosssell_events_total") for w in workers]
+        seen[:] = [assigned, counted]
+        return all(a for a in assigned) and sum(a or 0 for a in assigned) == PARTITIONS \
+            and sum(c or 0 for c in counted) == sent
+
+    try:
+        wait_until(shared_and_counted, 60, f"both workers own partitions and count {sent} events between them")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen [partitions], [events] per worker: {seen}\n"
+                             f"first worker's log:\n{first.log_tail(20)}\nsecond's:\n{second.log_tail(20)}") from None
+    assert_all_committed(running, sent)
+    time.sleep(1.5)
+    assert events_counted(workers) == sent
