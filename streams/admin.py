@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -48,8 +49,9 @@ _quiet = logging.getLogger("crosssell.kafka-client")
 def admin_client(bootstrap: str) -> AdminClient:
     # librdkafka logs every failed connection attempt (about 20 a second while the broker
     # is down); route its log through a Python logger so the one actionable message stands out.
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000,
-                        "error_cb": _ignore_error}, logger=_quiet)
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 5000,
+                              "error_cb": _ignore_error}
+    return AdminClient(config, logger=_quiet)
 
 
 def _ignore_error(error: object) -> None:

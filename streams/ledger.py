@@ -152,10 +152,14 @@ class SeenSegment:
     """Order ids first seen in one flush: order_id -> [source offset, event time]."""
 
     ids: dict[str, list[float]] = field(default_factory=dict)
+    # Kept as ids are added: every flush checks every segment for expiry, and a
+    # scan of all ids within the dedup horizon each time would dominate the flush.
+    newest: float = float("-inf")
 
-    @property
-    def newest(self) -> float:
-        return max(seen[1] for seen in self.ids.values())
+    def add(self, order_id: str, offset: int, event_time: float) -> None:
+        self.ids[order_id] = [offset, event_time]
+        if event_time > self.newest:
+            self.newest = event_time
 
 
 @dataclass(slots=True)
@@ -229,7 +233,7 @@ class PartitionLedger:
             return LATE
         if first_seen is None:
             self.seen[decoded.order_id] = (offset, event_time)
-            self._new_seen.ids[decoded.order_id] = [offset, event_time]
+            self._new_seen.add(decoded.order_id, offset, event_time)
         facts = order_facts(decoded)
         self._fold(offset, facts)
         self._count_pairs(facts)
@@ -334,7 +338,9 @@ class PartitionLedger:
             elif kind == OUTBOX:
                 outbox = value
             elif kind == SEEN:
-                segment = SeenSegment({k: list(v) for k, v in value["ids"].items()})
+                segment = SeenSegment()
+                for order_id, (seen_offset, seen_time) in value["ids"].items():
+                    segment.add(order_id, seen_offset, seen_time)
                 ledger.segments[int(rest[0])] = segment
                 for order_id, (offset, event_time) in segment.ids.items():
                     ledger.seen[order_id] = (int(offset), event_time)
