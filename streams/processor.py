@@ -83,8 +83,11 @@ class OrderProcessor:
     def process(self, event: EventT[Any]) -> None:
         message = event.message
         ledger = self.ledgers.get(message.partition)
-        if ledger is None:  # assigned before any recovery callback (first start): empty state
-            ledger = self.ledgers[message.partition] = PartitionLedger(message.partition, self.config)
+        if ledger is None:
+            # Not (or no longer) ours: an event still in flight after its partition was
+            # revoked. Left unacked, it is replayed by the partition's owner; a fresh
+            # ledger here would overwrite the owner's state in the changelog.
+            return
         outcome = ledger.apply(message.offset, decode_order(event.value, self.limits), message.timestamp)
         if outcome.verdict is Verdict.INVALID:
             self.dead_letter_queue.append((event, outcome.reason, outcome.detail))
@@ -166,10 +169,6 @@ class PairProcessor:
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
 
-    def _new_ledger(self, partition: int) -> PairLedger:
-        s = self.settings
-        return PairLedger(partition, self.horizons, s.pair_slots, s.pair_product_capacity, s.pair_capacity)
-
     def restore(self, partitions: set[int]) -> None:
         s = self.settings
         for partition in partitions:
@@ -185,10 +184,9 @@ class PairProcessor:
             self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
 
     def process(self, event: EventT[Any]) -> None:
-        partition = event.message.partition
-        ledger = self.ledgers.get(partition)
-        if ledger is None:
-            ledger = self.ledgers[partition] = self._new_ledger(partition)
+        ledger = self.ledgers.get(event.message.partition)
+        if ledger is None:  # revoked while in flight: the owner replays it
+            return
         ledger.apply(orjson.loads(event.value))
         self.unacked.append(event)
 
