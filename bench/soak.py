@@ -52,7 +52,7 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.admin import ensure_topics
-from streams.broker import LOOPBACK, EmbeddedBroker, free_port
+from streams.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
 from streams.settings import Settings, duration_label
 from streams.traffic import OrderMaker, TrafficShape
 
@@ -125,13 +125,7 @@ def child(name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) ->
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=20)
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from streams.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
-from streams.broker import BrokerError, EmbeddedBroker
+from streams.broker import BrokerError, EmbeddedBroker, stop_process
 from streams.settings import Settings, SettingsError
 from streams.traffic import TrafficShape
 
@@ -239,13 +239,7 @@ def _child(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=15)
 
 
 def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:

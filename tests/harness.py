@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.admin import ensure_topics
-from streams.broker import LOOPBACK, EmbeddedBroker, free_port
+from streams.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,13 +95,8 @@ class Worker:
         return dict(orjson.loads(self.get("/api/summary")))
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -193,17 +188,21 @@ class Cluster:
             worker.stop()
 
 
+def base_environment(broker_url: str, env: Mapping[str, str] | None) -> dict[str, str]:
+    """The settings every worker of one test cluster shares (a fresh app id per cluster)."""
+    return {
+        "CROSSSELL_BROKER_URL": broker_url,
+        "CROSSSELL_APP_ID": unique("crosssell"),
+        "CROSSSELL_PARTITIONS": "4",
+        "CROSSSELL_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
+
+
 @contextlib.contextmanager
 def cluster(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
     with EmbeddedBroker() as broker:
-        base_env = {
-            "CROSSSELL_BROKER_URL": broker.url,
-            "CROSSSELL_APP_ID": unique("crosssell"),
-            "CROSSSELL_PARTITIONS": "4",
-            "CROSSSELL_LOG_LEVEL": "warning",
-            **(env or {}),
-        }
-        running = Cluster(broker, tmp, base_env)
+        running = Cluster(broker, tmp, base_environment(broker.url, env))
         running.create_topics()
         try:
             yield running
@@ -281,14 +280,7 @@ def proxied_cluster(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator
     broker_port = free_port()
     with TcpProxy(target_port=broker_port) as proxy, AdvertisingBroker(port=broker_port,
                                                                        advertised_port=proxy.port) as broker:
-        base_env = {
-            "CROSSSELL_BROKER_URL": broker.url,
-            "CROSSSELL_APP_ID": unique("crosssell"),
-            "CROSSSELL_PARTITIONS": "4",
-            "CROSSSELL_LOG_LEVEL": "warning",
-            **(env or {}),
-        }
-        running = Cluster(broker, tmp, base_env)
+        running = Cluster(broker, tmp, base_environment(broker.url, env))
         running.create_topics()
         try:
             yield running, proxy
