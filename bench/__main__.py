@@ -244,8 +244,10 @@ def _start_profiler(kids: Children, args: argparse.Namespace, worker: pipeline.W
     args.profile.mkdir(parents=True, exist_ok=True)
     output = args.profile / f"{suffix}.txt"
     _note(f"profiling the worker with py-spy into {output} (collapsed stacks; flamegraph.pl or speedscope read it)")
+    # --gil: only the thread holding the GIL. Without it, the aiokafka consumer thread
+    # waiting for the GIL is sampled as busy in whatever frame it waits.
     return kids.start(f"py-spy-{suffix}", ["py-spy", "record", "--pid", str(worker.child.pid), "--rate", "200",
-                                           "--format", "raw", "--output", str(output)])
+                                           "--gil", "--format", "raw", "--output", str(output)])
 
 
 def _stop_profiler(profiler: Child) -> None:

@@ -1,0 +1,97 @@
+"""``python -m bench.hotpath``: the project's per-event Python, without Kafka or Faust.
+
+Runs the steps of the worker's hot path in one process over the same seeded
+orders as ``python -m bench`` and prints microseconds of CPU per event for
+each: decode (``streams.contract.decode_order``), apply
+(``PartitionLedger.apply``), flush (``take_changes``, every
+``--flush-every`` events, as the worker's flush does) and the pairs side
+(``PairLedger.apply`` of the outbox messages those flushes produce, through
+JSON as on the pairs topic), with the orders spread over ``--partitions``
+ledgers as the worker spreads them.
+
+Use it to compare a change of the hot path with the code before it, in one
+run or two runs close together: it measures CPU time, so it is less disturbed
+by other load than the broker benchmark, but it is still a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from bench.load import make_events, order_maker
+from streams.companions import PairLedger
+from streams.contract import Limits, decode_order
+from streams.ledger import PartitionLedger
+from streams.processor import window_config
+from streams.settings import Settings, duration_label
+from streams.traffic import TrafficShape
+
+
+def _cpu(step: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.process_time()
+    result = step()
+    return time.process_time() - started, result
+
+
+def run(events: int, flush_every: int, seed: int, span: float, partitions: int) -> dict[str, float]:
+    shape = TrafficShape(late_share=0.01, duplicate_share=0.005, invalid_share=0.0,
+                         categories=12, products_per_category=16667)
+    now = time.time()
+    values = [value for _, value in make_events(order_maker(seed, shape), events, now - span, now)]
+    settings = Settings(partitions=partitions)
+    limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
+    ledgers = [PartitionLedger(p, window_config(settings)) for p in range(partitions)]
+    horizons = {duration_label(h): h for h in settings.pair_horizons}
+    pair_ledgers = [PairLedger(q, horizons, settings.pair_slots, settings.pair_product_capacity,
+                               settings.pair_capacity) for q in range(partitions)]
+    produced_at = now + 1.0
+
+    gc.collect()
+    decode_s, decoded = _cpu(lambda: [decode_order(value, limits) for value in values])
+    apply_s = flush_s = pairs_s = 0.0
+    for first in range(0, events, flush_every):
+        chunk = decoded[first:first + flush_every]
+        started = time.process_time()
+        # Orders spread over the source partitions as the orders topic spreads them (round robin here).
+        for offset, order in enumerate(chunk, first):
+            ledgers[offset % partitions].apply(offset // partitions, order, produced_at)
+        apply_s += time.process_time() - started
+        seconds, changes = _cpu(lambda: [ledger.take_changes() for ledger in ledgers])
+        flush_s += seconds
+        messages = [m for c in changes if c is not None for m in c.outbox]
+        seconds, _ = _cpu(lambda: [pair_ledgers[m["partition"]].apply(orjson.loads(orjson.dumps(m)))
+                                   for m in messages])
+        pairs_s += seconds
+    per_event = 1e6 / events
+    return {"decode_us": decode_s * per_event, "apply_us": apply_s * per_event,
+            "flush_us": flush_s * per_event, "pairs_us": pairs_s * per_event,
+            "total_us": (decode_s + apply_s + flush_s + pairs_s) * per_event}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000, help="orders (default 50000)")
+    parser.add_argument("--flush-every", type=int, default=Settings().flush_max_events,
+                        help="events between two flushes (default: the worker's flush_max_events)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=4, help="source and pairs partitions (default 4)")
+    parser.add_argument("--event-time-span", type=float, default=600.0,
+                        help="seconds of event time the orders cover (default 600, as python -m bench)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the best of each step is shown (default 3)")
+    args = parser.parse_args(argv)
+    runs = [run(args.events, args.flush_every, args.seed, args.event_time_span, args.partitions) for _ in range(args.repeat)]
+    best = {name: min(r[name] for r in runs) for name in runs[0]}
+    print(f"{args.events} events, flush every {args.flush_every}, best of {args.repeat}: CPU us per event")
+    for name, value in best.items():
+        print(f"  {name.removesuffix('_us'):<7} {value:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
