@@ -84,7 +84,12 @@ def create_pipeline(settings: Settings) -> Pipeline:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                          key_serializer="raw", value_serializer="raw")
 
-    orders_topic = raw_topic(settings.orders_topic)
+    # Orders reach the agent in batches, one per partition per fetch (streams/fastpath.py);
+    # an app without batched topics (plain faust.App, for comparison) delivers them one by one.
+    batched_topic = getattr(app, "batched_topic", None)
+    orders_topic = raw_topic(settings.orders_topic) if batched_topic is None else batched_topic(
+        settings.orders_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+        key_serializer="raw", value_serializer="raw")
     pairs_topic = raw_topic(settings.pairs_topic)
     recommendation_topics = {h: raw_topic(settings.recommendations_topic_for(h)) for h in settings.horizon_labels}
 

@@ -23,6 +23,15 @@ offsets when it had to drop records of a partition it still owns (without
 this, tests/agents/test_fastpath.py lost ~1000 events in about a third of the
 handovers under load).
 
+Batches: a topic made with :meth:`FastPathApp.batched_topic` is delivered as
+one :class:`MessageBatch` per partition per fetch instead of one message per
+record. The batch goes through Faust's own conductor, stream, flow control and
+acking as one message (its offset is its last record's); acking it acks every
+offset it spans (:meth:`FastPathConsumer.ack`). Everything Faust does per
+message (a Message, an Event, a queue slot, a stream step, an ack) it does once
+per few hundred records; the agent loops over ``message.records`` (aiokafka
+``ConsumerRecord``: offset, timestamp in ms, key, value, headers).
+
 Other levers, each measured with ``python -m bench --variant`` (bench/README.md):
 a lighter Monitor, smaller poll batches into a larger stream buffer
 (:data:`TUNED_SETTINGS`) and a 100 ms broker fetch wait instead of Faust's fixed
@@ -49,10 +58,14 @@ from faust import transport as faust_transport
 from faust.sensors import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP, ConsumerT, Message, TransportT
+from faust.types import TP, ConsumerT, Message, TopicT, TransportT
+from faust.types.tuples import ConsumerMessage, ack_lock
 from mode import Service, ServiceT
+from mode.utils.futures import notify
 
 DEFAULT_FETCH_MAX_WAIT = 0.1
+# Batches a batched topic's stream buffer holds (each up to broker_max_poll_records records).
+DEFAULT_BATCH_BUFFER = 8
 # How often a delivery waiting for room in a full stream buffer looks again; the agent
 # works through a few milliseconds of events in between.
 ROOM_POLL_SECONDS = 0.002
@@ -64,6 +77,7 @@ __all__ = [
     "FastPathConsumerThread",
     "FastPathTransport",
     "LightMonitor",
+    "MessageBatch",
     "eager_step",
 ]
 
@@ -111,6 +125,30 @@ def eager_step(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any] | Non
     except StopIteration:
         return None
     return _finish(coro, pending)
+
+
+class MessageBatch(ConsumerMessage):
+    """The records of one partition from one fetch, delivered to a stream as one message.
+
+    ``offset`` and ``timestamp`` are the last record's, ``first_offset`` the
+    first's; ``key`` and ``value`` are None. Acking the batch acks every offset
+    from ``first_offset`` to ``offset`` (offsets in between that hold no record,
+    such as transaction markers, have nothing to process).
+    """
+
+    __slots__ = ("first_offset", "records")
+
+    def __init__(self, tp: TP, records: list[Any], generation_id: int | None) -> None:
+        last = records[-1]
+        super().__init__(tp.topic, tp.partition, last.offset, last.timestamp / 1000.0, last.timestamp_type,
+                         None, None, None, None, 0, 0, tp, generation_id=generation_id)
+        self.records = records
+        self.first_offset: int = records[0].offset
+
+    def drop_before(self, offset: int) -> None:
+        """Keep only the records at ``offset`` or later (the consumer read the rest before)."""
+        self.records = [record for record in self.records if record.offset >= offset]
+        self.first_offset = self.records[0].offset
 
 
 class FastPathConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -166,6 +204,32 @@ class FastPathConsumer(aiokafka_driver.Consumer):
         if rest is not None:
             await self.wait_first(rest, suspended.wait())
 
+    def ack(self, message: Message) -> bool:
+        """Faust's ack, and for a :class:`MessageBatch` the same bookkeeping for every offset it spans."""
+        if type(message) is not MessageBatch:
+            return super().ack(message)
+        with ack_lock:  # as Consumer.ack: the test-and-set and the bookkeeping are one step
+            if message.acked:
+                return False
+            message.acked = True
+            if not self.app.topics.acks_enabled_for(message.topic):
+                return False
+            tp = message.tp
+            try:
+                committed = self._committed_offset[tp]
+                first = message.first_offset if committed is None else max(message.first_offset, committed)
+                acked_index = self._acked_index[tp]
+                offsets = [offset for offset in range(first, message.offset + 1) if offset not in acked_index]
+                self._unacked_messages.discard(message)
+                if not offsets:
+                    return False
+                acked_index.update(offsets)
+                self._acked[tp].extend(offsets)
+                self._n_acked += len(offsets)
+                return True
+            finally:
+                notify(self._waiting_for_ack)
+
     def _full_buffer(self, tp: TP) -> Any:
         """The buffer of a stream reading ``tp`` that has no room, if any."""
         conductor = cast(Any, self.app.topics)
@@ -192,7 +256,8 @@ class FastPathConsumer(aiokafka_driver.Consumer):
         return await super()._getmany(active_partitions, timeout)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        """Faust 0.15.3's Consumer.getmany, plus: records it must drop are fetched again.
+        """Faust 0.15.3's Consumer.getmany, plus: records it must drop are fetched again,
+        and the records of a batched topic come as one :class:`MessageBatch` per partition.
 
         Faust drops fetched records of a partition that is no longer active (paused
         by a rebalance's recovery) and relies on the rebalance seeking back to the
@@ -205,10 +270,22 @@ class FastPathConsumer(aiokafka_driver.Consumer):
         if records is None or self.should_stop:
             return
 
+        batched_topics: set[str] = getattr(self.app, "batched_topics", set())
+        batches = {tp: rs for tp, rs in records.items() if tp.topic in batched_topics and rs}
+        if batches:
+            records = {tp: rs for tp, rs in records.items() if tp not in batches}
         records_it = self.scheduler.iterate(records)
         to_message = self._to_message  # localize
         if self.flow_active:
             dropped: set[TP] = set()
+            for tp, tp_records in batches.items():  # not in Faust: one message per partition
+                if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                    records_it = iter(())  # as Faust's loop below: stop handing out this fetch
+                    break
+                if active_partitions is None or tp in active_partitions or tp in self._buffered_partitions:
+                    yield tp, MessageBatch(tp, tp_records, generation_id)
+                else:
+                    dropped.add(tp)
             for tp, record in records_it:
                 if not self.flow_active:
                     break
@@ -272,7 +349,13 @@ class FastPathConsumer(aiokafka_driver.Consumer):
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
+                            # Not in Faust: a batch is checked by its first record's offset.
+                            if type(message) is MessageBatch:
+                                if r_offset is not None and message.first_offset < r_offset:
+                                    message.drop_before(r_offset)
+                                gap = message.first_offset - (r_offset or 0)
+                            else:
+                                gap = offset - (r_offset or 0)
                             # We have a gap in income messages
                             if gap > 1 and r_offset:
                                 acks_enabled = acks_enabled_for(message.topic)
@@ -382,7 +465,20 @@ class FastPathApp(faust.App):
 
     def __init__(self, id: str, *, fetch_max_wait: float | None = DEFAULT_FETCH_MAX_WAIT, **options: Any) -> None:
         self.fetch_max_wait_ms = None if fetch_max_wait is None else int(fetch_max_wait * 1000)
+        self.batched_topics: set[str] = set()
         super().__init__(id, **{**TUNED_SETTINGS, **options})
+
+    def batched_topic(self, *topics: str, batch_buffer: int = DEFAULT_BATCH_BUFFER, **options: Any) -> TopicT:
+        """``app.topic(...)`` whose records reach its streams as :class:`MessageBatch` messages.
+
+        ``batch_buffer``: how many batches a stream of it buffers (Faust's
+        ``stream_buffer_maxsize`` counts messages, and a batch is up to
+        ``broker_max_poll_records`` records). An agent of such a topic must handle
+        both forms: a batch (``message.records``) and, from ``agent.send``/``put``
+        or a transport other than aiokafka, a plain message.
+        """
+        self.batched_topics.update(topics)
+        return self.topic(*topics, maxsize=batch_buffer, **options)
 
     def _new_transport(self) -> TransportT:
         url = self.conf.broker_consumer[0]

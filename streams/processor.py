@@ -13,6 +13,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,25 @@ def window_config(settings: Settings) -> WindowConfig:
     )
 
 
+@dataclass(slots=True)
+class DeadLetter:
+    """A rejected order event, as it goes to the dead-letter topic (with its reason in headers)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # seconds
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    reason: str
+    detail: str
+
+
+def _header_list(headers: Any) -> list[tuple[str, bytes]]:
+    return list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+
+
 class OrderProcessor:
     """Orders topic → per-partition ledgers → `state` table, dead letters and pair deltas."""
 
@@ -60,7 +80,8 @@ class OrderProcessor:
         self.config = window_config(settings)
         self.ledgers: dict[int, PartitionLedger] = {}
         self.unacked: list[EventT[Any]] = []
-        self.dead_letter_queue: list[tuple[EventT[Any], str, str]] = []
+        self.pending = 0  # orders in the unacked events
+        self.dead_letter_queue: list[DeadLetter] = []
         self.dead_letters_sent: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.highwaters: Callable[[], dict[int, int]] = dict
@@ -77,10 +98,11 @@ class OrderProcessor:
             for partition in partitions:
                 self.ledgers.pop(partition, None)
             self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
-            self.dead_letter_queue = [d for d in self.dead_letter_queue if d[0].message.partition not in partitions]
+            self.dead_letter_queue = [d for d in self.dead_letter_queue if d.partition not in partitions]
 
     # -- the hot path --------------------------------------------------------
     def process(self, event: EventT[Any]) -> None:
+        """Apply an event: one order, or a batch of them (a MessageBatch, streams/fastpath.py)."""
         message = event.message
         ledger = self.ledgers.get(message.partition)
         if ledger is None:
@@ -88,18 +110,33 @@ class OrderProcessor:
             # revoked. Left unacked, it is replayed by the partition's owner; a fresh
             # ledger here would overwrite the owner's state in the changelog.
             return
-        outcome = ledger.apply(message.offset, decode_order(event.value, self.limits), message.timestamp)
-        if outcome.verdict is Verdict.INVALID:
-            self.dead_letter_queue.append((event, outcome.reason, outcome.detail))
+        records = getattr(message, "records", None)
+        if records is None:
+            outcome = ledger.apply(message.offset, decode_order(message.value, self.limits), message.timestamp)
+            if outcome.verdict is Verdict.INVALID:
+                self.dead_letter_queue.append(DeadLetter(
+                    message.topic, message.partition, message.offset, message.timestamp, message.key,
+                    message.value, _header_list(event.headers), outcome.reason, outcome.detail))
+            self.pending += 1
+        else:
+            apply, limits, invalid = ledger.apply, self.limits, Verdict.INVALID
+            for record in records:  # aiokafka ConsumerRecords: timestamps in ms
+                outcome = apply(record.offset, decode_order(record.value, limits), record.timestamp / 1000.0)
+                if outcome.verdict is invalid:
+                    self.dead_letter_queue.append(DeadLetter(
+                        record.topic, record.partition, record.offset, record.timestamp / 1000.0, record.key,
+                        record.value, list(record.headers or ()), outcome.reason, outcome.detail))
+            self.pending += len(records)
         self.unacked.append(event)
 
     def flush_due(self) -> bool:
-        return len(self.unacked) >= self.settings.flush_max_events
+        return self.pending >= self.settings.flush_max_events
 
     async def flush(self) -> None:
         """Write what changed, wait until the changelog holds it, then ack the events."""
         async with self.lock:
             events, self.unacked = self.unacked, []
+            self.pending = 0
             dead, self.dead_letter_queue = self.dead_letter_queue, []
             resend = [m for ledger in self.ledgers.values() for m in ledger.unsent_outbox]
             for ledger in self.ledgers.values():
@@ -110,7 +147,7 @@ class OrderProcessor:
             # The last complete flush's pair deltas must be delivered before this flush
             # overwrites the outbox key that holds them.
             await asyncio.gather(*(self._send_pairs(m) for m in resend))
-            sends = [self._send_dead_letter(event, reason, detail) for event, reason, detail in dead]
+            sends = [self._send_dead_letter(letter) for letter in dead]
             for change in changes:
                 self.table.write(change.writes)
             await asyncio.gather(*sends)
@@ -132,21 +169,20 @@ class OrderProcessor:
             key_serializer="raw", value_serializer="raw")
         return fut
 
-    def _send_dead_letter(self, event: EventT[Any], reason: str, detail: str) -> asyncio.Future[Any]:
-        message = event.message
-        headers = list((event.headers or {}).items()) if isinstance(event.headers, dict) else list(event.headers or [])
-        headers += [
-            ("crosssell.reason", reason.encode()),
-            ("crosssell.detail", detail.encode()),
-            ("crosssell.source.topic", message.topic.encode()),
-            ("crosssell.source.partition", str(message.partition).encode()),
-            ("crosssell.source.offset", str(message.offset).encode()),
-            ("crosssell.source.timestamp", str(message.timestamp).encode()),
+    def _send_dead_letter(self, letter: DeadLetter) -> asyncio.Future[Any]:
+        headers = [
+            *letter.headers,
+            ("crosssell.reason", letter.reason.encode()),
+            ("crosssell.detail", letter.detail.encode()),
+            ("crosssell.source.topic", letter.topic.encode()),
+            ("crosssell.source.partition", str(letter.partition).encode()),
+            ("crosssell.source.offset", str(letter.offset).encode()),
+            ("crosssell.source.timestamp", str(letter.timestamp).encode()),
             ("crosssell.rejected_at", str(self.clock()).encode()),
         ]
-        self.dead_letters_sent[reason] = self.dead_letters_sent.get(reason, 0) + 1
+        self.dead_letters_sent[letter.reason] = self.dead_letters_sent.get(letter.reason, 0) + 1
         fut: asyncio.Future[Any] = self.dead_letters.send_soon(
-            key=message.key, value=event.value if event.value is not None else b"", headers=headers,
+            key=letter.key, value=letter.value if letter.value is not None else b"", headers=headers,
             key_serializer="raw", value_serializer="raw")
         return fut
 
