@@ -20,11 +20,21 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from streams.app import create_pipeline
-from streams.fastpath import FastPathApp, FastPathConsumer, FastPathTransport, LightMonitor, eager_step
+from streams.fastpath import (
+    DEFAULT_BATCH_BUFFER,
+    FastPathApp,
+    FastPathConsumer,
+    FastPathTransport,
+    LightMonitor,
+    MessageBatch,
+    eager_step,
+)
 from streams.settings import Settings
 from streams.traffic import OrderMaker, TrafficShape
 from tests.harness import Cluster, Traffic, Worker, cluster, total, unique, wait_until
@@ -231,6 +241,95 @@ async def test_a_delivery_waiting_for_room_is_abandoned_when_a_rebalance_starts(
     consumer.stop_flow()
     await asyncio.wait_for(delivery, 5)
     consumer.resume_flow()
+
+
+# -- batched topics: one message per partition per fetch -------------------------------------------
+
+def record(topic: str, partition: int, offset: int, value: bytes = b"{}") -> ConsumerRecord[bytes, bytes]:
+    """A record as aiokafka's fetcher hands it over."""
+    return ConsumerRecord(topic, partition, offset, 1_700_000_000_000 + offset, 0, b"k", value, None, 1, len(value),
+                          [("trace", b"t")])
+
+
+def test_the_worker_app_delivers_orders_in_batches_into_a_bounded_buffer() -> None:
+    settings = Settings(broker_url="kafka://127.0.0.1:9", app_id=unique("fastpath"), partitions=PARTITIONS)
+    pipeline = create_pipeline(settings)
+    app = cast(FastPathApp, pipeline.app)
+    assert app.batched_topics == {settings.orders_topic}
+    # The buffer counts batches (each up to broker_max_poll_records orders), not orders.
+    assert app.agents["orders"].channel.maxsize == DEFAULT_BATCH_BUFFER
+    assert app.agents["pairs"].channel.maxsize is None  # one message each, Faust's stream_buffer_maxsize
+
+
+async def test_a_batched_topic_s_fetch_becomes_one_message_per_partition(consumer: FastPathConsumer) -> None:
+    app = cast(FastPathApp, consumer.app)
+    app.batched_topic("orders")
+    fetched = {TP("orders", 0): [record("orders", 0, o) for o in (5, 6, 7)],
+               TP("orders", 1): [record("orders", 1, 40)]}
+
+    async def fetch(timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
+        # The cross-thread fetch from the broker, replaced: the broker tests below run the real one.
+        return fetched, set(fetched)
+
+    consumer._wait_next_records = fetch  # type: ignore[method-assign]
+    messages = [message async for _, message in consumer.getmany(timeout=1.0)]
+    assert [type(m) for m in messages] == [MessageBatch, MessageBatch]
+    first, second = cast(list[MessageBatch], messages)
+    assert (first.tp, first.first_offset, first.offset) == (TP("orders", 0), 5, 7)
+    assert first.records == fetched[TP("orders", 0)]
+    assert first.timestamp == (1_700_000_000_000 + 7) / 1000  # the last record's, in seconds as Faust's
+    assert (second.first_offset, second.offset) == (40, 40)
+    assert first.key is None and first.value is None
+
+
+def test_a_batch_read_in_part_before_keeps_only_the_records_not_yet_read() -> None:
+    batch = MessageBatch(TP("orders", 0), [record("orders", 0, o) for o in range(10, 15)], generation_id=1)
+    batch.drop_before(12)
+    assert [r.offset for r in batch.records] == [12, 13, 14]
+    assert (batch.first_offset, batch.offset) == (12, 14)
+
+
+def acking(consumer: FastPathConsumer, topic: str) -> FastPathConsumer:
+    cast(Any, consumer.app.topics)._acking_topics.add(topic)  # what subscribing to the topic does
+    return consumer
+
+
+async def test_acking_a_batch_acks_every_offset_it_spans_once(consumer: FastPathConsumer) -> None:
+    acking(consumer, "orders")
+    tp = TP("orders", 0)
+    batch = MessageBatch(tp, [record("orders", 0, o) for o in (3, 4, 6)], generation_id=1)  # 5: no record
+    assert consumer.ack(batch) is True
+    assert consumer._acked[tp] == [3, 4, 5, 6]
+    assert consumer._n_acked == 4
+    assert consumer.ack(batch) is False  # a second ack changes nothing
+    assert consumer._acked[tp] == [3, 4, 5, 6] and consumer._n_acked == 4
+    assert consumer._new_offset(tp) == 7  # what the next commit writes
+
+
+async def test_acking_a_batch_skips_offsets_already_committed_or_acked(consumer: FastPathConsumer) -> None:
+    acking(consumer, "orders")
+    tp = TP("orders", 0)
+    consumer._committed_offset[tp] = 12
+    single = consumer_message(tp, 13)
+    assert consumer.ack(single) is True
+    batch = MessageBatch(tp, [record("orders", 0, o) for o in range(10, 16)], generation_id=1)
+    assert consumer.ack(batch) is True
+    assert sorted(consumer._acked[tp]) == [12, 13, 14, 15]
+    assert consumer._n_acked == 4
+
+
+async def test_a_batch_acked_through_its_event_reaches_the_consumer(consumer: FastPathConsumer) -> None:
+    acking(consumer, "orders")
+    tp = TP("orders", 2)
+    batch = MessageBatch(tp, [record("orders", 2, o) for o in range(0, 3)], generation_id=1)
+    batch.incref()  # one stream holds it, as the conductor counts
+    assert batch.ack(consumer) is True  # the route Event.ack takes
+    assert consumer._acked[tp] == [0, 1, 2]
+
+
+def consumer_message(tp: TP, offset: int) -> ConsumerMessage:
+    """One message as Faust's consumer makes it for one record."""
+    return ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, None, None, b"{}", None, tp=tp)
 
 
 # -- on the embedded broker ----------------------------------------------------------------------
