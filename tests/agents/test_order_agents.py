@@ -11,13 +11,17 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import faust
 import orjson
 import pytest
+from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Consumer, TopicPartition
+from faust.types import TP
 
 from streams.admin import ensure_topics
 from streams.app import Pipeline, create_pipeline
 from streams.broker import EmbeddedBroker
+from streams.fastpath import MessageBatch
 from streams.settings import Settings
 from streams.traffic import rfc3339
 from tests.harness import unique
@@ -123,6 +127,29 @@ async def test_an_invalid_event_is_published_as_a_dead_letter_with_its_reason(
     assert headers["trace"] == b"abc"
     assert pipeline.orders.ledgers[0].meta.invalid == {"not_json": 1}
     assert pipeline.orders.ledgers[0].meta.orders == 1
+
+
+async def test_a_batch_of_orders_is_applied_whole_and_its_bad_record_dead_lettered_by_its_own_offset(
+        pipeline: Pipeline, broker: EmbeddedBroker) -> None:
+    topic = pipeline.orders.settings.orders_topic
+    values = [order("o-b1", ("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 1)), b'["an array"]',
+              order("o-b2", ("pan", "kitchen", 30.0, 1))]
+    records = [ConsumerRecord(topic, 1, offset, int(time.time() * 1000), 0, f"k-{offset}".encode(), value, None,
+                              5, len(value), [("trace", f"t-{offset}".encode())])
+               for offset, value in enumerate(values, start=100)]
+    batch = MessageBatch(TP(topic, 1), records, generation_id=1)
+    pipeline.orders.process(faust.Event(pipeline.app, None, None, {}, batch))
+    ledger = pipeline.orders.ledgers[1]
+    assert (ledger.meta.offset, ledger.meta.events, ledger.meta.orders) == (102, 3, 2)
+    assert ledger.meta.invalid == {"not_object": 1}
+    await pipeline.orders.flush()
+    letters = [m for m in read_all(broker.bootstrap, pipeline.orders.settings.dead_letter_topic)
+               if dict(m.headers())["crosssell.source.partition"] == b"1"]
+    assert len(letters) == 1
+    headers = dict(letters[0].headers())
+    assert (letters[0].key(), letters[0].value()) == (b"k-101", b'["an array"]')
+    assert headers["crosssell.source.offset"] == b"101" and headers["trace"] == b"t-101"
+    assert headers["crosssell.reason"] == b"not_object"
 
 
 async def test_pair_deltas_leave_once_per_flush_not_once_per_order(
