@@ -4,6 +4,7 @@ For measuring what each lever gains (``python -m bench --variant ...``). The
 variant is read from BENCH_VARIANT, comma-separated KEY=VALUE:
 
   fastpath=0        plain faust.App instead of streams.fastpath.FastPathApp
+  batch=0           orders delivered one message per record instead of in batches (FastPathApp.batched_topic)
   fetch_wait=1.5    FastPathApp's fetch_max_wait in seconds ("none": Faust's 1.5 s)
   monitor=default   Faust's own Monitor instead of FastPathApp's LightMonitor
   NAME=VALUE        any Faust setting, e.g. stream_buffer_maxsize=16384 (VALUE as a Python literal)
@@ -35,10 +36,11 @@ def parse_variant(text: str) -> dict[str, str]:
 
 def variant_app(spec: dict[str, str]) -> type[faust.App]:
     fastpath = spec.get("fastpath", "1") != "0"
+    batch = spec.get("batch", "1") != "0"
     base: type[faust.App] = FastPathApp if fastpath else faust.App
     settings: dict[str, Any] = {}
     for key, value in spec.items():
-        if key == "fastpath":
+        if key in ("fastpath", "batch"):
             continue
         if key == "monitor":
             settings["Monitor"] = "faust.sensors:Monitor" if value == "default" else "streams.fastpath:LightMonitor"
@@ -51,6 +53,10 @@ def variant_app(spec: dict[str, str]) -> type[faust.App]:
     class VariantApp(base):  # type: ignore[misc, valid-type]
         def __init__(self, id: str, **options: Any) -> None:
             super().__init__(id, **{**options, **settings})
+
+    if not batch:
+        # create_pipeline batches the orders topic only when the app offers batched_topic.
+        VariantApp.batched_topic = None  # type: ignore[attr-defined]
 
     return VariantApp
 
