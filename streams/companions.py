@@ -46,23 +46,40 @@ def bucket_size(horizon: float, slots: int) -> float:
 
 def outbox_messages(source: int, sequence: int, batches: Mapping[tuple[str, float], PairAccumulator],
                     partitions: int) -> list[dict[str, Any]]:
-    """The messages of one flush of source partition ``source``: one per (q, horizon, bucket)."""
+    """The messages of one flush of source partition ``source``: one per (q, horizon, bucket).
+
+    An accumulator that stands for several keys (the ledger shares one between
+    horizons whose buckets hold the same orders) is laid out once.
+    """
     messages: list[dict[str, Any]] = []
+    laid_out: dict[int, tuple[dict[str, int], dict[int, dict[str, dict[str, int]]]]] = {}
     for (horizon, bucket), accumulator in sorted(batches.items()):
         if not accumulator.total_orders:
             continue
-        deltas = accumulator.deltas()
-        products = {product: delta.orders_with_product for product, delta in deltas.items()}
-        pairs_by_owner: dict[int, dict[str, dict[str, int]]] = {}
-        for product, delta in deltas.items():
-            if delta.companions:
-                pairs_by_owner.setdefault(owner_partition(product, partitions), {})[product] = delta.companions
+        known = laid_out.get(id(accumulator))
+        if known is None:
+            known = laid_out[id(accumulator)] = _message_contents(accumulator, partitions)
+        products, pairs_by_owner = known
         for q in range(partitions):
             messages.append({
                 "partition": q, "source": source, "sequence": sequence, "horizon": horizon, "bucket": bucket,
                 "orders": accumulator.total_orders, "products": products, "pairs": pairs_by_owner.get(q, {}),
             })
     return messages
+
+
+def _message_contents(accumulator: PairAccumulator,
+                      partitions: int) -> tuple[dict[str, int], dict[int, dict[str, dict[str, int]]]]:
+    """The "products" of the accumulator's messages, and their "pairs" by pairs partition."""
+    pairs_by_owner: dict[int, dict[str, dict[str, int]]] = {}
+    for product, companions in accumulator.companion_counts().items():
+        owner = owner_partition(product, partitions)
+        of_owner = pairs_by_owner.get(owner)
+        if of_owner is None:
+            pairs_by_owner[owner] = {product: companions}
+        else:
+            of_owner[product] = companions
+    return accumulator.product_counts(), pairs_by_owner
 
 
 @dataclass(slots=True)
@@ -83,11 +100,13 @@ class PairBucket:
             return False
         self.applied[source] = message["sequence"]
         self.orders += message["orders"]
-        for product, count in message["products"].items():
-            self.products.add(product, count)
-        for product, companions in message["pairs"].items():
-            for companion, count in companions.items():
-                self.pairs.add(product + PAIR_SEPARATOR + companion, count)
+        self.products.add_many(message["products"].items())
+        self.pairs.add_many([
+            (prefix + companion, count)
+            for product, companions in message["pairs"].items()
+            for prefix in (product + PAIR_SEPARATOR,)
+            for companion, count in companions.items()
+        ])
         return True
 
     def to_dict(self) -> dict[str, Any]:

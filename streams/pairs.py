@@ -20,9 +20,10 @@ Nothing here knows about Kafka, Faust or Prometheus; every stateful class has
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import chain, combinations
 from typing import Any, Final, TypeGuard
 
 DEFAULT_MAX_BASKET: Final = 50
@@ -106,16 +107,23 @@ class SpaceSaving:
     estimates the smallest count, which bounds what it can have had. The bounds
     survive :meth:`merge`.
 
-    ``add`` is amortised O(log m): counts live in a dict, and a heap holds one
-    entry per monitored item whose key may lag behind the item's count (counts
-    only grow). Only finding the minimum (for an eviction, or the estimate of an
-    unmonitored item) looks at the heap, re-pushing stale entries until the top
-    one is current, which is then the true minimum. Each re-push is paid for by
-    an earlier increment. Ties for the minimum go to the smaller
-    item, so state restored by :meth:`from_dict` evicts exactly as the original.
+    Counts live in a dict. Every monitored item is also filed under one *level*,
+    a count it had (``_levels``: count -> items); as counts only grow, the
+    level may lag behind the item's count, and an increment costs no more than
+    the dict update. Only finding the minimum (for an eviction, or the estimate
+    of an unmonitored item) looks at the lowest level: sorted once when it
+    becomes the lowest, its smallest item is the minimum if its count is still
+    that level, else it is refiled under its count (paid for by an earlier
+    increment). When the lowest level runs empty the next one (a small heap of
+    level numbers) takes over. An evicted item's successor is filed above the
+    lowest level, so an eviction is a few dict and list operations: with most
+    adds evicting, this beats a heap of (count, item) keys, whose every push and
+    pop compares tuples of equal counts by their items. Ties for the minimum go
+    to the smaller item, so state restored by :meth:`from_dict` evicts exactly
+    as the original.
     """
 
-    __slots__ = ("_capacity", "_counts", "_errors", "_exact", "_heap", "_total")
+    __slots__ = ("_capacity", "_counts", "_errors", "_exact", "_level_heap", "_levels", "_sorted_level", "_total")
 
     def __init__(self, capacity: int) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
@@ -123,7 +131,9 @@ class SpaceSaving:
         self._capacity = capacity
         self._counts: dict[str, int] = {}
         self._errors: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []  # (count when last pushed, item), one per item
+        self._levels: dict[int, list[str]] = {}  # count -> items filed there (at most their count)
+        self._level_heap: list[int] = []  # the keys of _levels
+        self._sorted_level: int | None = None  # the level whose items are sorted, descending
         self._total = 0
         self._exact = True
 
@@ -165,36 +175,107 @@ class SpaceSaving:
 
     def add(self, item: str, count: int = 1) -> None:
         """Count ``count`` more occurrences of ``item``."""
-        if count < 1:
-            raise ValueError(f"SpaceSaving.add count must be at least 1, got {count!r} for item {item!r}")
-        self._total += count
-        counts = self._counts
-        current = counts.get(item)
-        if current is not None:
-            counts[item] = current + count
-        elif len(counts) < self._capacity:
-            counts[item] = count
+        self.add_many(((item, count),))
+
+    def add_many(self, counts: Iterable[tuple[str, int]]) -> None:
+        """:meth:`add` of each (item, count) in turn: the state of adding them one by one, in one loop.
+
+        The form for a message of many counts: it saves a method call and the
+        attribute lookups per item, which dominate when most adds evict.
+        """
+        pending = iter(counts)
+        if len(self._counts) < self._capacity:
+            self._fill(pending)
+        monitored = self._counts
+        errors = self._errors
+        levels = self._levels
+        total = self._total
+        # The lowest level, sorted: its last item is the minimum unless that one has grown.
+        floor = 0
+        floor_items: list[str] = []
+        evicting = False
+        try:
+            for item, count in pending:  # every counter is taken: a new item evicts the minimum
+                if count < 1:
+                    raise _bad_count(item, count)
+                total += count
+                current = monitored.get(item)
+                if current is not None:
+                    monitored[item] = current + count  # its level lags: see _minimum
+                    continue
+                if not floor_items or monitored[floor_items[-1]] != floor:
+                    floor, _ = self._minimum()
+                    floor_items = levels[floor]
+                evicted = floor_items.pop()
+                del monitored[evicted]
+                del errors[evicted]
+                monitored[item] = raised = floor + count
+                errors[item] = floor
+                above = levels.get(raised)  # above the lowest level, which stays sorted
+                if above is None:
+                    levels[raised] = [item]
+                    heapq.heappush(self._level_heap, raised)
+                else:
+                    above.append(item)
+                evicting = True
+        finally:
+            # As far as the adds got, should an item fail (add() would have got as far).
+            self._total = total
+            if evicting:
+                self._exact = False
+
+    def _fill(self, pending: Iterator[tuple[str, int]]) -> None:
+        """Add from ``pending`` while a counter is free: a new item takes one, with no error."""
+        monitored = self._counts
+        for item, count in pending:
+            if count < 1:
+                raise _bad_count(item, count)
+            self._total += count
+            current = monitored.get(item)
+            if current is not None:
+                monitored[item] = current + count
+                continue
+            monitored[item] = count
             self._errors[item] = 0
-            heapq.heappush(self._heap, (count, item))
+            self._file(item, count)
+            if len(monitored) == self._capacity:
+                return
+
+    def _file(self, item: str, level: int) -> None:
+        items = self._levels.get(level)
+        if items is None:
+            self._levels[level] = [item]
+            heapq.heappush(self._level_heap, level)
         else:
-            floor, evicted = self._minimum()
-            del counts[evicted]
-            del self._errors[evicted]
-            counts[item] = floor + count
-            self._errors[item] = floor
-            heapq.heapreplace(self._heap, (floor + count, item))
-            self._exact = False
+            items.append(item)
+            if level == self._sorted_level:
+                self._sorted_level = None
 
     def _minimum(self) -> tuple[int, str]:
-        """The monitored (count, item) with the smallest count, ties to the smaller item."""
-        heap = self._heap
+        """The monitored (count, item) with the smallest count, ties to the smaller item.
+
+        It is the last item of the lowest level (sorted), once items whose count
+        grew past their level are refiled under their count.
+        """
         counts = self._counts
+        levels = self._levels
+        level_heap = self._level_heap
         while True:
-            key, item = heap[0]
-            current = counts[item]
-            if current == key:
-                return key, item
-            heapq.heapreplace(heap, (current, item))
+            level = level_heap[0]
+            items = levels[level]
+            if level != self._sorted_level:
+                items.sort(reverse=True)
+                self._sorted_level = level
+            while items:
+                item = items[-1]
+                current = counts[item]
+                if current == level:
+                    return level, item
+                items.pop()
+                self._file(item, current)
+            heapq.heappop(level_heap)
+            del levels[level]
+            self._sorted_level = None
 
     @property
     def min_count(self) -> int:
@@ -265,8 +346,12 @@ class SpaceSaving:
         for item, count, error in entries:
             self._counts[item] = count
             self._errors[item] = error
-        self._heap = [(count, item) for item, count in self._counts.items()]
-        heapq.heapify(self._heap)
+        self._levels = {}
+        for item, count in self._counts.items():
+            self._levels.setdefault(count, []).append(item)
+        self._level_heap = list(self._levels)
+        heapq.heapify(self._level_heap)
+        self._sorted_level = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly state: capacity, total, exact, and [item, count, error] in :meth:`top` order."""
@@ -316,6 +401,10 @@ class SpaceSaving:
             )
         summary._load(entries)
         return summary
+
+
+def _bad_count(item: str, count: int) -> ValueError:
+    return ValueError(f"SpaceSaving.add count must be at least 1, got {count!r} for item {item!r}")
 
 
 def _by_count_then_item(entry: tuple[str, int]) -> tuple[int, str]:
@@ -375,16 +464,14 @@ class CompanionSummary:
     def add_order(self, companions: Iterable[str]) -> None:
         """Count one order containing A; ``companions`` are the order's other products (repeats count once)."""
         self.orders += 1
-        for product in sorted(set(companions)):
-            self.companions.add(product)
+        self.companions.add_many((product, 1) for product in sorted(set(companions)))
 
     def add_delta(self, delta: ProductDelta) -> None:
         """Fold in a flush's exact counts for this product (see :class:`PairAccumulator`)."""
         self.orders += delta.orders_with_product
         # Heaviest first: light companions then compete with each other for the
         # last counters instead of evicting heavy ones. Sorted, so replays agree.
-        for product, count in sorted(delta.companions.items(), key=_by_count_then_item):
-            self.companions.add(product, count)
+        self.companions.add_many(sorted(delta.companions.items(), key=_by_count_then_item))
 
     def merge(self, other: CompanionSummary) -> None:
         """Fold another bucket's summary of the same product into this one."""
@@ -426,37 +513,77 @@ class PairAccumulator:
     A flush then sends one :class:`ProductDelta` per distinct product, keyed by
     product, instead of one message per order line or per pair: a product
     bought a thousand times in the flush costs one message.
+
+    Each pair is counted once, under its sorted key ``(a, b)``; the companions
+    of each product (both directions) are only laid out when a flush asks.
     """
 
-    __slots__ = ("_companions", "_max_basket", "_orders", "total_orders")
+    __slots__ = ("_max_basket", "_orders", "_pairs", "total_orders")
 
     def __init__(self, max_basket: int = DEFAULT_MAX_BASKET) -> None:
         if max_basket < 2:
             raise ValueError(f"max_basket must be at least 2 (a pair needs two products), got {max_basket!r}")
         self._max_basket = max_basket
         self.total_orders = 0  # orders in the bucket: the N of support and lift
-        self._orders: dict[str, int] = {}
-        self._companions: dict[str, dict[str, int]] = {}
+        self._orders: Counter[str] = Counter()
+        self._pairs: Counter[tuple[str, str]] = Counter()
 
     def add_order(self, product_ids: Iterable[str]) -> None:
         """Count one order, given the product ids of its lines (repeats count once)."""
-        basket = product_basket(product_ids)
-        self.total_orders += 1
+        self.add_baskets([product_basket(product_ids)])
+
+    def add_baskets(self, baskets: Sequence[tuple[str, ...]]) -> None:
+        """Count one order per basket, each as :func:`product_basket` makes it (distinct, sorted).
+
+        The counting loops run in C (``Counter.update``), which is why a flush
+        hands over all its orders of a bucket at once.
+        """
+        self.total_orders += len(baskets)
+        self._orders.update(chain.from_iterable(baskets))
+        limit = self._max_basket
+        # product_pairs() of each basket, without a list per order.
+        self._pairs.update(
+            chain.from_iterable(combinations(basket[:limit], 2) for basket in baskets if len(basket) > 1)
+        )
+
+    def merge(self, other: PairAccumulator) -> None:
+        """Add the orders of ``other`` (an accumulator of the same bucket) to this one."""
+        self.total_orders += other.total_orders
+        self._orders.update(other._orders)
+        self._pairs.update(other._pairs)
+
+    def product_counts(self) -> dict[str, int]:
+        """Orders per distinct product seen, by product (sorted)."""
         orders = self._orders
-        for product in basket:
-            orders[product] = orders.get(product, 0) + 1
-        companions = self._companions
-        for a, b in product_pairs(basket, self._max_basket):
-            of_a = companions.setdefault(a, {})
-            of_a[b] = of_a.get(b, 0) + 1
-            of_b = companions.setdefault(b, {})
-            of_b[a] = of_b.get(a, 0) + 1
+        return {product: orders[product] for product in sorted(orders)}
+
+    def companion_counts(self) -> dict[str, dict[str, int]]:
+        """product -> {companion: orders containing both}, both levels sorted; products without companions left out."""
+        pairs = self._pairs
+        companions: dict[str, dict[str, int]] = {}
+        # In sorted (a, b) order every product's companions arrive sorted: first those
+        # smaller than it (as a), then those greater (as b).
+        for pair in sorted(pairs):
+            count = pairs[pair]
+            a, b = pair
+            of_a = companions.get(a)
+            if of_a is None:
+                companions[a] = {b: count}
+            else:
+                of_a[b] = count
+            of_b = companions.get(b)
+            if of_b is None:
+                companions[b] = {a: count}
+            else:
+                of_b[a] = count
+        return {product: companions[product] for product in sorted(companions)}
 
     def deltas(self) -> dict[str, ProductDelta]:
         """One exact delta per distinct product seen, by product (sorted)."""
+        companions = self.companion_counts()
         return {
-            product: ProductDelta(product, orders, dict(sorted(self._companions.get(product, {}).items())))
-            for product, orders in sorted(self._orders.items())
+            product: ProductDelta(product, orders, companions.get(product, {}))
+            for product, orders in self.product_counts().items()
         }
 
 

@@ -73,11 +73,13 @@ def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTota
     _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
     _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
     _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
-    pairs = totals.category_pairs
-    for a, b in combinations(facts.categories, 2):
-        key = a + PAIR_SEPARATOR + b
-        if key in pairs or len(pairs) < max_tracked:
-            pairs[key] = pairs.get(key, 0) + 1
+    categories = facts.categories
+    if len(categories) > 1:
+        pairs = totals.category_pairs
+        for a, b in combinations(categories, 2):
+            key = a + PAIR_SEPARATOR + b
+            if key in pairs or len(pairs) < max_tracked:
+                pairs[key] = pairs.get(key, 0) + 1
     return totals
 
 

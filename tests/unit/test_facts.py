@@ -5,6 +5,8 @@ from __future__ import annotations
 from itertools import permutations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from orders import checked_order
 
 from streams.contract import Item
@@ -146,3 +148,37 @@ def test_channel_and_variant_default_to_none(
 ) -> None:
     facts = order_facts(checked_order(channel=channel, variant=variant))
     assert (facts.channel, facts.variant) == expected
+
+
+# --- the definitions, computed plainly, against order_facts on random orders ----------------------
+
+_lines = st.lists(
+    st.builds(
+        Item,
+        st.sampled_from(["p-1", "p-2", "p-3"]),
+        st.sampled_from(["books", "toys", "garden"]),
+        st.sampled_from([1.0, 2.0, 2.5, 5.0]),  # few prices: many ties on value
+        st.sampled_from([1, 2, 4]),
+        st.sampled_from([None, "cart_upsell"]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(lines=_lines)
+def test_order_facts_follow_the_definitions_for_any_lines(lines: list[Item]) -> None:
+    items = tuple(lines)
+    primary = min(items, key=lambda item: (-item.value, item.product_id, item.category))
+    cross_sell_lines = [item for item in items if item.category != primary.category]
+    facts = order_facts(checked_order(*items))
+    assert primary_item(items) == primary
+    assert facts.primary_category == primary.category
+    assert facts.cross_sell is bool(cross_sell_lines)
+    assert facts.items == sum(item.quantity for item in items)
+    assert facts.revenue == sum(item.value for item in items)
+    assert facts.cross_sell_revenue == sum(item.value for item in cross_sell_lines)
+    assert facts.attributed_items == sum(item.quantity for item in items if item.attribution is not None)
+    assert facts.categories == tuple(sorted({item.category for item in items}))
+    assert facts.products == tuple(sorted({item.product_id for item in items}))

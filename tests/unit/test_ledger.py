@@ -19,7 +19,7 @@ import orjson
 import pytest
 from orders import checked_order
 
-from streams.companions import PairBucket
+from streams.companions import PairBucket, outbox_messages
 from streams.contract import (
     BEFORE_RETENTION,
     FUTURE_EVENT_TIME,
@@ -41,7 +41,9 @@ from streams.ledger import (
     seen_key,
     window_key,
 )
+from streams.pairs import PairAccumulator
 from streams.traffic import OrderMaker, TrafficShape
+from streams.windows import window_start
 
 T0 = 1_800_000_000.0  # a window boundary for 60 s windows
 CONFIG = WindowConfig(size=60.0, grace=120.0, retention=3600.0, dedup_horizon=600.0, max_future=300.0)
@@ -559,6 +561,35 @@ def test_crash_simulation_exercises_every_verdict_every_crash_kind_expiry_and_re
     assert invalid[FUTURE_EVENT_TIME] > 0
     assert sum(invalid.values()) > invalid[BEFORE_RETENTION] + invalid[FUTURE_EVENT_TIME]
     assert (late > 0, duplicates > 0, deleted > 0, resent > 0, ignored > 0) == (True,) * 5
+
+
+# --- pair deltas of a flush ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_flush_sends_the_pair_deltas_of_its_orders_counted_per_horizon_bucket(seed: int) -> None:
+    # The ledger counts each order once for all horizons, at flush time; the outbox must be byte for
+    # byte what counting every applied order into each of its (horizon, bucket) accumulators gives.
+    rng = random.Random(seed)
+    ledger = PartitionLedger(0, CRASH_CONFIG)
+    batches: dict[tuple[str, float], PairAccumulator] = {}
+    sequence = 0
+    spanning = 0  # flushes whose orders span two buckets of a horizon
+    for offset, (value, produced) in enumerate(make_stream(seed)):
+        outcome = ledger.apply(offset, decode_order(value), produced)
+        if outcome.facts is not None:
+            for label, seconds in CRASH_CONFIG.pair_horizons:
+                key = (label, window_start(outcome.facts.event_time, seconds / CRASH_CONFIG.pair_slots))
+                batches.setdefault(key, PairAccumulator(CRASH_CONFIG.max_basket)).add_order(outcome.facts.products)
+        if rng.random() < FLUSH_CHANCE:
+            changes = flushed(ledger)
+            if batches:
+                sequence += 1
+            expected = outbox_messages(0, sequence, batches, CRASH_CONFIG.pair_partitions)
+            assert orjson.dumps(changes.outbox) == orjson.dumps(expected)
+            spanning += len(batches) > len(CRASH_CONFIG.pair_horizons)
+            batches = {}
+    assert spanning > 3
 
 
 # --- recovery corner cases ------------------------------------------------------------------------

@@ -333,6 +333,116 @@ def test_space_saving_with_room_for_every_item_counts_exactly(stream: list[tuple
     assert {item: summary.estimate(item) for item in _ITEMS} == _truth(stream)
 
 
+# --- SpaceSaving against the textbook algorithm --------------------------------
+# SpaceSaving files items under lagging levels and sorts a level only when it
+# becomes the lowest; add_many() is the batch form of add(). The textbook form
+# below scans every counter for the minimum: every observable step must agree.
+
+
+class _TextbookSpaceSaving:
+    def __init__(self, capacity: int, state: dict[str, Any] | None = None) -> None:
+        self.capacity = capacity
+        self.counts: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.total = 0
+        self.exact = True
+        if state is not None:
+            self.total, self.exact = state["total"], state["exact"]
+            for item, count, error in state["counters"]:
+                self.counts[item], self.errors[item] = count, error
+
+    def add(self, item: str, count: int) -> None:
+        self.total += count
+        if item in self.counts:
+            self.counts[item] += count
+        elif len(self.counts) < self.capacity:
+            self.counts[item], self.errors[item] = count, 0
+        else:
+            evicted = min(self.counts, key=lambda key: (self.counts[key], key))
+            floor = self.counts.pop(evicted)
+            del self.errors[evicted]
+            self.counts[item], self.errors[item] = floor + count, floor
+            self.exact = False
+
+    def min_count(self) -> int:
+        return min(self.counts.values(), default=0)
+
+    def estimate(self, item: str) -> int:
+        return self.counts.get(item, 0 if self.exact else self.min_count())
+
+    def to_dict(self) -> dict[str, Any]:
+        ranked = sorted(self.counts, key=lambda key: (-self.counts[key], key))
+        return {
+            "capacity": self.capacity,
+            "total": self.total,
+            "exact": self.exact,
+            "counters": [[item, self.counts[item], self.errors[item]] for item in ranked],
+        }
+
+
+_WIDE_ITEMS = [f"p-{i:02d}" for i in range(24)]
+_counts = st.tuples(st.sampled_from(_WIDE_ITEMS), st.integers(1, 3))
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), _counts),
+        st.tuples(st.just("add_many"), st.lists(_counts, max_size=30)),
+        st.tuples(st.just("read"), st.sampled_from(_WIDE_ITEMS)),  # finds the minimum between adds
+        st.tuples(st.just("restore"), st.none()),
+        st.tuples(st.just("merge"), st.lists(_counts, max_size=30)),
+    ),
+    max_size=40,
+)
+
+
+@settings(database=None, deadline=None, max_examples=400)
+@given(capacity=st.integers(1, 10), steps=_steps)
+def test_space_saving_evicts_as_the_textbook_algorithm_step_by_step(capacity: int, steps: list[Any]) -> None:
+    summary = SpaceSaving(capacity)
+    textbook = _TextbookSpaceSaving(capacity)
+    for kind, argument in steps:
+        if kind == "add":
+            summary.add(*argument)
+            textbook.add(*argument)
+        elif kind == "add_many":
+            summary.add_many(argument)
+            for entry in argument:
+                textbook.add(*entry)
+        elif kind == "read":
+            assert summary.min_count == textbook.min_count()
+            assert summary.estimate(argument) == textbook.estimate(argument)
+        elif kind == "restore":
+            summary = SpaceSaving.from_dict(summary.to_dict())
+        else:  # merge keeps its own rule; the summary must then go on evicting as the textbook
+            other = SpaceSaving(capacity)
+            other.add_many(argument)
+            summary.merge(other)
+            textbook = _TextbookSpaceSaving(capacity, summary.to_dict())
+        assert summary.to_dict() == textbook.to_dict()
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 1000])
+def test_space_saving_add_many_equals_adding_one_by_one(capacity: int) -> None:
+    rng = random.Random(capacity)
+    batches = [
+        [(f"p-{rng.randrange(40)}", rng.choice((1, 1, 2, 5))) for _ in range(rng.randrange(60))] for _ in range(50)
+    ]
+    one_by_one = SpaceSaving(capacity)
+    in_batches = SpaceSaving(capacity)
+    for batch in batches:
+        for item, count in batch:
+            one_by_one.add(item, count)
+        in_batches.add_many(batch)
+        assert in_batches.to_dict() == one_by_one.to_dict()
+        assert in_batches.min_count == one_by_one.min_count
+
+
+def test_space_saving_add_many_stops_at_a_bad_count_with_the_earlier_adds_done() -> None:
+    summary = SpaceSaving(2)
+    with pytest.raises(ValueError, match="at least 1, got 0 for item 'c'"):
+        summary.add_many([("a", 2), ("b", 1), ("c", 0), ("d", 1)])
+    assert (summary.total, summary.top(2)) == (3, [("a", 2), ("b", 1)])
+
+
 # --- CompanionSummary -------------------------------------------------------
 
 
@@ -420,6 +530,33 @@ def test_accumulator_counts_products_beyond_the_basket_cap_without_pairing_them(
         "b": ProductDelta("b", 1, {"a": 1}),
         "c": ProductDelta("c", 1, {}),
     }
+
+
+def test_accumulator_counts_baskets_at_once_as_order_by_order() -> None:
+    rng = random.Random(7)
+    orders = [[f"p-{rng.randrange(15)}" for _ in range(rng.randrange(1, 7))] for _ in range(300)]
+    by_order = PairAccumulator(max_basket=4)
+    for order in orders:
+        by_order.add_order(order)
+    at_once = PairAccumulator(max_basket=4)
+    at_once.add_baskets([product_basket(order) for order in orders[:100]])
+    at_once.add_baskets([product_basket(order) for order in orders[100:]])
+    assert at_once.total_orders == by_order.total_orders == len(orders)
+    assert at_once.deltas() == by_order.deltas()
+    assert list(at_once.product_counts()) == sorted(at_once.product_counts())
+    for companions in at_once.companion_counts().values():
+        assert list(companions) == sorted(companions)
+
+
+def test_accumulator_merge_equals_counting_both_sides_orders() -> None:
+    orders = [["a", "b"], ["b", "c", "d"], ["a"], ["d", "a", "c"]]
+    whole = PairAccumulator()
+    first, second = PairAccumulator(), PairAccumulator()
+    for n, order in enumerate(orders):
+        whole.add_order(order)
+        (first if n % 2 else second).add_order(order)
+    first.merge(second)
+    assert (first.total_orders, first.deltas()) == (whole.total_orders, whole.deltas())
 
 
 def test_delta_message_round_trips() -> None:
