@@ -10,7 +10,9 @@ events whose flush completed (offset <= meta.offset + 1).
 
 from __future__ import annotations
 
+import gc
 import random
+import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -639,3 +641,22 @@ def test_an_event_too_far_ahead_of_its_record_gets_the_same_verdict_when_replaye
     assert replayed == verdicts
     assert meta_figures(recovered.meta) == meta_figures(ledger.meta)
     assert recovered.meta.orders == sum(window.totals.orders for window in recovered.windows.values())
+
+
+def test_an_order_id_within_the_dedup_horizon_costs_at_most_120_bytes_of_ledger_memory() -> None:
+    # The dedup ids are most of a busy worker's memory (KeptSegment in streams/ledger.py).
+    orders = [checked_order(Item(f"p-{n % 500}", "books", 10.0, 1), order_id=f"order-{n:08d}",
+                            occurred_at=1_800_000_000.0 + n / 100) for n in range(20_000)]
+    tracemalloc.start()
+    try:
+        ledger = PartitionLedger(0, WindowConfig())
+        for offset, order in enumerate(orders):
+            ledger.apply(offset, order, 1_800_000_300.0)
+            if offset % 2_000 == 1_999:
+                ledger.take_changes()
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(ledger.seen) == 20_000
+    assert held / len(ledger.seen) <= 120, f"{held / len(ledger.seen):.0f} bytes per order id"
