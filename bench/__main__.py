@@ -170,13 +170,16 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
             results[name] = run_contender(kids, name, args, bootstrap, settings.orders_topic, run_id, log_dir)
             _note(f"{name}: {results[name].events_per_second:,.0f} events/s")
 
+        broker_pid = broker.process.pid if broker.process is not None else None
         if "pipeline" in wanted:
-            run_pipeline(kids, args, broker.url, events, maker, run_id, log_dir, results, document)
+            run_pipeline(kids, args, broker.url, events, maker, run_id, log_dir, results, document,
+                         broker_pid=broker_pid)
             if args.workers == 2:
-                document["workers"] = run_two_workers(kids, args, broker.url, events, run_id, log_dir, results)
+                document["workers"] = run_two_workers(kids, args, broker.url, events, run_id, log_dir, results,
+                                                      broker_pid=broker_pid)
         for n, variant in enumerate(args.variant):
             run_pipeline(kids, args, broker.url, events, maker, run_id, log_dir, results, document, variant=variant,
-                         label=f"pipeline[{variant}]", suffix=f"variant{n}")
+                         label=f"pipeline[{variant}]", suffix=f"variant{n}", broker_pid=broker_pid)
 
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document["results"] = {name: result.as_json() for name, result in results.items()}
@@ -190,6 +193,10 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
               f"p99 {lat['p99_seconds'] * 1000:.0f} ms, max {lat['max_seconds'] * 1000:.0f} ms "
               f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms); "
               f"peak RSS {lat['peak_rss_mb_after']:.0f} MB after these {lat['sent']:,} more events")
+    for label, result in results.items():
+        broker_cpu = result.extra.get("broker_cpu_seconds_per_million_events")
+        if broker_cpu is not None:
+            print(f"broker CPU during {label}: {broker_cpu:.1f} s per million events")
     if "workers" in document:
         two = document["workers"]
         print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
@@ -202,7 +209,8 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
 
 def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, events: Sequence[Event],
                  maker: OrderMaker, run_id: str, log_dir: Path, results: dict[str, Result], document: dict[str, Any],
-                 variant: str = "", label: str = "pipeline", suffix: str = "pipeline") -> None:
+                 variant: str = "", label: str = "pipeline", suffix: str = "pipeline",
+                 broker_pid: int | None = None) -> None:
     """(4): one worker reads the events (its own copy of the topic); then the latency phase."""
     settings = pipeline.run_settings(broker_url, args.partitions, f"bench-{run_id}-{suffix}")
     bootstrap = settings.bootstrap_servers()
@@ -211,11 +219,11 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
     _note(f"{label}: starting one worker")
     workers = pipeline.start_workers(kids, 1, name=suffix, settings=settings, data_dir=log_dir, variant=variant)
     profiler = _start_profiler(kids, args, workers[0], suffix)
-    throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
+    throughput = pipeline.measure_throughput(workers, args.events, args.timeout, broker_pid=broker_pid)
     if profiler is not None:
         _stop_profiler(profiler)
     results[label] = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
-                            max(throughput.peak_rss_mb))
+                            max(throughput.peak_rss_mb), extra=_broker_cpu(throughput))
     _note(f"{label}: {throughput.events_per_second:,.0f} events/s")
     if args.latency_seconds > 0:
         rate = max(1.0, throughput.events_per_second / 2)
@@ -237,6 +245,13 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
         }
     for worker in workers:
         kids.stop(worker.child)
+
+
+def _broker_cpu(throughput: pipeline.Throughput) -> dict[str, float]:
+    """The broker's CPU seconds per million events over the span: its share of the 2 cores."""
+    if not throughput.events:
+        return {}
+    return {"broker_cpu_seconds_per_million_events": round(throughput.broker_cpu_seconds / throughput.events * 1e6, 2)}
 
 
 def _start_profiler(kids: Children, args: argparse.Namespace, worker: pipeline.Worker, suffix: str) -> Child | None:
@@ -293,7 +308,7 @@ def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap
 
 
 def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, events: Sequence[Event], run_id: str,
-                    log_dir: Path, results: dict[str, Result]) -> dict[str, Any]:
+                    log_dir: Path, results: dict[str, Result], broker_pid: int | None = None) -> dict[str, Any]:
     """Two workers join first (empty topics), then the same events arrive; combined rate until all counted."""
     settings = pipeline.run_settings(broker_url, args.partitions, f"bench-{run_id}-two")
     bootstrap = settings.bootstrap_servers()
@@ -311,7 +326,10 @@ def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, e
 
     sender = threading.Thread(target=send, name="preload-two-workers", daemon=True)
     sender.start()
-    throughput = pipeline.measure_throughput(workers, args.events, args.timeout)
+    # The workers joined before the events were sent (so that they share the partitions from
+    # the first event); the span starts once sending is over, as the one worker's did.
+    throughput = pipeline.measure_throughput(workers, args.events, args.timeout,
+                                             ready=lambda: not sender.is_alive(), broker_pid=broker_pid)
     sender.join()
     if failure:
         raise RuntimeError(f"sending to {settings.orders_topic}: {failure[0]}")
@@ -323,7 +341,8 @@ def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, e
         raise ChildFailed(f"two workers counted {counted} events of {args.events}")
     result = Result("pipeline", throughput.events, throughput.seconds, throughput.cpu_seconds,
                     max(throughput.peak_rss_mb), processes=2,
-                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb]})
+                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb],
+                           **_broker_cpu(throughput)})
     results["pipeline x2"] = result
     one = results.get("pipeline")
     ratio = result.events_per_second / one.events_per_second if one and one.events_per_second else 0.0
