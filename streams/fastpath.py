@@ -140,7 +140,8 @@ class MessageBatch(ConsumerMessage):
 
     def __init__(self, tp: TP, records: list[Any], generation_id: int | None) -> None:
         last = records[-1]
-        super().__init__(tp.topic, tp.partition, last.offset, last.timestamp / 1000.0, last.timestamp_type,
+        timestamp = None if last.timestamp is None else last.timestamp / 1000.0  # seconds, as Faust's messages
+        super().__init__(tp.topic, tp.partition, last.offset, cast(float, timestamp), last.timestamp_type,
                          None, None, None, None, 0, 0, tp, generation_id=generation_id)
         self.records = records
         self.first_offset: int = records[0].offset
