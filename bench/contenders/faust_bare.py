@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from bench.contenders.progress import Progress, common_arguments
+from bench.contenders.progress import Progress, common_arguments, faust_app, run_faust
 
 
 def main() -> None:
@@ -22,18 +22,7 @@ def main() -> None:
         from streams.fastpath import FastPathApp
 
         app_class = FastPathApp
-    app = app_class(
-        args.group,
-        broker=f"kafka://{args.bootstrap}",
-        store="memory://",
-        datadir=args.data_dir,
-        web_host="127.0.0.1", web_bind="127.0.0.1", web_port=args.web_port,
-        topic_partitions=args.partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10.0,
-        broker_rebalance_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-    )
+    app = faust_app(args, app_class)
     topic = app.topic(args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     progress = Progress(args.progress, args.events)
 
@@ -42,11 +31,7 @@ def main() -> None:
         async for _value in stream:
             progress.seen()
 
-    @app.timer(1.0)  # type: ignore[untyped-decorator]
-    async def report() -> None:
-        progress.write()
-
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    run_faust(app, progress)
 
 
 if __name__ == "__main__":

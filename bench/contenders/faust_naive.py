@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import faust
 
-from bench.contenders.progress import Progress, common_arguments
+from bench.contenders.progress import Progress, common_arguments, faust_app, run_faust
 
 
 class Order(faust.Record, serializer="json", isodates=True):
@@ -27,18 +27,7 @@ class Order(faust.Record, serializer="json", isodates=True):
 
 def main() -> None:
     args = common_arguments(__doc__ or "").parse_args()
-    app = faust.App(
-        args.group,
-        broker=f"kafka://{args.bootstrap}",
-        store="memory://",
-        datadir=args.data_dir,
-        web_host="127.0.0.1", web_bind="127.0.0.1", web_port=args.web_port,
-        topic_partitions=args.partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10.0,
-        broker_rebalance_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-    )
+    app = faust_app(args)
     orders_topic = app.topic(args.topic, value_type=Order)
     window = timedelta(minutes=1)
     keep = timedelta(hours=1)
@@ -59,11 +48,7 @@ def main() -> None:
                 cross_sell[primary] += 1
             progress.seen()
 
-    @app.timer(1.0)  # type: ignore[untyped-decorator]
-    async def report() -> None:
-        progress.write()
-
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    run_faust(app, progress)
 
 
 if __name__ == "__main__":

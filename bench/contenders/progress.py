@@ -11,8 +11,12 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    import faust
 
 
 class Progress:
@@ -62,3 +66,34 @@ def common_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--web-port", type=int, default=0, help="Faust web port (Faust contenders)")
     parser.add_argument("--data-dir", default="", help="Faust data directory (Faust contenders)")
     return parser
+
+
+def faust_app(args: argparse.Namespace, app_class: type[faust.App] | None = None) -> faust.App:
+    """The Faust app of a Faust contender: Faust's defaults except what the embedded broker and
+    a fresh group need (fast session/rebalance timeouts, earliest offset reset, a free web port
+    and a private data directory)."""
+    import faust
+
+    return (app_class or faust.App)(
+        args.group,
+        broker=f"kafka://{args.bootstrap}",
+        store="memory://",
+        datadir=args.data_dir,
+        web_host="127.0.0.1", web_bind="127.0.0.1", web_port=args.web_port,
+        topic_partitions=args.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_rebalance_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+    )
+
+
+def run_faust(app: faust.App, progress: Progress) -> None:
+    """Write the progress file every second and run the app's worker until stopped."""
+    import faust
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def report() -> None:
+        progress.write()
+
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
