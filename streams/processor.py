@@ -112,22 +112,21 @@ class OrderProcessor:
             return
         records = getattr(message, "records", None)
         if records is None:
-            outcome = ledger.apply(message.offset, decode_order(message.value, self.limits), message.timestamp)
-            if outcome.verdict is Verdict.INVALID:
-                self.dead_letter_queue.append(DeadLetter(
-                    message.topic, message.partition, message.offset, message.timestamp, message.key,
-                    message.value, _header_list(event.headers), outcome.reason, outcome.detail))
+            self._apply(ledger, message, message.timestamp)
             self.pending += 1
         else:
-            apply, limits, invalid = ledger.apply, self.limits, Verdict.INVALID
             for record in records:  # aiokafka ConsumerRecords: timestamps in ms
-                outcome = apply(record.offset, decode_order(record.value, limits), record.timestamp / 1000.0)
-                if outcome.verdict is invalid:
-                    self.dead_letter_queue.append(DeadLetter(
-                        record.topic, record.partition, record.offset, record.timestamp / 1000.0, record.key,
-                        record.value, list(record.headers or ()), outcome.reason, outcome.detail))
+                self._apply(ledger, record, record.timestamp / 1000.0)
             self.pending += len(records)
         self.unacked.append(event)
+
+    def _apply(self, ledger: PartitionLedger, record: Any, timestamp: float) -> None:
+        """Apply one record (a Faust Message or an aiokafka ConsumerRecord; ``timestamp`` in seconds)."""
+        outcome = ledger.apply(record.offset, decode_order(record.value, self.limits), timestamp)
+        if outcome.verdict is Verdict.INVALID:
+            self.dead_letter_queue.append(DeadLetter(
+                record.topic, record.partition, record.offset, timestamp, record.key, record.value,
+                _header_list(record.headers), outcome.reason, outcome.detail))
 
     def flush_due(self) -> bool:
         return self.pending >= self.settings.flush_max_events
