@@ -188,6 +188,13 @@ class Cluster:
             worker.stop()
 
 
+# A killed or cut-off worker leaves the group after the session timeout: the fault tests keep it short.
+SHORT_SESSION: dict[str, str] = {
+    "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6",
+    "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6",
+}
+
+
 def base_environment(broker_url: str, env: Mapping[str, str] | None) -> dict[str, str]:
     """The settings every worker of one test cluster shares (a fresh app id per cluster)."""
     return {

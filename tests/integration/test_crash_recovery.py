@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.harness import (
+    SHORT_SESSION,
     Traffic,
     Worker,
     assert_workers_match_truth,
@@ -37,9 +38,7 @@ ENV = {
     # Frequent, small flushes: more kills land between a flush's two phases.
     "CROSSSELL_FLUSH_INTERVAL_SECONDS": "200ms",
     "CROSSSELL_FLUSH_MAX_EVENTS": "97",
-    # A killed member leaves the group after the session timeout: keep it short.
-    "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6",
-    "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6",
+    **SHORT_SESSION,
 }
 
 

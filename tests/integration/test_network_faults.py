@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import (
+    SHORT_SESSION,
     Traffic,
     Worker,
     assert_workers_match_truth,
@@ -28,11 +29,7 @@ from tests.harness import (
 
 PARTITIONS = 4
 RATE = 100.0
-ENV = {
-    "CROSSSELL_PARTITIONS": str(PARTITIONS),
-    "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6",
-    "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6",
-}
+ENV = {"CROSSSELL_PARTITIONS": str(PARTITIONS), **SHORT_SESSION}
 
 
 def stay_alive(worker: Worker, seconds: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import (
+    SHORT_SESSION,
     Cluster,
     Traffic,
     Worker,
@@ -30,11 +31,7 @@ from tests.harness import (
 PARTITIONS = 4
 RATE = 150.0
 TAKEOVER_SECONDS = 45.0
-ENV = {
-    "CROSSSELL_PARTITIONS": str(PARTITIONS),
-    "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6",
-    "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6",
-}
+ENV = {"CROSSSELL_PARTITIONS": str(PARTITIONS), **SHORT_SESSION}
 
 
 def assigned(worker: Worker) -> int:
