@@ -10,6 +10,7 @@ Thin wiring: records are raw bytes, the work is done by the processors
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ def create_pipeline(settings: Settings) -> Pipeline:
         stream_wait_empty=False,
         key_serializer="raw",
         value_serializer="raw",
+        # Faust's /router/ and /table/ pages would list the cluster and serve raw table keys.
+        web_tables_enabled=False,
     )
 
     def raw_topic(name: str) -> faust.TopicT:
@@ -96,6 +99,7 @@ def create_pipeline(settings: Settings) -> Pipeline:
     def table(name: str, help: str) -> PartitionedTable:
         created = PartitionedTable(app=app, name=name, default=None, partitions=settings.partitions,
                                    key_type=bytes, value_type=bytes, help=help)
+        created.max_record_bytes = settings.max_message_bytes
         app.tables.add(created)
         return created
 
@@ -197,7 +201,8 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         owner = _owner_url(app, pair_state, owner_partition(product, settings.partitions))
         if owner is None:
             return json_response({"error": f"no worker owns the pairs partition of {product!r} right now"}, 503)
-        raise aiohttp.web.HTTPTemporaryRedirect(f"{owner.rstrip('/')}/api/recommendations/{product}")
+        location = f"{owner.rstrip('/')}/api/recommendations/{urllib.parse.quote(product, safe='')}"
+        raise aiohttp.web.HTTPTemporaryRedirect(location)
 
     @app.page("/")
     async def live_page(web: Any, request: Any) -> Any:

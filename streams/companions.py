@@ -16,6 +16,8 @@ exact order count N and two Space-Saving summaries (products, and pairs keyed
 ``A<US>B``) with fixed capacities, so memory is bounded whatever the
 catalogue. A message carries its source partition and the outbox sequence
 number of the flush that produced it; a bucket applies a sequence number once.
+A message too large for Kafka is sent in parts (:func:`split_message`), each
+with its part number; a bucket applies each (sequence, part) once, in order.
 
 Nothing here knows about Kafka or Faust.
 """
@@ -26,6 +28,8 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from streams.pairs import PairAccumulator, SpaceSaving, confidence, lift
 from streams.recommendations import Companion
@@ -45,11 +49,12 @@ def bucket_size(horizon: float, slots: int) -> float:
 
 
 def outbox_messages(source: int, sequence: int, batches: Mapping[tuple[str, float], PairAccumulator],
-                    partitions: int) -> list[dict[str, Any]]:
+                    partitions: int, max_bytes: int | None = None) -> list[dict[str, Any]]:
     """The messages of one flush of source partition ``source``: one per (q, horizon, bucket).
 
     An accumulator that stands for several keys (the ledger shares one between
-    horizons whose buckets hold the same orders) is laid out once.
+    horizons whose buckets hold the same orders) is laid out once. With
+    ``max_bytes``, a message whose JSON is larger is sent as parts that each fit.
     """
     messages: list[dict[str, Any]] = []
     laid_out: dict[int, tuple[dict[str, int], dict[int, dict[str, dict[str, int]]]]] = {}
@@ -61,11 +66,53 @@ def outbox_messages(source: int, sequence: int, batches: Mapping[tuple[str, floa
             known = laid_out[id(accumulator)] = _message_contents(accumulator, partitions)
         products, pairs_by_owner = known
         for q in range(partitions):
-            messages.append({
+            message = {
                 "partition": q, "source": source, "sequence": sequence, "horizon": horizon, "bucket": bucket,
                 "orders": accumulator.total_orders, "products": products, "pairs": pairs_by_owner.get(q, {}),
-            })
+            }
+            if max_bytes is None:
+                messages.append(message)
+            else:
+                messages.extend(split_message(message, max_bytes))
     return messages
+
+
+def split_message(message: dict[str, Any], max_bytes: int) -> list[dict[str, Any]]:
+    """``message`` alone when its JSON takes at most ``max_bytes``, else parts that each do.
+
+    The parts share the message's header; its product and pair counts are dealt
+    out among them (a product's companions may span parts), and its order count
+    goes with part 0. Applied in order, the parts add up to the message.
+    """
+    if len(orjson.dumps(message)) <= max_bytes:
+        return [message]
+    header = {k: v for k, v in message.items() if k not in ("orders", "products", "pairs")}
+    empty = {**header, "orders": message["orders"], "part": 10**9, "parts": 10**9, "products": {}, "pairs": {}}
+    # 256: a product key that starts a new part after being counted in the previous one.
+    budget = max_bytes - len(orjson.dumps(empty)) - 256
+    if budget < 1024:
+        raise ValueError(f"max_bytes={max_bytes} leaves no room for the counts of a pairs message")
+    chunks: list[tuple[dict[str, int], dict[str, dict[str, int]]]] = [({}, {})]
+    used = 0
+
+    def room_for(size: int) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        nonlocal used
+        if used + size > budget:
+            chunks.append(({}, {}))
+            used = 0
+        used += size
+        return chunks[-1]
+
+    for product, count in message["products"].items():
+        room_for(len(orjson.dumps(product)) + len(str(count)) + 2)[0][product] = count
+    for product, companions in message["pairs"].items():
+        head = len(orjson.dumps(product)) + 4
+        for companion, count in companions.items():
+            size = len(orjson.dumps(companion)) + len(str(count)) + 2
+            pairs = room_for(size if product in chunks[-1][1] else size + head)[1]
+            pairs.setdefault(product, {})[companion] = count
+    return [{**header, "orders": message["orders"] if i == 0 else 0, "part": i, "parts": len(chunks),
+             "products": products, "pairs": pairs} for i, (products, pairs) in enumerate(chunks)]
 
 
 def _message_contents(accumulator: PairAccumulator,
@@ -87,7 +134,8 @@ class PairBucket:
     products: SpaceSaving
     pairs: SpaceSaving
     orders: int = 0
-    applied: dict[str, int] = field(default_factory=dict)  # source partition -> outbox sequence
+    # source partition -> [outbox sequence, part] of the newest message applied
+    applied: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, product_capacity: int, pair_capacity: int) -> PairBucket:
@@ -96,9 +144,11 @@ class PairBucket:
     def apply(self, message: Mapping[str, Any]) -> bool:
         """Fold one outbox message in, once; False when its sequence was applied before."""
         source = str(message["source"])
-        if message["sequence"] <= self.applied.get(source, 0):
+        position = [message["sequence"], message.get("part", 0)]
+        last = self.applied.get(source)
+        if last is not None and position <= _position(last):
             return False
-        self.applied[source] = message["sequence"]
+        self.applied[source] = position
         self.orders += message["orders"]
         self.products.add_many(message["products"].items())
         self.pairs.add_many([
@@ -116,7 +166,12 @@ class PairBucket:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PairBucket:
         return cls(SpaceSaving.from_dict(data["products"]), SpaceSaving.from_dict(data["pairs"]),
-                   int(data["orders"]), dict(data["applied"]))
+                   int(data["orders"]), {source: _position(last) for source, last in data["applied"].items()})
+
+
+def _position(applied: int | list[int]) -> list[int]:
+    """[sequence, part]; state written before messages had parts holds the sequence alone, applied whole."""
+    return [applied, 2**62] if isinstance(applied, int) else list(applied)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ test compares the two on generated and mutated events.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,11 +284,30 @@ def _decode_carefully(raw: bytes, limits: Limits) -> Order | Rejection:
             raw.decode("utf-8")
         except UnicodeDecodeError as utf:
             return Rejection(NOT_UTF8, f"the event is not UTF-8 text: {utf.reason} at byte {utf.start}")
-        return Rejection(NOT_JSON, f"the event is not JSON: {exc}")
+        document = _with_huge_numbers(raw) if "infinity" in str(exc) else None
+        if document is None:
+            return Rejection(NOT_JSON, f"the event is not JSON: {exc}")
     try:
         return order_from_document(document, limits)
     except _Invalid as invalid:
         return Rejection(invalid.reason, invalid.detail)
+
+
+def _with_huge_numbers(raw: bytes) -> Any:
+    """The document of JSON that holds a number too large for a double (1e309, 10**400), or None.
+
+    orjson refuses such JSON; it is still JSON, and the number is judged where it
+    stands (a price or a quantity too large), so it is read again with such
+    numbers as infinity.
+    """
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def order_from_document(document: Any, limits: Limits = Limits()) -> Order:

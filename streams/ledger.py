@@ -35,6 +35,9 @@ from streams.facts import OrderFacts, order_facts
 from streams.pairs import PairAccumulator
 from streams.windows import WindowTotals, agg, window_start
 
+# What a pairs record needs besides its JSON value: key, headers, framing.
+RECORD_ROOM = 1024
+
 META = "meta"
 WINDOW = "w"
 SEEN = "d"
@@ -79,6 +82,8 @@ class WindowConfig:
     pair_slots: int = 12
     pair_partitions: int = 1
     max_basket: int = 50
+    # Pair deltas are sent in parts of at most this many bytes of JSON (room left for the record).
+    max_message_bytes: int = 524_288
 
 
 class Verdict(Enum):
@@ -219,12 +224,16 @@ class PartitionLedger:
         self.unsent_outbox: list[dict[str, Any]] = []
 
     # -- applying events -------------------------------------------------
-    def apply(self, offset: int, decoded: Order | Rejection, produced_at: float) -> Outcome:
+    def apply(self, offset: int, decoded: Order | Rejection, produced_at: float,
+              received_at: float | None = None) -> Outcome:
         """Apply the event at ``offset``; the verdict says what became of it.
 
-        ``produced_at`` is the record's timestamp (when it was produced). An event
-        time far ahead of it is rejected; being part of the record, it gives the
-        same verdict when the event is replayed after a crash (the wall clock would not).
+        ``produced_at`` is the record's timestamp (when it was produced) and
+        ``received_at`` the worker's clock when it read the record. An event time
+        more than ``max_future`` ahead of either is rejected, so that no event can
+        carry a partition's watermark ahead of the present: a producer with a wrong
+        clock stamps its record with the same wrong time, and only the worker's
+        clock tells. Every other verdict depends on the stream alone.
         """
         meta = self.meta
         if offset <= meta.offset:
@@ -241,6 +250,12 @@ class PartitionLedger:
                 FUTURE_EVENT_TIME,
                 f"occurred_at is {event_time - produced_at:.0f}s after the record was produced; "
                 f"at most {config.max_future:g}s is allowed",
+            )
+        if received_at is not None and event_time > received_at + config.max_future:
+            return self._invalid(
+                FUTURE_EVENT_TIME,
+                f"occurred_at is {event_time - received_at:.0f}s ahead of the worker's clock (and the record "
+                f"timestamp agrees: the producer's clock is wrong); at most {config.max_future:g}s is allowed",
             )
         watermark = meta.watermark
         if watermark is not None and event_time < watermark - config.retention:
@@ -315,7 +330,7 @@ class PartitionLedger:
         if self.pair_orders:
             self.meta.outbox_sequence += 1
             outbox = outbox_messages(self.partition, self.meta.outbox_sequence, self._pair_batches(),
-                                     self.config.pair_partitions)
+                                     self.config.pair_partitions, self.config.max_message_bytes - RECORD_ROOM)
             writes[outbox_key(self.partition)] = {"sequence": self.meta.outbox_sequence, "messages": outbox}
             self.pair_orders = []
         deletes.extend(self._expire())

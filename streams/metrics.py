@@ -77,6 +77,11 @@ def _counters(snap: Snapshot) -> Iterator[Metric]:
     for reason in REASONS:
         dead.add_metric([reason], snap.dead_letters.get(reason, 0))
     yield dead
+    errors = CounterMetricFamily(PREFIX + "dead_letter_errors", "Dead letters the broker refused (sent again "
+                                 "without the event's value; the log names each), by reason.", labels=["reason"])
+    for reason in REASONS:
+        errors.add_metric([reason], snap.dead_letter_errors.get(reason, 0))
+    yield errors
 
 
 _VIEW_GAUGES = (

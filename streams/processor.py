@@ -13,16 +13,18 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import EventT
 
 from streams.companions import FLUSHED, HorizonView, PairLedger, owner_partition
 from streams.contract import Limits, decode_order
+from streams.dead_letters import DeadLetter, dead_letter_record, header_list
 from streams.ledger import PartitionLedger, Verdict, WindowConfig
 from streams.recommendations import Decision, PublishedState, RecommendationThrottle, recommendation_message
 from streams.settings import Settings, duration_label
@@ -44,26 +46,8 @@ def window_config(settings: Settings) -> WindowConfig:
         pair_slots=settings.pair_slots,
         pair_partitions=settings.partitions,
         max_basket=settings.max_basket,
+        max_message_bytes=settings.max_message_bytes,
     )
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    """A rejected order event, as it goes to the dead-letter topic (with its reason in headers)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float  # seconds
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    reason: str
-    detail: str
-
-
-def _header_list(headers: Any) -> list[tuple[str, bytes]]:
-    return list(headers.items()) if isinstance(headers, dict) else list(headers or [])
 
 
 class OrderProcessor:
@@ -83,6 +67,7 @@ class OrderProcessor:
         self.pending = 0  # orders in the unacked events
         self.dead_letter_queue: list[DeadLetter] = []
         self.dead_letters_sent: dict[str, int] = {}
+        self.dead_letter_errors: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.highwaters: Callable[[], dict[int, int]] = dict
 
@@ -97,6 +82,7 @@ class OrderProcessor:
         async with self.lock:
             for partition in partitions:
                 self.ledgers.pop(partition, None)
+            self.table.forget(partitions)
             self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
             self.dead_letter_queue = [d for d in self.dead_letter_queue if d.partition not in partitions]
 
@@ -111,22 +97,23 @@ class OrderProcessor:
             # ledger here would overwrite the owner's state in the changelog.
             return
         records = getattr(message, "records", None)
+        received_at = self.clock()
         if records is None:
-            self._apply(ledger, message, message.timestamp)
+            self._apply(ledger, message, message.timestamp, received_at)
             self.pending += 1
         else:
             for record in records:  # aiokafka ConsumerRecords: timestamps in ms
-                self._apply(ledger, record, record.timestamp / 1000.0)
+                self._apply(ledger, record, record.timestamp / 1000.0, received_at)
             self.pending += len(records)
         self.unacked.append(event)
 
-    def _apply(self, ledger: PartitionLedger, record: Any, timestamp: float) -> None:
+    def _apply(self, ledger: PartitionLedger, record: Any, timestamp: float, received_at: float) -> None:
         """Apply one record (a Faust Message or an aiokafka ConsumerRecord; ``timestamp`` in seconds)."""
-        outcome = ledger.apply(record.offset, decode_order(record.value, self.limits), timestamp)
+        outcome = ledger.apply(record.offset, decode_order(record.value, self.limits), timestamp, received_at)
         if outcome.verdict is Verdict.INVALID:
             self.dead_letter_queue.append(DeadLetter(
                 record.topic, record.partition, record.offset, timestamp, record.key, record.value,
-                _header_list(record.headers), outcome.reason, outcome.detail))
+                header_list(record.headers), outcome.reason, outcome.detail))
 
     def flush_due(self) -> bool:
         return self.pending >= self.settings.flush_max_events
@@ -168,25 +155,51 @@ class OrderProcessor:
             key_serializer="raw", value_serializer="raw")
         return fut
 
-    def _send_dead_letter(self, letter: DeadLetter) -> asyncio.Future[Any]:
-        headers = [
-            *letter.headers,
-            ("crosssell.reason", letter.reason.encode()),
-            ("crosssell.detail", letter.detail.encode()),
-            ("crosssell.source.topic", letter.topic.encode()),
-            ("crosssell.source.partition", str(letter.partition).encode()),
-            ("crosssell.source.offset", str(letter.offset).encode()),
-            ("crosssell.source.timestamp", str(letter.timestamp).encode()),
-            ("crosssell.rejected_at", str(self.clock()).encode()),
-        ]
-        self.dead_letters_sent[letter.reason] = self.dead_letters_sent.get(letter.reason, 0) + 1
-        fut: asyncio.Future[Any] = self.dead_letters.send_soon(
-            key=letter.key, value=letter.value if letter.value is not None else b"", headers=headers,
-            key_serializer="raw", value_serializer="raw")
-        return fut
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        """Publish one dead letter; a refused one goes again without its value, and is counted.
+
+        Transient errors (broker unreachable, leader moving) are retried until
+        they pass, as the changelog writes wait: the events stay unacked meanwhile.
+        An error that would repeat forever must not stop the worker: the event
+        is already counted by its reason, and the log says what was lost.
+        """
+        rejected_at = self.clock()
+        for keep_value in (True, False):
+            record = dead_letter_record(letter, rejected_at, self.settings.max_message_bytes,
+                                        self.settings.max_event_bytes, keep_value=keep_value)
+            error = await self._publish(record.key, record.value, record.headers)
+            if error is None:
+                if keep_value:
+                    self.dead_letters_sent[letter.reason] = self.dead_letters_sent.get(letter.reason, 0) + 1
+                return
+            self.dead_letter_errors[letter.reason] = self.dead_letter_errors.get(letter.reason, 0) + 1
+            log.error("dead letter of %s[%d]@%d (%s) refused%s: %s", letter.topic, letter.partition,
+                      letter.offset, letter.reason, "" if keep_value else " even without its value", error)
+        log.error("dead letter of %s[%d]@%d not published; the event is counted under %s. Check the topic %r "
+                  "exists and accepts messages of %d bytes (CROSSSELL_MAX_MESSAGE_BYTES).", letter.topic,
+                  letter.partition, letter.offset, letter.reason, self.settings.dead_letter_topic,
+                  self.settings.max_message_bytes)
+
+    async def _publish(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> Exception | None:
+        """Send to the dead-letter topic and wait for the broker; the error when it refuses for good."""
+        delay = 0.1
+        while True:
+            try:
+                sent = await self.dead_letters.send(key=key, value=value, headers=headers, key_serializer="raw",
+                                                    value_serializer="raw", force=True)
+                await sent
+                return None
+            except (ProducerSendError, KafkaError) as exc:
+                cause = exc.__cause__ if isinstance(exc, ProducerSendError) else exc
+                if not getattr(cause, "retriable", False):
+                    return exc
+                log.warning("dead letter: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def snapshot(self) -> Snapshot:
-        snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent))
+        snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent),
+                                 dead_letter_errors=dict(self.dead_letter_errors))
         highwaters = self.highwaters()
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}

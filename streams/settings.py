@@ -13,6 +13,9 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 PREFIX = "CROSSSELL_"
+# aiokafka's and confluent-kafka's default request limits are 1,048,576 and 1,000,000 bytes.
+MAX_MESSAGE_BYTES = 1_000_000
+MIN_MESSAGE_BYTES = 16_384
 
 T = TypeVar("T")
 
@@ -78,6 +81,10 @@ class Settings:
     max_event_bytes: int = 65536
     max_items: int = 500
     max_quantity: int = 100_000
+    # Every message the worker produces (dead letters, pair deltas, changelog records) stays
+    # under this size: Kafka clients refuse requests over 1 MiB by default (aiokafka's
+    # max_request_size), and a refused message would stop the worker on every restart.
+    max_message_bytes: int = 524_288
 
     # Duplicates: the same order_id within this event-time horizon counts once.
     dedup_horizon_seconds: float = 3600.0
@@ -179,6 +186,16 @@ class Settings:
                      "max_basket",
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
+        _require(
+            MIN_MESSAGE_BYTES <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
+            "MAX_MESSAGE_BYTES", self.max_message_bytes,
+            f"a whole number of bytes from {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES} "
+            "(the Kafka clients' request limit)")
+        _require(
+            self.max_event_bytes * 2 <= self.max_message_bytes,
+            "MAX_EVENT_BYTES", self.max_event_bytes,
+            f"at most half of CROSSSELL_MAX_MESSAGE_BYTES ({self.max_message_bytes}), so that a dead letter "
+            "carries a rejected event whole with its headers")
         _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds,
                  "a duration > 0")
         _require(self.pair_flush_interval_seconds > 0, "PAIR_FLUSH_INTERVAL_SECONDS",
@@ -251,6 +268,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_event_bytes": _integer,
     "max_items": _integer,
     "max_quantity": _integer,
+    "max_message_bytes": _integer,
     "dedup_horizon_seconds": _seconds,
     "flush_interval_seconds": _seconds,
     "flush_max_events": _integer,

@@ -25,6 +25,7 @@ class Snapshot:
     windows_held: int
     dead_letters: dict[str, int]
     lag: dict[int, int] = field(default_factory=dict)
+    dead_letter_errors: dict[str, int] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -44,7 +45,7 @@ class Snapshot:
 
 
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
-                  recent: int = 60) -> Snapshot:
+                  recent: int = 60, dead_letter_errors: dict[str, int] | None = None) -> Snapshot:
     counters = Counters()
     watermarks = [ledger.meta.watermark for ledger in ledgers if ledger.meta.watermark is not None]
     watermark = max(watermarks) if watermarks else None
@@ -71,4 +72,5 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         recent=[(start, merge(by_start[start])) for start in starts],
         windows_held=sum(len(ledger.windows) for ledger in ledgers),
         dead_letters=dead_letters,
+        dead_letter_errors=dict(dead_letter_errors or {}),
     )

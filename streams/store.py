@@ -5,11 +5,22 @@ processed. This project writes once per flush, for any partition, so the
 partition comes from the key instead: ``b"<partition>/..."``, always the
 partition the state was computed from. The futures of the changelog writes are
 kept, so a flush can wait until the changelog holds them before acking.
+
+A value too large for one Kafka message (a flush's pair deltas after a
+backlog, a busy pair bucket) is stored in parts: keys
+``<partition>/~/<key>/<digest>/<i>`` each hold a slice, written first, and the
+key itself holds a manifest naming them. The parts of the value a key held
+before are deleted only once the changelog holds the new manifest, so a crash
+at any point leaves every manifest with all of its parts; parts that no
+manifest names (a flush that crashed before its manifest) are deleted after
+recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,12 +28,24 @@ import faust
 import orjson
 from faust.types import TP
 
+log = logging.getLogger(__name__)
+
+# A manifest value starts with a byte no JSON value starts with.
+MANIFEST = b"\x00parts:"
+PARTS = b"~"
+# Room for the record's own framing besides its key and value.
+RECORD_OVERHEAD = 512
+
 
 class PartitionedTable(faust.Table):  # type: ignore[type-arg]
     def __post_init__(self) -> None:
         super().__post_init__()
         self.pending_writes: list[asyncio.Future[Any]] = []
         self.recovered_callbacks: list[Callable[[set[int]], None]] = []
+        # Set by the app from CROSSSELL_MAX_MESSAGE_BYTES: no changelog record is larger.
+        self.max_record_bytes = 524_288
+        self._parts: dict[bytes, list[bytes]] = {}  # key -> the part keys of its current value
+        self._stale_parts: list[bytes] = []  # parts of replaced values, deleted after the next wait
 
     def partition_for_key(self, key: Any) -> int:
         return int(bytes(key).split(b"/", 1)[0])
@@ -38,23 +61,89 @@ class PartitionedTable(faust.Table):  # type: ignore[type-arg]
     def write(self, writes: dict[str, Any], deletes: Iterable[str] = ()) -> None:
         """Set keys to JSON values and delete keys; the changelog futures join pending_writes."""
         for key, value in writes.items():
-            self[key.encode()] = orjson.dumps(value)
+            self._set(key.encode(), orjson.dumps(value))
         for key in deletes:
-            self.pop(key.encode(), None)
+            encoded = key.encode()
+            self._stale_parts.extend(self._parts.pop(encoded, ()))
+            self.pop(encoded, None)
+
+    def _set(self, key: bytes, body: bytes) -> None:
+        old = self._parts.pop(key, ())
+        room = self.max_record_bytes - RECORD_OVERHEAD - len(key)
+        if len(body) <= room:
+            self._stale_parts.extend(old)
+            self[key] = body
+            return
+        names, size = part_keys(key, body, room)
+        for index, name in enumerate(names):
+            self[name] = body[index * size:(index + 1) * size]
+        kept = set(names)
+        self._stale_parts.extend(name for name in old if name not in kept)
+        self._parts[key] = names
+        self[key] = MANIFEST + orjson.dumps([name.decode() for name in names])
 
     async def wait_written(self) -> None:
-        """Wait until the changelog holds every write made so far."""
+        """Wait until the changelog holds every write made so far.
+
+        Then the parts of values replaced before this call are no longer named by
+        any manifest in the changelog: their deletion is sent, and joins the next wait.
+        """
         pending, self.pending_writes = self.pending_writes, []
         if pending:
             await asyncio.gather(*pending)
+        stale, self._stale_parts = self._stale_parts, []
+        for name in stale:
+            self.pop(name, None)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the bookkeeping of partitions this worker no longer owns (their new owner deletes)."""
+        prefixes = tuple(f"{p}/".encode() for p in partitions)
+        self._parts = {k: v for k, v in self._parts.items() if not k.startswith(prefixes)}
+        self._stale_parts = [k for k in self._stale_parts if not k.startswith(prefixes)]
 
     def items_of_partition(self, partition: int) -> Iterable[tuple[str, Any]]:
+        """The keys of ``partition`` with their JSON values, values stored in parts joined."""
         prefix = f"{partition}/".encode()
-        for key, value in list(self.data.items()):
-            if key.startswith(prefix):
-                yield key.decode(), orjson.loads(value)
+        parts_prefix = prefix + PARTS + b"/"
+        data = self.data
+        named: set[bytes] = set()
+        orphans: list[bytes] = []
+        for key, value in list(data.items()):
+            if not key.startswith(prefix):
+                continue
+            if key.startswith(parts_prefix):
+                orphans.append(key)
+                continue
+            if value.startswith(MANIFEST):
+                names = [name.encode() for name in orjson.loads(value[len(MANIFEST):])]
+                missing = [name for name in names if name not in data]
+                if missing:  # cannot happen while parts are written before their manifest
+                    log.error("table %s: key %r names %d missing parts; skipped", self.name, key, len(missing))
+                    continue
+                named.update(names)
+                self._parts[key] = names
+                value = b"".join(data[name] for name in names)
+            yield key.decode(), orjson.loads(value)
+        self._stale_parts.extend(name for name in orphans if name not in named)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         for callback in self.recovered_callbacks:
             callback({tp.partition for tp in active_tps})
+
+
+def part_keys(key: bytes, body: bytes, room: int) -> tuple[list[bytes], int]:
+    """The keys of the parts that hold ``body`` for ``key``, and the size of their slices.
+
+    A part's key and slice together take at most ``room`` bytes plus ``len(key)``.
+    """
+    partition, _, rest = key.partition(b"/")
+    digest = hashlib.blake2b(body, digest_size=8).hexdigest().encode()
+    prefix = b"%s/%s/%s/%s/" % (partition, PARTS, rest, digest)
+    # The key grows with the index: size the slices for the longest part key.
+    longest = len(prefix) + len(str(len(body)))
+    size = room - (longest - len(key))
+    if size <= 0:
+        raise ValueError(f"table key {key!r} leaves no room for a value within {room} bytes")
+    count = -(-len(body) // size)
+    return [prefix + str(i).encode() for i in range(count)], size

@@ -7,8 +7,11 @@ to the embedded broker, and is read back with confluent-kafka.
 
 from __future__ import annotations
 
+import hashlib
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
@@ -22,6 +25,7 @@ from streams.admin import ensure_topics
 from streams.app import Pipeline, create_pipeline
 from streams.broker import EmbeddedBroker
 from streams.fastpath import MessageBatch
+from streams.ledger import PartitionLedger
 from streams.settings import Settings
 from streams.traffic import rfc3339
 from tests.harness import unique
@@ -37,10 +41,26 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture
 async def pipeline(broker: EmbeddedBroker, tmp_path: Any) -> AsyncIterator[Pipeline]:
+    async with built_pipeline(broker, tmp_path) as built:
+        yield built
+
+
+@pytest.fixture
+async def small_messages(broker: EmbeddedBroker, tmp_path: Any) -> AsyncIterator[Pipeline]:
+    """A pipeline whose messages may be at most 64 KiB: the splitting shows with small inputs."""
+    async with built_pipeline(broker, tmp_path, max_message_bytes=SMALL_LIMIT, max_event_bytes=16_384) as built:
+        yield built
+
+
+SMALL_LIMIT = 65_536
+
+
+@asynccontextmanager
+async def built_pipeline(broker: EmbeddedBroker, tmp_path: Any, **overrides: Any) -> AsyncIterator[Pipeline]:
     settings = Settings(broker_url=broker.url, app_id=unique("agents"), partitions=PARTITIONS,
                         orders_topic=unique("orders"), dead_letter_topic=unique("dead"),
                         pairs_topic=unique("pairs"), recommendations_topic=unique("recs"),
-                        data_dir=str(tmp_path))
+                        data_dir=str(tmp_path), **overrides)
     ensure_topics(broker.bootstrap, settings)
     built = create_pipeline(settings)
     app = built.app
@@ -176,3 +196,71 @@ async def test_pair_messages_applied_by_the_pairs_agent_count_once(
     view = pipeline.pairs.ledgers[0].view("24h")
     assert view.orders == 3
     assert view.pairs.estimate("a\x1fb") == 2
+
+
+def record_sizes(messages: list[Any]) -> list[int]:
+    return [len(m.key() or b"") + len(m.value() or b"") + sum(len(k) + len(v or b"") for k, v in m.headers() or [])
+            for m in messages]
+
+
+async def test_a_flush_of_huge_baskets_writes_every_record_under_the_limit_and_restores_whole(
+        small_messages: Pipeline, broker: EmbeddedBroker) -> None:
+    rng = random.Random(5)
+    catalogue = [f"product-{n:05d}" for n in range(20_000)]
+    async with small_messages.app.agents["orders"].test_context() as agent:
+        for n in range(300):
+            lines = [(p, f"cat-{i % 7}", 10.0 + i, 1) for i, p in enumerate(rng.sample(catalogue, 50))]
+            await agent.put(order(f"o-{n}", *lines), key=f"o-{n}".encode(), partition=n % PARTITIONS)
+        await small_messages.orders.flush()
+    settings = small_messages.orders.settings
+    changelog = read_all(broker.bootstrap, small_messages.orders.table.changelog_topic.get_topic_name())
+    pairs = read_all(broker.bootstrap, settings.pairs_topic)
+    assert max(record_sizes(changelog)) <= SMALL_LIMIT and max(record_sizes(pairs)) <= SMALL_LIMIT
+    assert any(b"/~/" in m.key() for m in changelog), "no value was large enough to be stored in parts"
+    assert len(pairs) > PARTITIONS * len(settings.pair_horizons), "no pairs message was sent in parts"
+    # What a worker taking the partitions over rebuilds equals what this one holds.
+    for partition, ledger in small_messages.orders.ledgers.items():
+        restored = PartitionLedger.restore(partition, ledger.config,
+                                           small_messages.orders.table.items_of_partition(partition))
+        assert restored.meta.to_dict() == ledger.meta.to_dict()
+        assert set(restored.seen) == set(ledger.seen)
+        assert [m["part"] for m in restored.unsent_outbox if "part" in m], "the outbox was not restored in parts"
+
+
+async def test_parts_of_a_replaced_value_are_deleted_once_the_new_value_is_written(small_messages: Pipeline) -> None:
+    table = small_messages.orders.table
+    big = {"ids": {f"order-{n}": [n, 1.5] for n in range(20_000)}}
+    table.write({"1/d/1": big})
+    await table.wait_written()
+    first = {k for k in table.data if k.startswith(b"1/~/")}
+    assert len(first) > 1
+    table.write({"1/d/1": {"ids": {**big["ids"], "one-more": [1, 2.0]}}})
+    await table.wait_written()
+    await table.wait_written()  # the deletions of the old parts
+    second = {k for k in table.data if k.startswith(b"1/~/")}
+    assert second and not second & first
+    assert dict(table.items_of_partition(1))["1/d/1"]["ids"]["one-more"] == [1, 2.0]
+    table.write({}, ["1/d/1"])
+    await table.wait_written()
+    await table.wait_written()
+    assert not [k for k in table.data if k.startswith(b"1/")]
+
+
+async def test_a_3_mib_event_becomes_a_bounded_dead_letter_with_its_size_and_digest(
+        small_messages: Pipeline, broker: EmbeddedBroker) -> None:
+    value = b'{"order_id": "' + b"x" * (3 << 20) + b'"}'
+    forged = {"crosssell.reason": b"forged", "trace": b"abc"}
+    async with small_messages.app.agents["orders"].test_context() as agent:
+        await agent.put(value, key=b"k-big", headers=forged)
+        await small_messages.orders.flush()
+    letters = read_all(broker.bootstrap, small_messages.orders.settings.dead_letter_topic)
+    assert len(letters) == 1
+    headers: dict[str, list[bytes]] = {}
+    for name, header in letters[0].headers():
+        headers.setdefault(name, []).append(header)
+    assert headers["crosssell.reason"] == [b"oversized"]
+    assert headers["original.crosssell.reason"] == [b"forged"] and headers["trace"] == [b"abc"]
+    assert headers["crosssell.value.bytes"] == [str(len(value)).encode()]
+    assert headers["crosssell.value.sha256"] == [hashlib.sha256(value).hexdigest().encode()]
+    assert letters[0].value() == value[:16_384]
+    assert record_sizes(letters)[0] <= SMALL_LIMIT

@@ -139,6 +139,15 @@ REJECTED_WITH_DEFAULT_LIMITS: list[tuple[str, bytes, str, str | None]] = [
     ("price negative", encode(document_with_line(unit_price=-3.5)), NON_POSITIVE_PRICE, "items[0].unit_price"),
     ("price above 1e9", encode(document_with_line(unit_price=1e9 + 0.01)), PRICE_TOO_LARGE, "items[0].unit_price"),
     ("price 1e308", encode(document_with_line(1, unit_price=1e308)), PRICE_TOO_LARGE, "items[1].unit_price"),
+    # Beyond a double: orjson refuses the text, and it is still JSON with a price too large.
+    ("price 1e309", encode(document_with_line(unit_price=1e308)).replace(b"1e+308", b"1e309"), PRICE_TOO_LARGE,
+     "items[0].unit_price"),
+    ("price 10**400", encode(document_with_line(unit_price=1e308)).replace(b"1e+308", b"1" + b"0" * 400),
+     PRICE_TOO_LARGE, "items[0].unit_price"),
+    ("quantity 10**400",
+     encode(document_with_line(quantity=7)).replace(b'"quantity": 7', b'"quantity": 1' + b"0" * 400),
+     QUANTITY_TOO_LARGE, "items[0].quantity"),
+    ("NaN price", encode(document_with_line(unit_price=1e308)).replace(b"1e+308", b"NaN"), NOT_JSON, None),
     (
         "second line price negative",
         encode(document_with_line(1, unit_price=-1)),

@@ -219,6 +219,33 @@ def test_a_future_event_neither_moves_the_watermark_nor_is_remembered() -> None:
     assert ledger.apply(2, order("o-2", T0 + 10), T0).verdict is Verdict.APPLIED
 
 
+@pytest.mark.parametrize(
+    ("ahead_of_clock", "verdict"),
+    [(0.0, Verdict.APPLIED), (300.0, Verdict.APPLIED), (300.5, Verdict.INVALID), (73 * 365 * 86400.0, Verdict.INVALID)],
+)
+def test_an_event_ahead_of_the_workers_clock_is_invalid_even_when_its_record_timestamp_agrees(
+    ahead_of_clock: float, verdict: Verdict
+) -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    event_time = T0 + ahead_of_clock
+    outcome = ledger.apply(0, order("o-1", event_time), produced_at=event_time, received_at=T0)
+    assert outcome.verdict is verdict
+    if verdict is Verdict.INVALID:
+        assert outcome.reason == FUTURE_EVENT_TIME and "worker's clock" in outcome.detail
+
+
+def test_an_order_from_a_wrong_clock_leaves_the_watermark_and_the_next_orders_alone() -> None:
+    ledger = PartitionLedger(0, CONFIG)
+    ledger.apply(0, order("o-0", T0), T0, received_at=T0)
+    year_2099 = 4_070_908_800.0
+    assert ledger.apply(1, order("o-2099", year_2099), year_2099, received_at=T0 + 1).verdict is Verdict.INVALID
+    verdicts = [ledger.apply(2 + n, order(f"o-{n + 1}", T0 + 2 + n), T0 + 2 + n, received_at=T0 + 2 + n).verdict
+                for n in range(20)]
+    assert verdicts == [Verdict.APPLIED] * 20
+    assert ledger.meta.watermark == T0 + 21
+    assert ledger.meta.orders == 21 and ledger.meta.invalid == {FUTURE_EVENT_TIME: 1}
+
+
 # The watermark is T0 + 10000; retention is 3600 s.
 @pytest.mark.parametrize(
     ("event_time", "verdict"),

@@ -91,6 +91,12 @@ INVALID: list[tuple[str, dict[str, str], str, str, str]] = [
     ("port zero", {"CROSSSELL_WEB_PORT": "0"}, "CROSSSELL_WEB_PORT", "0", "1-65535"),
     ("port not a number", {"CROSSSELL_WEB_PORT": "http"}, "CROSSSELL_WEB_PORT", "http", "whole number"),
     ("zero partitions", {"CROSSSELL_PARTITIONS": "0"}, "CROSSSELL_PARTITIONS", "0", ">= 1"),
+    ("message limit above the clients' requests", {"CROSSSELL_MAX_MESSAGE_BYTES": "2000000"},
+     "CROSSSELL_MAX_MESSAGE_BYTES", "2000000", "16384 to 1000000"),
+    ("message limit too small", {"CROSSSELL_MAX_MESSAGE_BYTES": "1000"}, "CROSSSELL_MAX_MESSAGE_BYTES", "1000",
+     "16384 to 1000000"),
+    ("events too large for a dead letter", {"CROSSSELL_MAX_MESSAGE_BYTES": "100000"}, "CROSSSELL_MAX_EVENT_BYTES",
+     "65536", "at most half of CROSSSELL_MAX_MESSAGE_BYTES"),
     ("negative partitions", {"CROSSSELL_PARTITIONS": "-2"}, "CROSSSELL_PARTITIONS", "-2", ">= 1"),
     (
         "typo in a variable name",
