@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp.web
 import faust
 import orjson
+import yarl
 from faust.types import TP
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -201,12 +202,18 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         owner = _owner_url(app, pair_state, owner_partition(product, settings.partitions))
         if owner is None:
             return json_response({"error": f"no worker owns the pairs partition of {product!r} right now"}, 503)
-        location = f"{owner.rstrip('/')}/api/recommendations/{urllib.parse.quote(product, safe='')}"
-        raise aiohttp.web.HTTPTemporaryRedirect(location)
+        # Built as already encoded: parsing it again would turn %2E%2E back into ".." and drop it.
+        raise aiohttp.web.HTTPTemporaryRedirect(yarl.URL(f"{owner.rstrip('/')}{recommendations_path(product)}",
+                                                         encoded=True))
 
     @app.page("/")
     async def live_page(web: Any, request: Any) -> Any:
         return aiohttp.web.Response(body=LIVE_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
+
+
+def recommendations_path(product: str) -> str:
+    """The path of ``product``'s lists, escaped so that any id (``tv/55``, ``a?b``, ``..``) stays one segment."""
+    return "/api/recommendations/" + urllib.parse.quote(product, safe="").replace(".", "%2E")
 
 
 def _owner_url(app: faust.App, table: PartitionedTable, partition: int) -> str | None:

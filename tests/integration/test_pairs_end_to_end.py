@@ -19,6 +19,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
+from streams.app import recommendations_path
+from streams.companions import owner_partition
 from streams.traffic import OrderMaker, TrafficShape
 from tests.harness import REPO, Cluster, cluster, wait_until
 
@@ -189,3 +191,11 @@ def test_two_workers_publish_the_same_recommendations_as_the_truth(
         for worker in running.workers:
             for product, rows in sorted(expected.items())[:10]:
                 assert_scores_match_truth(orjson.loads(worker.get(f"/api/recommendations/{product}")), rows)
+        # Ids with characters that mean something in a URL stay one id through the redirect.
+        odd = ["tv/55", "a?b", "100%", "..", "x/../y", "a#b", "é"]
+        owners = {owner_partition(product, running.settings.partitions) for product in odd}
+        assert len(owners) > 1, "the odd ids should live on more than one pairs partition"
+        for worker in running.workers:
+            for product in odd:
+                answer = orjson.loads(worker.get(recommendations_path(product)))
+                assert answer["product_id"] == product, (worker.port, product, answer)
