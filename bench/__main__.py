@@ -45,10 +45,10 @@ from bench import pipeline
 from bench.load import Event, make_events, order_maker, preload
 from bench.procs import Child, ChildFailed, Children, children, peak_rss_mb, python_module
 from bench.report import Result, machine, ratios, table, write_json
-from streams.admin import ensure_topics
-from streams.broker import BrokerError, EmbeddedBroker, free_port
+from streams.ops.admin import ensure_topics
+from streams.ops.broker import BrokerError, EmbeddedBroker, free_port
+from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.settings import Settings
-from streams.traffic import OrderMaker, TrafficShape
 
 CONTENDERS = ("raw", "bare", "naive", "pipeline")
 OPTIONAL = ("bare-fastpath",)  # the bare agent on FastPathApp: what Faust still costs per event

@@ -2,7 +2,7 @@
 
 Runs the steps of the worker's hot path in one process over the same seeded
 orders as ``python -m bench`` and prints microseconds of CPU per event for
-each: decode (``streams.contract.decode_order``), apply
+each: decode (``streams.orders.contract.decode_order``), apply
 (``PartitionLedger.apply``), flush (``take_changes``, every
 ``--flush-every`` events, as the worker's flush does) and the pairs side
 (``PairLedger.apply`` of the outbox messages those flushes produce, through
@@ -25,12 +25,12 @@ from typing import Any
 import orjson
 
 from bench.load import make_events, order_maker
-from streams.companions import PairLedger
-from streams.contract import Limits, decode_order
-from streams.ledger import PartitionLedger
-from streams.processor import window_config
+from streams.ops.traffic import TrafficShape
+from streams.orders.contract import Limits, decode_order
+from streams.orders.ledger import PartitionLedger
+from streams.pairs.ledger import PairLedger
+from streams.runtime.processors import window_config
 from streams.settings import Settings, duration_label
-from streams.traffic import TrafficShape
 
 
 def _cpu(step: Callable[[], Any]) -> tuple[float, Any]:

@@ -1,6 +1,6 @@
 """The events every contender reads: generated once, seeded, and sent to the broker.
 
-Generation uses the project's own traffic model (streams.traffic.OrderMaker).
+Generation uses the project's own traffic model (streams.ops.traffic.OrderMaker).
 Its catalogue draws a product with ``random.choices(weights=...)``, which sums
 the weights of the whole category on every draw; with 16,667 products per
 category that is ~0.6 ms per order. :class:`CumulativeCatalogue` keeps the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
-from streams.traffic import OrderMaker, TrafficShape
+from streams.ops.traffic import OrderMaker, TrafficShape
 
 Event = tuple[bytes, bytes]  # (key, value)
 

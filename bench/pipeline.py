@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.load import Event, PacedSend
 from bench.procs import Child, ChildFailed, Children, cpu_seconds, peak_rss_mb, python_module
-from streams.broker import free_port
+from streams.ops.broker import free_port
 from streams.settings import Settings
 
 _EVENTS = re.compile(rb"^crosssell_events_total ([0-9.e+]+)$", re.MULTILINE)

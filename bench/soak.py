@@ -51,10 +51,10 @@ import orjson
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.admin import ensure_topics
-from streams.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
+from streams.ops.admin import ensure_topics
+from streams.ops.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
+from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.settings import Settings, duration_label
-from streams.traffic import OrderMaker, TrafficShape
 
 DEFAULT_RATE = 1500.0  # events/s, when no benchmark result says what half of the maximum is
 BENCH_RESULTS = Path(__file__).parent / "results" / "latest.json"

@@ -3,7 +3,7 @@
 For measuring what each lever gains (``python -m bench --variant ...``). The
 variant is read from BENCH_VARIANT, comma-separated KEY=VALUE:
 
-  fastpath=0        plain faust.App instead of streams.fastpath.FastPathApp
+  fastpath=0        plain faust.App instead of streams.runtime.fastpath.FastPathApp
   batch=0           orders delivered one message per record instead of in batches (FastPathApp.batched_topic)
   fetch_wait=1.5    FastPathApp's fetch_max_wait in seconds ("none": Faust's 1.5 s)
   monitor=default   Faust's own Monitor instead of FastPathApp's LightMonitor
@@ -19,9 +19,8 @@ from typing import Any
 
 import faust
 
-import streams.app
-from streams.cli import main
-from streams.fastpath import FastPathApp
+from streams.ops.cli import main
+from streams.runtime.fastpath import FastPathApp
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -43,7 +42,8 @@ def variant_app(spec: dict[str, str]) -> type[faust.App]:
         if key in ("fastpath", "batch"):
             continue
         if key == "monitor":
-            settings["Monitor"] = "faust.sensors:Monitor" if value == "default" else "streams.fastpath:LightMonitor"
+            settings["Monitor"] = ("faust.sensors:Monitor" if value == "default"
+                                   else "streams.runtime.fastpath:LightMonitor")
         elif key == "fetch_wait":
             if fastpath:
                 settings["fetch_max_wait"] = None if value == "none" else float(value)
@@ -62,6 +62,4 @@ def variant_app(spec: dict[str, str]) -> type[faust.App]:
 
 
 if __name__ == "__main__":
-    # create_pipeline looks the class up in streams.app when it is called.
-    setattr(streams.app, "FastPathApp", variant_app(parse_variant(os.environ.get("BENCH_VARIANT", ""))))  # noqa: B010
-    sys.exit(main(["worker"]))
+    sys.exit(main(["worker"], app_class=variant_app(parse_variant(os.environ.get("BENCH_VARIANT", "")))))

@@ -114,6 +114,10 @@ class Settings:
     recommendation_interval_seconds: float = 60.0
     recommendation_min_change: float = 0.2
 
+    # Orders delivered in batches through the project's Faust extension (streams/runtime/fastpath.py);
+    # false runs plain Faust, one message per order: slower, and independent of Faust's internals.
+    fast_path: bool = True
+
     # Consumer group timing: Faust's defaults make the first join take ~30 s.
     session_timeout_seconds: float = 10.0
     rebalance_timeout_seconds: float = 10.0
@@ -251,6 +255,17 @@ def _durations(name: str, raw: str) -> tuple[float, ...]:
     return tuple(sorted({_seconds(name, p) for p in parts}))
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in _TRUE + _FALSE:
+        raise SettingsError(f"{name}={raw!r} is not allowed: expected true or false.")
+    return value in _TRUE
+
+
 def _lowered(parse: Callable[[str, str], T]) -> Callable[[str, str], T]:
     return lambda name, raw: parse(name, raw.lower())
 
@@ -285,6 +300,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "min_support": _integer,
     "recommendation_interval_seconds": _seconds,
     "recommendation_min_change": _fraction,
+    "fast_path": _boolean,
     "session_timeout_seconds": _seconds,
     "rebalance_timeout_seconds": _seconds,
     "broker_check_timeout_seconds": _seconds,

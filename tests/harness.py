@@ -22,8 +22,8 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.admin import ensure_topics
-from streams.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
+from streams.ops.admin import ensure_topics
+from streams.ops.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,12 +241,12 @@ from collections import Counter  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from streams.broker import broker_binary  # noqa: E402
-from streams.contract import Limits, decode_order  # noqa: E402
-from streams.ledger import PartitionLedger  # noqa: E402
-from streams.metrics import CrossSellCollector  # noqa: E402
-from streams.snapshot import take_snapshot  # noqa: E402
-from streams.traffic import OrderMaker, TrafficShape  # noqa: E402
+from streams.ops.broker import broker_binary  # noqa: E402
+from streams.ops.traffic import OrderMaker, TrafficShape  # noqa: E402
+from streams.orders.contract import Limits, decode_order  # noqa: E402
+from streams.orders.ledger import PartitionLedger  # noqa: E402
+from streams.orders.snapshot import take_snapshot  # noqa: E402
+from streams.runtime.metrics import CrossSellCollector  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -406,7 +406,7 @@ def read_partitions(bootstrap: str, topic: str, partitions: int, at_least: int =
 
 def offline_ledgers(settings: Settings, messages: Mapping[int, Iterable[Record]]) -> dict[int, PartitionLedger]:
     """A fresh PartitionLedger per partition, fed exactly these events in offset order, as the worker applies them."""
-    from streams.processor import window_config  # imports Faust: only where needed
+    from streams.runtime.processors import window_config  # imports Faust: only where needed
 
     config = window_config(settings)
     limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)

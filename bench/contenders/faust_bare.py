@@ -15,11 +15,12 @@ from bench.contenders.progress import Progress, common_arguments, faust_app, run
 def main() -> None:
     parser = common_arguments(__doc__ or "")
     parser.add_argument("--fastpath", action="store_true",
-                        help="use streams.fastpath.FastPathApp (its consumer and tuned settings) instead of faust.App")
+                        help="use streams.runtime.fastpath.FastPathApp (its consumer and tuned settings) "
+                             "instead of faust.App")
     args = parser.parse_args()
     app_class: type[faust.App] = faust.App
     if args.fastpath:
-        from streams.fastpath import FastPathApp
+        from streams.runtime.fastpath import FastPathApp
 
         app_class = FastPathApp
     app = faust_app(args, app_class)

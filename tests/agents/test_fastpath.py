@@ -1,4 +1,4 @@
-"""The fast-path consumer (streams/fastpath.py) keeps Faust's delivery guarantees.
+"""The fast-path consumer (streams/runtime/fastpath.py) keeps Faust's delivery guarantees.
 
 Without a broker: the worker's app uses it, a delivery that does not need to
 wait is made in place, and one that waits is still abandoned when a rebalance
@@ -25,8 +25,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from streams.app import create_pipeline
-from streams.fastpath import (
+from streams.ops.traffic import OrderMaker, TrafficShape
+from streams.runtime.app import create_pipeline
+from streams.runtime.fastpath import (
     DEFAULT_BATCH_BUFFER,
     FastPathApp,
     FastPathConsumer,
@@ -36,7 +37,6 @@ from streams.fastpath import (
     eager_step,
 )
 from streams.settings import Settings
-from streams.traffic import OrderMaker, TrafficShape
 from tests.harness import Cluster, Traffic, Worker, cluster, total, unique, wait_until
 
 PARTITIONS = 4

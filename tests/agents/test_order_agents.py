@@ -21,13 +21,13 @@ from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
 
-from streams.admin import ensure_topics
-from streams.app import Pipeline, create_pipeline
-from streams.broker import EmbeddedBroker
-from streams.fastpath import MessageBatch
-from streams.ledger import PartitionLedger
+from streams.ops.admin import ensure_topics
+from streams.ops.broker import EmbeddedBroker
+from streams.ops.traffic import rfc3339
+from streams.orders.ledger import PartitionLedger
+from streams.runtime.app import Pipeline, create_pipeline
+from streams.runtime.fastpath import MessageBatch
 from streams.settings import Settings
-from streams.traffic import rfc3339
 from tests.harness import unique
 
 PARTITIONS = 2

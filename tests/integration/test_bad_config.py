@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streams.broker import free_port
+from streams.ops.broker import free_port
 from tests.harness import REPO
 
 COMMANDS = ["worker", "generate", "run"]

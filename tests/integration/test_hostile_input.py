@@ -21,7 +21,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from streams.traffic import rfc3339
+from streams.ops.traffic import rfc3339
 from tests.harness import (
     Cluster,
     assert_workers_match_truth,

@@ -19,9 +19,9 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from streams.app import recommendations_path
-from streams.companions import owner_partition
-from streams.traffic import OrderMaker, TrafficShape
+from streams.ops.traffic import OrderMaker, TrafficShape
+from streams.pairs.outbox import owner_partition
+from streams.runtime.app import recommendations_path
 from tests.harness import REPO, Cluster, cluster, wait_until
 
 ORDERS = 1200

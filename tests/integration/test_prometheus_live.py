@@ -47,7 +47,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.broker import LOOPBACK, free_port
+from streams.ops.broker import LOOPBACK, free_port
 
 from .metric_names import EXPORTED_METRICS, METRIC_LABELS
 

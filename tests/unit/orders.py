@@ -10,7 +10,7 @@ import copy
 import json
 from typing import Any
 
-from streams.contract import Item, Order
+from streams.orders.contract import Item, Order
 
 BASE_OCCURRED_AT = "2026-11-22T18:30:00Z"
 

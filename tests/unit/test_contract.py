@@ -1,4 +1,4 @@
-"""streams.contract: every rejection reason decode_order can give, and the fields of a valid order."""
+"""streams.orders.contract: every rejection reason decode_order can give, and the fields of a valid order."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from orders import (
     line,
 )
 
-from streams.contract import (
+from streams.orders.contract import (
     BAD_CURRENCY,
     BAD_TIMESTAMP,
     BEFORE_RETENTION,

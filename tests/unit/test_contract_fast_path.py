@@ -1,4 +1,4 @@
-"""streams.contract's fast path: it accepts only what the careful path accepts, with the same Order.
+"""streams.orders.contract's fast path: it accepts only what the careful path accepts, with the same Order.
 
 decode_order tries ``_fast_order`` (msgspec, cached timestamp parts) and falls
 back to ``_decode_carefully`` (orjson, field-by-field checks) when it gives up.
@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from orders import base_document, document_with, encode, line
 from test_contract_fuzz import near_valid_events, valid_orders
 
-from streams.contract import (
+from streams.ops.traffic import OrderMaker, rfc3339
+from streams.orders.contract import (
     Item,
     Limits,
     Order,
@@ -33,7 +34,6 @@ from streams.contract import (
     _timestamp,
     decode_order,
 )
-from streams.traffic import OrderMaker, rfc3339
 
 AGREEMENT = settings(max_examples=400, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

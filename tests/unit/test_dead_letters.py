@@ -1,4 +1,4 @@
-"""streams.dead_letters: whatever arrived, the dead letter fits one Kafka message and keeps the evidence."""
+"""streams.orders.dead_letters: whatever arrived, the dead letter fits one Kafka message and keeps the evidence."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from streams.dead_letters import DeadLetter, dead_letter_record, record_size
+from streams.orders.dead_letters import DeadLetter, dead_letter_record, record_size
 
 MAX_BYTES = 524_288
 MAX_VALUE = 65_536

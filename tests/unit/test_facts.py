@@ -1,4 +1,4 @@
-"""streams.facts: the primary item, cross-sell or not, and the per-order figures."""
+"""streams.orders.facts: the primary item, cross-sell or not, and the per-order figures."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from orders import checked_order
 
-from streams.contract import Item
-from streams.facts import order_facts, primary_item
+from streams.orders.contract import Item
+from streams.orders.facts import order_facts, primary_item
 
 # (description, lines, the line that is primary)
 PRIMARY: list[tuple[str, tuple[Item, ...], Item]] = [

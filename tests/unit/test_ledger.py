@@ -1,8 +1,8 @@
-"""streams.ledger: verdicts, flushes, expiry and exactly-once recovery of one partition, without Kafka.
+"""streams.orders.ledger: verdicts, flushes, expiry and exactly-once recovery of one partition, without Kafka.
 
 The changelog is modelled as a dict: a flush first lands its writes and
 deletes, then (separately) its meta key, then sends its pair deltas, as
-streams.processor does. A crash can hit between two events, between the two
+streams.runtime.processors does. A crash can hit between two events, between the two
 halves of a flush, or while the pair deltas are sent; the worker then restores
 from the dict and replays from a committed offset, which Faust only moves past
 events whose flush completed (offset <= meta.offset + 1).
@@ -21,8 +21,8 @@ import orjson
 import pytest
 from orders import checked_order
 
-from streams.companions import PairBucket, outbox_messages
-from streams.contract import (
+from streams.ops.traffic import OrderMaker, TrafficShape
+from streams.orders.contract import (
     BEFORE_RETENTION,
     FUTURE_EVENT_TIME,
     NOT_JSON,
@@ -32,7 +32,7 @@ from streams.contract import (
     Rejection,
     decode_order,
 )
-from streams.ledger import (
+from streams.orders.ledger import (
     WINDOW,
     Changes,
     Meta,
@@ -43,9 +43,10 @@ from streams.ledger import (
     seen_key,
     window_key,
 )
-from streams.pairs import PairAccumulator
-from streams.traffic import OrderMaker, TrafficShape
-from streams.windows import window_start
+from streams.orders.windows import window_start
+from streams.pairs.basket import PairAccumulator
+from streams.pairs.ledger import PairBucket
+from streams.pairs.outbox import outbox_messages
 
 T0 = 1_800_000_000.0  # a window boundary for 60 s windows
 CONFIG = WindowConfig(size=60.0, grace=120.0, retention=3600.0, dedup_horizon=600.0, max_future=300.0)
@@ -671,7 +672,7 @@ def test_an_event_too_far_ahead_of_its_record_gets_the_same_verdict_when_replaye
 
 
 def test_an_order_id_within_the_dedup_horizon_costs_at_most_120_bytes_of_ledger_memory() -> None:
-    # The dedup ids are most of a busy worker's memory (KeptSegment in streams/ledger.py).
+    # The dedup ids are most of a busy worker's memory (KeptSegment in streams/orders/ledger.py).
     orders = [checked_order(Item(f"p-{n % 500}", "books", 10.0, 1), order_id=f"order-{n:08d}",
                             occurred_at=1_800_000_000.0 + n / 100) for n in range(20_000)]
     tracemalloc.start()

@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 import tracemalloc
 
-from streams.companions import PairLedger, outbox_messages
-from streams.pairs import PairAccumulator
+from streams.orders.windows import window_start
+from streams.pairs.basket import PairAccumulator
+from streams.pairs.ledger import PairLedger
+from streams.pairs.outbox import outbox_messages
 from streams.settings import Settings, duration_label
-from streams.windows import window_start
 
 PRODUCTS = 200_000
 ORDERS = 67_000

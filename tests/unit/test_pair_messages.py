@@ -1,4 +1,4 @@
-"""streams.companions: pair deltas too large for one Kafka message go in parts, applied once each."""
+"""streams.pairs.outbox: pair deltas too large for one Kafka message go in parts, applied once each."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import random
 import orjson
 import pytest
 
-from streams.companions import PairBucket, outbox_messages, split_message
-from streams.pairs import PairAccumulator, SpaceSaving
+from streams.pairs.basket import PairAccumulator
+from streams.pairs.ledger import PairBucket
+from streams.pairs.outbox import outbox_messages, split_message
+from streams.pairs.sketch import SpaceSaving
 
 
 def big_message(products: int, companions: int, seed: int = 7) -> dict[str, object]:

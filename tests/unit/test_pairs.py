@@ -1,4 +1,4 @@
-"""streams.pairs: pairs of one order, Space-Saving, companion summaries, flush deltas, metrics."""
+"""streams.pairs: the basket of one order, its counts per flush, Space-Saving, confidence and lift."""
 
 from __future__ import annotations
 
@@ -10,37 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.pairs import (
-    CompanionSummary,
-    PairAccumulator,
-    ProductDelta,
-    SpaceSaving,
-    category_pairs,
-    confidence,
-    from_message,
-    lift,
-    product_basket,
-    product_pairs,
-    support,
-    to_message,
-)
-from streams.recommendations import rank_companions
+from streams.pairs.basket import PairAccumulator, product_basket
+from streams.pairs.recommendations import confidence, lift
+from streams.pairs.sketch import SpaceSaving
 
 # --- pairs of one order -----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("categories", "expected"),
-    [
-        ([], []),
-        (["toys"], []),
-        (["toys", "toys"], []),
-        (["toys", "books"], [("books", "toys")]),
-        (["c", "a", "b", "a"], [("a", "b"), ("a", "c"), ("b", "c")]),
-    ],
-)
-def test_category_pairs_are_distinct_sorted_pairs(categories: list[str], expected: list[tuple[str, str]]) -> None:
-    assert category_pairs(categories) == expected
 
 
 @pytest.mark.parametrize(
@@ -56,44 +30,13 @@ def test_product_basket_is_distinct_and_sorted(product_ids: Any, expected: tuple
     assert product_basket(product_ids) == expected
 
 
-@pytest.mark.parametrize(
-    ("basket", "max_basket", "expected"),
-    [
-        ((), 50, []),
-        (("a",), 50, []),
-        (("a", "b", "c"), 50, [("a", "b"), ("a", "c"), ("b", "c")]),
-        (("a", "b", "c", "d", "e"), 3, [("a", "b"), ("a", "c"), ("b", "c")]),
-        (("a", "b", "c"), 2, [("a", "b")]),
-    ],
-)
-def test_product_pairs_pair_only_the_first_max_basket_products(
-    basket: tuple[str, ...], max_basket: int, expected: list[tuple[str, str]]
-) -> None:
-    assert product_pairs(basket, max_basket) == expected
-
-
-def test_product_pairs_of_a_full_basket_stays_quadratic_in_the_cap() -> None:
-    basket = product_basket(f"p{i:04d}" for i in range(1000))
-    assert len(product_pairs(basket)) == 50 * 49 // 2
-
-
 @pytest.mark.parametrize("max_basket", [1, 0, -3])
 def test_max_basket_below_two_is_rejected(max_basket: int) -> None:
-    with pytest.raises(ValueError, match="max_basket must be at least 2"):
-        product_pairs(("a", "b"), max_basket)
     with pytest.raises(ValueError, match="max_basket must be at least 2"):
         PairAccumulator(max_basket)
 
 
 # --- association metrics ----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("n_ab", "n", "expected"),
-    [(0, 10, 0.0), (5, 10, 0.5), (10, 10, 1.0), (3, 0, 0.0)],
-)
-def test_support_is_share_of_all_orders_and_zero_without_orders(n_ab: int, n: int, expected: float) -> None:
-    assert support(n_ab, n) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -443,57 +386,6 @@ def test_space_saving_add_many_stops_at_a_bad_count_with_the_earlier_adds_done()
     assert (summary.total, summary.top(2)) == (3, [("a", 2), ("b", 1)])
 
 
-# --- CompanionSummary -------------------------------------------------------
-
-
-def test_companion_summary_counts_each_companion_once_per_order() -> None:
-    summary = CompanionSummary(capacity=10)
-    summary.add_order(["b", "c", "b"])
-    summary.add_order([])
-    summary.add_order(["b"])
-    assert summary.orders == 3
-    assert summary.companions.top(10) == [("b", 2), ("c", 1)]
-
-
-def test_companion_summary_add_delta_equals_adding_its_orders() -> None:
-    by_orders = CompanionSummary(capacity=10)
-    for companions in (["b", "c"], ["b"], []):
-        by_orders.add_order(companions)
-    by_delta = CompanionSummary(capacity=10)
-    by_delta.add_delta(ProductDelta("a", 3, {"b": 2, "c": 1}))
-    assert by_delta == by_orders
-
-
-def test_companion_summary_merge_adds_orders_and_companions() -> None:
-    first = CompanionSummary(capacity=10)
-    first.add_order(["b"])
-    second = CompanionSummary(capacity=10)
-    second.add_order(["b", "c"])
-    second.add_order(["c"])
-    first.merge(second)
-    assert first.orders == 3
-    assert first.companions.top(10) == [("b", 2), ("c", 2)]
-
-
-def test_companion_summary_round_trips_through_its_dict() -> None:
-    summary = CompanionSummary(capacity=2)
-    for companions in (["b", "c"], ["d"], ["b"]):
-        summary.add_order(companions)
-    assert CompanionSummary.from_dict(summary.to_dict()) == summary
-
-
-@pytest.mark.parametrize(
-    ("state", "message"),
-    [
-        ({"orders": -1, "companions": SpaceSaving(2).to_dict()}, "'orders' must be an integer >= 0"),
-        ({"orders": 1, "companions": None}, "'companions' must be an object"),
-    ],
-)
-def test_companion_summary_from_dict_rejects_bad_state(state: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        CompanionSummary.from_dict(state)
-
-
 # --- PairAccumulator and delta messages -------------------------------------
 
 
@@ -501,34 +393,34 @@ def test_companion_summary_from_dict_rejects_bad_state(state: dict[str, Any], me
     ("orders", "expected"),
     [
         ([], {}),
-        ([["a"]], {"a": ProductDelta("a", 1, {})}),
+        ([["a"]], {"a": ("a", 1, {})}),
         (
             [["a", "b"], ["b", "c", "b"], ["a", "b"]],
             {
-                "a": ProductDelta("a", 2, {"b": 2}),
-                "b": ProductDelta("b", 3, {"a": 2, "c": 1}),
-                "c": ProductDelta("c", 1, {"b": 1}),
+                "a": ("a", 2, {"b": 2}),
+                "b": ("b", 3, {"a": 2, "c": 1}),
+                "c": ("c", 1, {"b": 1}),
             },
         ),
     ],
 )
 def test_accumulator_emits_one_exact_delta_per_distinct_product(
-    orders: list[list[str]], expected: dict[str, ProductDelta]
+    orders: list[list[str]], expected: dict[str, tuple[str, int, dict[str, int]]]
 ) -> None:
     accumulator = PairAccumulator()
     for order in orders:
         accumulator.add_order(order)
-    assert accumulator.deltas() == expected
+    assert deltas(accumulator) == expected
     assert accumulator.total_orders == len(orders)
 
 
 def test_accumulator_counts_products_beyond_the_basket_cap_without_pairing_them() -> None:
     accumulator = PairAccumulator(max_basket=2)
     accumulator.add_order(["c", "b", "a"])
-    assert accumulator.deltas() == {
-        "a": ProductDelta("a", 1, {"b": 1}),
-        "b": ProductDelta("b", 1, {"a": 1}),
-        "c": ProductDelta("c", 1, {}),
+    assert deltas(accumulator) == {
+        "a": ("a", 1, {"b": 1}),
+        "b": ("b", 1, {"a": 1}),
+        "c": ("c", 1, {}),
     }
 
 
@@ -542,7 +434,7 @@ def test_accumulator_counts_baskets_at_once_as_order_by_order() -> None:
     at_once.add_baskets([product_basket(order) for order in orders[:100]])
     at_once.add_baskets([product_basket(order) for order in orders[100:]])
     assert at_once.total_orders == by_order.total_orders == len(orders)
-    assert at_once.deltas() == by_order.deltas()
+    assert deltas(at_once) == deltas(by_order)
     assert list(at_once.product_counts()) == sorted(at_once.product_counts())
     for companions in at_once.companion_counts().values():
         assert list(companions) == sorted(companions)
@@ -556,39 +448,10 @@ def test_accumulator_merge_equals_counting_both_sides_orders() -> None:
         whole.add_order(order)
         (first if n % 2 else second).add_order(order)
     first.merge(second)
-    assert (first.total_orders, first.deltas()) == (whole.total_orders, whole.deltas())
-
-
-def test_delta_message_round_trips() -> None:
-    delta = ProductDelta("a", 3, {"b": 2, "c": 1})
-    message = to_message(delta, bucket_start=1_700_000_000.0)
-    assert message == {
-        "product_id": "a",
-        "bucket_start": 1_700_000_000.0,
-        "orders_with_product": 3,
-        "companions": {"b": 2, "c": 1},
-    }
-    assert from_message(message) == (1_700_000_000.0, delta)
+    assert (first.total_orders, deltas(first)) == (whole.total_orders, deltas(whole))
 
 
 _GOOD_DELTA: dict[str, Any] = {"product_id": "a", "bucket_start": 0, "orders_with_product": 2, "companions": {"b": 1}}
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"product_id": ""}, "'product_id' must be a non-empty string"),
-        ({"bucket_start": "today"}, "'bucket_start' must be epoch seconds"),
-        ({"bucket_start": True}, "'bucket_start' must be epoch seconds"),
-        ({"orders_with_product": 0}, "'orders_with_product' must be an integer >= 1"),
-        ({"companions": {"b": 3}}, "'companions' must map other product ids"),
-        ({"companions": {"a": 1}}, "'companions' must map other product ids"),
-        ({"companions": ["b"]}, "'companions' must map other product ids"),
-    ],
-)
-def test_from_message_rejects_a_malformed_delta_naming_the_field(change: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        from_message(_GOOD_DELTA | change)
 
 
 # --- oracle: the module against brute force over random orders ---------------
@@ -643,103 +506,21 @@ def truth(orders: list[list[str]]) -> Truth:
     return _brute_force(orders)
 
 
-def _summaries(orders: list[list[str]], capacity: int) -> dict[str, CompanionSummary]:
-    summaries: dict[str, CompanionSummary] = {}
-    for order in orders:
-        basket = product_basket(order)
-        for product in basket:
-            summary = summaries.setdefault(product, CompanionSummary(capacity))
-            summary.add_order(other for other in basket if other != product)
-    return summaries
-
-
-def _assert_within_bound(summary: CompanionSummary, product: str, truth: Truth) -> None:
-    _, with_product, together = truth
-    companions = summary.companions
-    n = companions.total
-    m = companions.capacity
-    assert summary.orders == with_product[product]
-    assert n == sum(together.get(product, {}).values())
-    for other in _CATALOGUE:
-        true = together.get(product, {}).get(other, 0)
-        estimate = companions.estimate(other)
-        assert true <= estimate, (product, other)
-        assert (estimate - true) * m <= n, (product, other)
-        assert companions.guaranteed(other) <= true, (product, other)
-        if true * m > n:
-            assert other in companions, (product, other)
-
-
 def test_oracle_accumulator_deltas_equal_brute_force_counts(orders: list[list[str]], truth: Truth) -> None:
     n, with_product, together = truth
     accumulator = PairAccumulator()
     for order in orders:
         accumulator.add_order(order)
-    deltas = accumulator.deltas()
+    counted = deltas(accumulator)
     assert accumulator.total_orders == n
-    assert {product: delta.orders_with_product for product, delta in deltas.items()} == with_product
-    assert {product: delta.companions for product, delta in deltas.items() if delta.companions} == together
+    assert {product: orders_with for product, (_, orders_with, _) in counted.items()} == with_product
+    assert {product: companions for product, (_, _, companions) in counted.items() if companions} == together
 
 
-def test_oracle_large_capacity_gives_brute_force_counts_confidence_and_lift(
-    orders: list[list[str]], truth: Truth
-) -> None:
-    n, with_product, together = truth
-    summaries = _summaries(orders, capacity=len(_CATALOGUE))
-    for product, summary in summaries.items():
-        assert summary.companions.is_exact
-        ranked = rank_companions(product, summary, with_product, n, k=len(_CATALOGUE), min_support=1)
-        n_a = with_product[product]
-        expected = []
-        for other, n_ab in together.get(product, {}).items():
-            n_b = with_product[other]
-            expected.append((other, n_ab, n_ab / n_a, n_ab * n / (n_a * n_b)))
-        expected.sort(key=lambda row: (-row[1], -row[3], row[0]))
-        assert [(c.product_id, c.count, c.error) for c in ranked] == [(row[0], row[1], 0) for row in expected]
-        assert [c.confidence for c in ranked] == pytest.approx([row[2] for row in expected])
-        assert [c.lift for c in ranked] == pytest.approx([row[3] for row in expected])
-        for companion in ranked:
-            assert support(companion.count, n) == pytest.approx(together[product][companion.product_id] / n)
 
 
-def test_oracle_planted_bundles_rank_first_with_high_lift(orders: list[list[str]], truth: Truth) -> None:
-    n, with_product, _ = truth
-    summaries = _summaries(orders, capacity=20)
-    # p150 is rare on its own but often bought as the bundle partner of p000.
-    top = rank_companions("p150", summaries["p150"], with_product, n, k=1, min_support=5)
-    assert [companion.product_id for companion in top] == ["p000"]
-    assert top[0].lift > 1.0
-
-
-def test_oracle_small_capacity_keeps_the_documented_bound(orders: list[list[str]], truth: Truth) -> None:
-    summaries = _summaries(orders, capacity=8)
-    assert any(not summary.companions.is_exact for summary in summaries.values())  # evictions happened
-    for product, summary in summaries.items():
-        _assert_within_bound(summary, product, truth)
-
-
-def test_oracle_merged_halves_keep_the_bound_against_the_whole(orders: list[list[str]], truth: Truth) -> None:
-    half = len(orders) // 2
-    merged = _summaries(orders[:half], capacity=8)
-    for product, summary in _summaries(orders[half:], capacity=8).items():
-        merged.setdefault(product, CompanionSummary(8)).merge(summary)
-    for product, summary in merged.items():
-        _assert_within_bound(summary, product, truth)
-
-
-def test_oracle_bucket_deltas_merged_over_a_horizon_keep_the_bound(orders: list[list[str]], truth: Truth) -> None:
-    horizon: dict[str, CompanionSummary] = {}
-    buckets = 8
-    size = -(-len(orders) // buckets)
-    for start in range(0, len(orders), size):
-        accumulator = PairAccumulator()
-        for order in orders[start : start + size]:
-            accumulator.add_order(order)
-        for product, delta in accumulator.deltas().items():
-            _, received = from_message(to_message(delta, bucket_start=start))
-            bucket = CompanionSummary(8)
-            bucket.add_delta(received)
-            horizon.setdefault(product, CompanionSummary(8)).merge(bucket)
-    assert any(not summary.companions.is_exact for summary in horizon.values())
-    for product, summary in horizon.items():
-        _assert_within_bound(summary, product, truth)
+def deltas(accumulator: PairAccumulator) -> dict[str, tuple[str, int, dict[str, int]]]:
+    """product -> (product, orders with it, {companion: orders with both}): what a flush sends of each product."""
+    companions = accumulator.companion_counts()
+    return {product: (product, orders, companions.get(product, {}))
+            for product, orders in accumulator.product_counts().items()}

@@ -6,7 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from streams.contract import REASONS
+from streams.orders.contract import REASONS
 from streams.settings import PREFIX, Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

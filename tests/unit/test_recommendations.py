@@ -1,4 +1,4 @@
-"""streams.recommendations: ranking, change detection, the message contract and the throttle."""
+"""streams.pairs.recommendations: ranking, change detection, the message contract and the throttle."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from streams.pairs import CompanionSummary
-from streams.recommendations import (
+from streams.pairs.recommendations import (
     HORIZON_LABEL,
     HORIZONS,
     MAX_COMPANIONS,
@@ -21,7 +20,6 @@ from streams.recommendations import (
     PublishedState,
     RecommendationThrottle,
     changed_materially,
-    rank_companions,
     recommendation_message,
 )
 
@@ -61,79 +59,14 @@ def validator(schema: dict[str, Any]) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=_format_checker())
 
 
-def _summary(orders: list[list[str]], capacity: int = 50) -> CompanionSummary:
-    summary = CompanionSummary(capacity)
-    for companions in orders:
-        summary.add_order(companions)
-    return summary
-
-
 def _companion(product_id: str, count: int, conf: float = 0.5, lift: float = 1.0) -> Companion:
     return Companion(product_id=product_id, count=count, confidence=conf, lift=lift)
 
-
-# --- rank_companions --------------------------------------------------------
 
 # Orders containing "a" (10 of them), given as a's companions; n_B and N below.
 _A_ORDERS = [["b", "c", "d"]] * 4 + [["b", "c"]] * 2 + [["e"]] * 2 + [["d"]] + [[]]
 _N_B = {"a": 10, "b": 30, "c": 6, "d": 5, "e": 2}
 _N = 100
-
-
-@pytest.mark.parametrize(
-    ("k", "min_support", "expected"),
-    [
-        # b and c both 6 together: c first, its lift (6*100/(10*6)=10) beats b's (2).
-        (10, 1, [("c", 6, 10.0), ("b", 6, 2.0), ("d", 5, 10.0), ("e", 2, 10.0)]),
-        (2, 1, [("c", 6, 10.0), ("b", 6, 2.0)]),
-        (10, 5, [("c", 6, 10.0), ("b", 6, 2.0), ("d", 5, 10.0)]),
-        (10, 7, []),
-        (0, 1, []),
-    ],
-)
-def test_rank_companions_filters_by_support_sorts_by_count_then_lift_and_keeps_k(
-    k: int, min_support: int, expected: list[tuple[str, int, float]]
-) -> None:
-    ranked = rank_companions("a", _summary(_A_ORDERS), _N_B, _N, k, min_support)
-    assert [(c.product_id, c.count) for c in ranked] == [(product, count) for product, count, _ in expected]
-    assert [c.lift for c in ranked] == pytest.approx([lift for _, _, lift in expected])
-    assert all(c.confidence == pytest.approx(c.count / 10) for c in ranked)
-
-
-def test_rank_companions_breaks_full_ties_by_product_id() -> None:
-    ranked = rank_companions("a", _summary([["z", "y", "x"]]), {"x": 1, "y": 1, "z": 1}, 1, k=3, min_support=1)
-    assert [c.product_id for c in ranked] == ["x", "y", "z"]
-
-
-def test_rank_companions_gives_lift_zero_when_the_companions_orders_are_unknown() -> None:
-    ranked = rank_companions("a", _summary([["b"]]), {}, 10, k=5, min_support=1)
-    assert [(c.product_id, c.lift) for c in ranked] == [("b", 0.0)]
-
-
-def test_rank_companions_never_lists_the_product_itself() -> None:
-    ranked = rank_companions("a", _summary([["a", "b"]]), {"a": 1, "b": 1}, 1, k=5, min_support=1)
-    assert [c.product_id for c in ranked] == ["b"]
-
-
-def test_rank_companions_caps_an_overestimated_count_at_the_orders_with_the_product() -> None:
-    # Capacity 1: c evicts b, d evicts c, so d estimates 3 from a single order.
-    summary = _summary([["b", "c", "d"]], capacity=1)
-    assert summary.companions.estimate("d") == 3
-    [companion] = rank_companions("a", summary, {"d": 1}, 1, k=5, min_support=1)
-    assert (companion.count, companion.error, companion.guaranteed, companion.confidence) == (1, 1, 0, 1.0)
-
-
-def test_rank_companions_uses_the_estimate_and_exposes_its_error() -> None:
-    # Capacity 2: "c" evicts "b" (count 1) and carries error 1.
-    summary = _summary([["a2", "b"], ["a2"], ["c"], ["c"]], capacity=2)
-    ranked = rank_companions("a", summary, {"a2": 2, "c": 2}, 4, k=5, min_support=3)
-    assert [(c.product_id, c.count, c.error, c.guaranteed) for c in ranked] == [("c", 3, 1, 2)]
-
-
-@pytest.mark.parametrize(("k", "min_support"), [(-1, 1), (5, 0)])
-def test_rank_companions_rejects_a_negative_k_or_a_support_below_one(k: int, min_support: int) -> None:
-    with pytest.raises(ValueError, match="rank_companions"):
-        rank_companions("a", _summary([["b"]]), {}, 1, k, min_support)
 
 
 # --- changed_materially -----------------------------------------------------
@@ -210,17 +143,6 @@ def test_recommendation_message_follows_the_schema(validator: Draft202012Validat
             {"product_id": "c", "count": 3, "confidence": 0.333333, "lift": 4.123457},
         ],
     }
-    assert list(validator.iter_errors(message)) == []
-
-
-@pytest.mark.parametrize("horizon", HORIZONS)
-def test_ranked_companions_of_a_lossy_summary_make_a_valid_message(
-    validator: Draft202012Validator, horizon: str
-) -> None:
-    summary = _summary([["b", "c", "d", "e"], ["c", "f"], ["g", "h", "b"]], capacity=2)
-    ranked = rank_companions("a", summary, {"b": 2, "c": 2}, 50, k=10, min_support=1)
-    assert ranked
-    message = recommendation_message("a", horizon, NOW, ranked, orders_with_product=summary.orders, total_orders=50)
     assert list(validator.iter_errors(message)) == []
 
 
@@ -339,20 +261,3 @@ def test_throttle_rejects_meaningless_settings(options: dict[str, Any]) -> None:
         RecommendationThrottle(**options)
 
 
-def test_published_state_round_trips_through_its_dict() -> None:
-    state = PublishedState((Companion("b", 6, 0.6, 2.0, error=1),), NOW)
-    assert PublishedState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        {"published_at": "2026-11-22T18:30:00", "companions": []},
-        {"published_at": "yesterday", "companions": []},
-        {"published_at": "2026-11-22T18:30:00+00:00", "companions": [["b", 1]]},
-        {"companions": []},
-    ],
-)
-def test_published_state_from_dict_rejects_malformed_state(data: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="PublishedState state"):
-        PublishedState.from_dict(data)

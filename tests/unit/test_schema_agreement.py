@@ -1,4 +1,4 @@
-"""schemas/order.schema.json and streams.contract.decode_order give the same verdict on one corpus.
+"""schemas/order.schema.json and streams.orders.contract.decode_order give the same verdict on one corpus.
 
 The schema is the language-neutral contract, decode_order its runtime twin.
 Every event of the corpus goes through both: jsonschema's Draft 2020-12
@@ -38,8 +38,16 @@ from orders import (
     line,
 )
 
-from streams.contract import MAX_ID_LENGTH, MAX_LABEL_LENGTH, MAX_UNIT_PRICE, Limits, Order, Rejection, decode_order
-from streams.traffic import OrderMaker, invalid_event
+from streams.ops.traffic import OrderMaker, invalid_event
+from streams.orders.contract import (
+    MAX_ID_LENGTH,
+    MAX_LABEL_LENGTH,
+    MAX_UNIT_PRICE,
+    Limits,
+    Order,
+    Rejection,
+    decode_order,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "order.schema.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""streams.traffic: generated orders keep the event contract, are reproducible, and follow their shape."""
+"""streams.ops.traffic: generated orders keep the event contract, are reproducible, and follow their shape."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from streams.contract import Order, Rejection, decode_order
-from streams.facts import order_facts
-from streams.traffic import OrderMaker, TrafficShape, invalid_event
+from streams.ops.traffic import OrderMaker, TrafficShape, invalid_event
+from streams.orders.contract import Order, Rejection, decode_order
+from streams.orders.facts import order_facts
 
 NOW = 1_800_000_000.0
 SEEDS = range(5)

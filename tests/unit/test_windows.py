@@ -1,4 +1,4 @@
-"""streams.windows: window assignment, lateness, folding orders, rolling views and bounded labels."""
+"""streams.orders.windows: window assignment, lateness, folding orders, rolling views and bounded labels."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.contract import Order, decode_order
-from streams.facts import OrderFacts, order_facts
-from streams.traffic import OrderMaker
-from streams.windows import (
+from streams.ops.traffic import OrderMaker
+from streams.orders.contract import Order, decode_order
+from streams.orders.facts import OrderFacts, order_facts
+from streams.orders.windows import (
     OTHER,
     PAIR_SEPARATOR,
     ViewResult,

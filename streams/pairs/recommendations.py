@@ -1,7 +1,7 @@
 """From a product's companion summary to a "frequently bought together" message.
 
-:func:`rank_companions` turns a horizon's :class:`~streams.pairs.CompanionSummary`
-into the top k :class:`Companion` s; :class:`RecommendationThrottle` decides
+A horizon view of the pairs ledger ranks a product's top k :class:`Companion` s
+(with :func:`confidence` and :func:`lift`); :class:`RecommendationThrottle` decides
 whether that list is worth a message now (publish, tombstone or skip); and
 :func:`recommendation_message` builds the value the recommendations topic
 carries, as ``schemas/recommendation.schema.json`` describes it (key: the
@@ -12,17 +12,37 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
-
-from streams.pairs import CompanionSummary, confidence, lift
 
 HORIZONS: Final = ("24h", "7d")  # the default horizons
 HORIZON_LABEL: Final = re.compile(r"[1-9][0-9]*(s|m|h|d)")  # the schema's "horizon" pattern
 MAX_COMPANIONS: Final = 100  # the schema's maxItems for "companions"
 _DIGITS: Final = 6  # confidence and lift are rounded so messages are short and stable
+
+
+# Association metrics. Zero denominators give 0.0, never an exception or NaN:
+# with no orders (or no orders of A or B) there is no evidence, and 0.0 keeps
+# such a pair at the bottom of every ranking. Note that for lift this "no
+# evidence" 0.0 is not the "independent" 1.0.
+
+
+def confidence(n_ab: float, n_a: float) -> float:
+    """P(B | A) for the rule A -> B: share of the orders with A that also have B; 0.0 when ``n_a`` is 0."""
+    return n_ab / n_a if n_a > 0 else 0.0
+
+
+def lift(n_ab: float, n_a: float, n_b: float, n: float) -> float:
+    """confidence(A -> B) / support(B) = n_ab * n / (n_a * n_b); 0.0 when n, n_a or n_b is 0.
+
+    Above 1, A and B are bought together more often than if they were
+    independent; below 1, less often.
+    """
+    if n <= 0 or n_a <= 0 or n_b <= 0:
+        return 0.0
+    return (n_ab * n) / (n_a * n_b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,54 +64,6 @@ class Companion:
     def guaranteed(self) -> int:
         """Orders containing both that are certain: count - error."""
         return self.count - self.error
-
-
-def rank_companions(
-    product: str,
-    summary: CompanionSummary,
-    product_orders: Mapping[str, int],
-    total_orders: int,
-    k: int,
-    min_support: int,
-) -> list[Companion]:
-    """The top ``k`` companions of ``product`` with at least ``min_support`` orders together.
-
-    ``summary`` covers the horizon; ``product_orders`` gives n_B, the orders with
-    each companion over the same horizon (may be approximate; a companion missing
-    from it gets lift 0.0); ``total_orders`` is N. Sorted by count descending,
-    then lift descending, then product id ascending.
-
-    The count is the Space-Saving *estimate*, not the guaranteed lower bound: a
-    companion that entered the summary late carries an error from that moment,
-    and the lower bound would hide it even when it is frequent. With the estimate
-    no companion whose true count reaches ``min_support`` is missed (provided it
-    exceeds N_companions/m, so it is monitored); the price is that a count can be
-    high by at most ``Companion.error``. The estimate is capped at the orders with
-    ``product`` (a true co-occurrence count cannot exceed it), which also keeps
-    confidence within 0..1.
-    """
-    if k < 0:
-        raise ValueError(f"rank_companions: k must be >= 0, got {k!r}")
-    if min_support < 1:
-        raise ValueError(f"rank_companions: min_support must be >= 1 (orders together), got {min_support!r}")
-    n_a = summary.orders
-    ranked: list[Companion] = []
-    for other, estimate, error in summary.companions.entries():
-        count = min(estimate, n_a)
-        if count < min_support or other == product:
-            continue
-        n_b = product_orders.get(other, 0)
-        ranked.append(
-            Companion(
-                product_id=other,
-                count=count,
-                confidence=confidence(count, n_a),
-                lift=lift(count, n_a, n_b, total_orders),
-                error=min(error, count),
-            )
-        )
-    ranked.sort(key=lambda companion: (-companion.count, -companion.lift, companion.product_id))
-    return ranked[:k]
 
 
 def changed_materially(
@@ -188,29 +160,6 @@ class PublishedState:
 
     companions: tuple[Companion, ...]
     published_at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "published_at": self.published_at.isoformat(),
-            "companions": [
-                [companion.product_id, companion.count, companion.confidence, companion.lift, companion.error]
-                for companion in self.companions
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PublishedState:
-        try:
-            published_at = datetime.fromisoformat(data["published_at"])
-            companions = tuple(
-                Companion(str(product_id), int(count), float(conf), float(lift_), int(error))
-                for product_id, count, conf, lift_, error in data["companions"]
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"PublishedState state is malformed ({exc}): {dict(data)!r}") from exc
-        if published_at.tzinfo is None:
-            raise ValueError(f"PublishedState state: 'published_at' needs a time zone, got {data['published_at']!r}")
-        return cls(companions, published_at)
 
 
 @dataclass(frozen=True, slots=True)

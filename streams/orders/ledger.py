@@ -29,11 +29,11 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from streams.companions import outbox_messages
-from streams.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
-from streams.facts import OrderFacts, order_facts
-from streams.pairs import PairAccumulator
-from streams.windows import WindowTotals, agg, window_start
+from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
+from streams.orders.facts import OrderFacts, order_facts
+from streams.orders.windows import WindowTotals, agg, initialize, window_closed, window_start
+from streams.pairs.basket import PairAccumulator
+from streams.pairs.outbox import outbox_messages
 
 # What a pairs record needs besides its JSON value: key, headers, framing.
 RECORD_ROOM = 1024
@@ -63,10 +63,6 @@ def seen_key(partition: int, sequence: int) -> str:
 
 def outbox_key(partition: int) -> str:
     return f"{partition}/{OUTBOX}"
-
-
-def key_partition(key: str) -> int:
-    return int(key.split("/", 1)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +265,7 @@ class PartitionLedger:
             meta.duplicates += 1
             return DUPLICATE
         start = window_start(event_time, config.size)
-        if watermark is not None and start + config.size + config.grace <= watermark:  # is_late(), reusing start
+        if watermark is not None and window_closed(start, watermark, config.size, config.grace):
             meta.late += 1
             return LATE
         if first_seen is None:
@@ -298,17 +294,13 @@ class PartitionLedger:
     def _fold(self, offset: int, start: float, facts: OrderFacts) -> None:
         window = self.windows.get(start)
         if window is None:
-            window = self.windows[start] = Window(WindowTotals())
+            window = self.windows[start] = Window(initialize())
         if offset > window.offset:  # else: folded before a crash, in a flush that did not finish
             agg(window.totals, facts, self.config.max_tracked)
             window.offset = offset
             self._dirty_windows.add(start)
 
     # -- flushing ----------------------------------------------------------
-    @property
-    def dirty(self) -> bool:
-        return self._dirty
-
     def take_changes(self) -> Changes | None:
         """The table writes that make the changelog hold the state as of now."""
         if not self._dirty:

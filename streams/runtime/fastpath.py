@@ -168,7 +168,7 @@ class FastPathConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
             if not hasattr(consumer, "_fetch_max_wait_ms"):
                 raise RuntimeError(
                     f"aiokafka {aiokafka.__version__} keeps fetch_max_wait_ms elsewhere; "
-                    "update streams/fastpath.py (FastPathConsumerThread) for this version, "
+                    "update streams/runtime/fastpath.py (FastPathConsumerThread) for this version, "
                     "or pass fetch_max_wait=None to FastPathApp"
                 )
             # The constructor argument, read when the consumer starts (Fetcher(...)).

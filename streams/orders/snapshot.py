@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streams.ledger import Counters, PartitionLedger
+from streams.orders.ledger import Counters, PartitionLedger
+from streams.orders.windows import WindowTotals, merge, result, top_pairs, window_start
 from streams.settings import Settings, duration_label
-from streams.windows import WindowTotals, merge, result, top_pairs, window_start
 
 
 @dataclass(slots=True)

@@ -1,93 +1,19 @@
-"""Count what is bought together: pairs of one order, heavy hitters, association metrics.
+"""Space-Saving: the most frequent items of a stream in bounded memory (Metwally et al.).
 
-The steps, in the order the data flows (as in Bytewax's apriori example):
+A summary of capacity m counts exactly while it holds fewer than m distinct
+items; beyond that it keeps the m most frequent, each count at most M/m above
+the truth (M = everything counted), never below. The pairs ledger keeps one
+for products and one for pairs per time bucket.
 
-1. normalise the basket of one order: :func:`product_basket` (distinct, sorted);
-2. list its pairs with ``itertools.combinations``: :func:`product_pairs`,
-   :func:`category_pairs` (each pair is its own sorted key, ``a < b``);
-3. pre-aggregate one time bucket per flush: :class:`PairAccumulator` emits one
-   exact :class:`ProductDelta` per distinct product, the unit that is
-   repartitioned by product (:func:`to_message` / :func:`from_message`);
-4. fold the deltas of a product into a bounded :class:`CompanionSummary`
-   (orders with the product, and a :class:`SpaceSaving` summary of its
-   companions), and merge bucket summaries into a horizon;
-5. derive :func:`support`, :func:`confidence` and :func:`lift`.
-
-Nothing here knows about Kafka, Faust or Prometheus; every stateful class has
-``to_dict``/``from_dict`` giving the JSON form a changelog stores.
+Nothing here knows about Kafka, Faust or Prometheus; ``to_dict``/``from_dict``
+give the JSON form a changelog stores.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import chain, combinations
-from typing import Any, Final, TypeGuard
-
-DEFAULT_MAX_BASKET: Final = 50
-# Several times the number of companions published per product (k ~ 10-20), so
-# that the published top k are ranked on accurate counts.
-DEFAULT_COMPANION_CAPACITY: Final = 100
-
-
-# --- pairs of one order -----------------------------------------------------
-
-
-def category_pairs(categories: Iterable[str]) -> list[tuple[str, str]]:
-    """Distinct unordered category pairs of one order, each ``(a, b)`` with ``a < b``, sorted."""
-    return list(combinations(sorted(set(categories)), 2))
-
-
-def product_basket(product_ids: Iterable[str]) -> tuple[str, ...]:
-    """The distinct products of one order, sorted: the normal form every count starts from."""
-    return tuple(sorted(set(product_ids)))
-
-
-def product_pairs(basket: Sequence[str], max_basket: int = DEFAULT_MAX_BASKET) -> list[tuple[str, str]]:
-    """Unordered product pairs of a basket from :func:`product_basket`, each ``(a, b)`` with ``a < b``, sorted.
-
-    A basket of n products has n(n-1)/2 pairs: 50 products give 1,225 pairs, but
-    one 500-line wholesale order would give 124,750 and stall the hot path (and
-    swamp every companion summary with one customer's order). So only the first
-    ``max_basket`` products, in sorted order, are paired; the rest still count as
-    orders containing them (see :class:`PairAccumulator`).
-    """
-    if max_basket < 2:
-        raise ValueError(f"max_basket must be at least 2 (a pair needs two products), got {max_basket!r}")
-    return list(combinations(basket[:max_basket], 2))
-
-
-# --- association metrics ----------------------------------------------------
-# Zero denominators give 0.0, never an exception or NaN: with no orders (or no
-# orders of A or B) there is no evidence, and 0.0 keeps such a pair at the
-# bottom of every ranking. Note that for lift this "no evidence" 0.0 is not the
-# "independent" 1.0.
-
-
-def support(n_ab: float, n: float) -> float:
-    """Share of all ``n`` orders that contain both A and B; 0.0 when ``n`` is 0."""
-    return n_ab / n if n > 0 else 0.0
-
-
-def confidence(n_ab: float, n_a: float) -> float:
-    """P(B | A) for the rule A -> B: share of the orders with A that also have B; 0.0 when ``n_a`` is 0."""
-    return n_ab / n_a if n_a > 0 else 0.0
-
-
-def lift(n_ab: float, n_a: float, n_b: float, n: float) -> float:
-    """confidence(A -> B) / support(B) = n_ab * n / (n_a * n_b); 0.0 when n, n_a or n_b is 0.
-
-    Above 1, A and B are bought together more often than if they were
-    independent; below 1, less often.
-    """
-    if n <= 0 or n_a <= 0 or n_b <= 0:
-        return 0.0
-    return (n_ab * n) / (n_a * n_b)
-
-
-# --- heavy hitters ----------------------------------------------------------
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeGuard
 
 
 class SpaceSaving:
@@ -415,10 +341,6 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _require(ok: bool, message: str) -> None:
     # Stored state and messages that do not fit are a ValueError whatever the
     # reason, so a caller has one exception to route to its dead letters.
@@ -431,188 +353,3 @@ def _field_int(data: Mapping[str, Any], name: str, what: str, *, minimum: int) -
     if _is_int(value) and value >= minimum:
         return value
     raise ValueError(f"{what}: {name!r} must be an integer >= {minimum}, got {value!r}")
-
-
-# --- per-product state ------------------------------------------------------
-
-
-class CompanionSummary:
-    """What is bought with one product A over one time bucket (or a horizon of merged buckets).
-
-    ``orders`` is the exact number of orders containing A; ``companions`` counts,
-    for each other product B, the orders containing both A and B (once per
-    order), in a :class:`SpaceSaving` summary so the state stays bounded
-    whatever the catalogue size.
-    """
-
-    __slots__ = ("companions", "orders")
-
-    def __init__(self, capacity: int = DEFAULT_COMPANION_CAPACITY) -> None:
-        self.orders = 0
-        self.companions = SpaceSaving(capacity)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CompanionSummary):
-            return NotImplemented
-        return self.orders == other.orders and self.companions == other.companions
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return f"CompanionSummary(orders={self.orders}, companions={self.companions!r})"
-
-    def add_order(self, companions: Iterable[str]) -> None:
-        """Count one order containing A; ``companions`` are the order's other products (repeats count once)."""
-        self.orders += 1
-        self.companions.add_many((product, 1) for product in sorted(set(companions)))
-
-    def add_delta(self, delta: ProductDelta) -> None:
-        """Fold in a flush's exact counts for this product (see :class:`PairAccumulator`)."""
-        self.orders += delta.orders_with_product
-        # Heaviest first: light companions then compete with each other for the
-        # last counters instead of evicting heavy ones. Sorted, so replays agree.
-        self.companions.add_many(sorted(delta.companions.items(), key=_by_count_then_item))
-
-    def merge(self, other: CompanionSummary) -> None:
-        """Fold another bucket's summary of the same product into this one."""
-        self.orders += other.orders
-        self.companions.merge(other.companions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"orders": self.orders, "companions": self.companions.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CompanionSummary:
-        orders = _field_int(data, "orders", "CompanionSummary state", minimum=0)
-        companions = data.get("companions")
-        _require(
-            isinstance(companions, Mapping),
-            f"CompanionSummary state: 'companions' must be an object, got {companions!r}",
-        )
-        summary = cls.__new__(cls)
-        summary.orders = orders
-        summary.companions = SpaceSaving.from_dict(companions)  # type: ignore[arg-type]  # checked above
-        return summary
-
-
-# --- pre-aggregation of one flush -------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProductDelta:
-    """Exact counts for one product from one flush of one time bucket."""
-
-    product: str
-    orders_with_product: int
-    companions: dict[str, int]  # companion product -> orders containing both
-
-
-class PairAccumulator:
-    """Accumulates the orders of one time bucket between two flushes.
-
-    A flush then sends one :class:`ProductDelta` per distinct product, keyed by
-    product, instead of one message per order line or per pair: a product
-    bought a thousand times in the flush costs one message.
-
-    Each pair is counted once, under its sorted key ``(a, b)``; the companions
-    of each product (both directions) are only laid out when a flush asks.
-    """
-
-    __slots__ = ("_max_basket", "_orders", "_pairs", "total_orders")
-
-    def __init__(self, max_basket: int = DEFAULT_MAX_BASKET) -> None:
-        if max_basket < 2:
-            raise ValueError(f"max_basket must be at least 2 (a pair needs two products), got {max_basket!r}")
-        self._max_basket = max_basket
-        self.total_orders = 0  # orders in the bucket: the N of support and lift
-        self._orders: Counter[str] = Counter()
-        self._pairs: Counter[tuple[str, str]] = Counter()
-
-    def add_order(self, product_ids: Iterable[str]) -> None:
-        """Count one order, given the product ids of its lines (repeats count once)."""
-        self.add_baskets([product_basket(product_ids)])
-
-    def add_baskets(self, baskets: Sequence[tuple[str, ...]]) -> None:
-        """Count one order per basket, each as :func:`product_basket` makes it (distinct, sorted).
-
-        The counting loops run in C (``Counter.update``), which is why a flush
-        hands over all its orders of a bucket at once.
-        """
-        self.total_orders += len(baskets)
-        self._orders.update(chain.from_iterable(baskets))
-        limit = self._max_basket
-        # product_pairs() of each basket, without a list per order.
-        self._pairs.update(
-            chain.from_iterable(combinations(basket[:limit], 2) for basket in baskets if len(basket) > 1)
-        )
-
-    def merge(self, other: PairAccumulator) -> None:
-        """Add the orders of ``other`` (an accumulator of the same bucket) to this one."""
-        self.total_orders += other.total_orders
-        self._orders.update(other._orders)
-        self._pairs.update(other._pairs)
-
-    def product_counts(self) -> dict[str, int]:
-        """Orders per distinct product seen, by product (sorted)."""
-        orders = self._orders
-        return {product: orders[product] for product in sorted(orders)}
-
-    def companion_counts(self) -> dict[str, dict[str, int]]:
-        """product -> {companion: orders containing both}, both levels sorted; products without companions left out."""
-        pairs = self._pairs
-        companions: dict[str, dict[str, int]] = {}
-        # In sorted (a, b) order every product's companions arrive sorted: first those
-        # smaller than it (as a), then those greater (as b).
-        for pair in sorted(pairs):
-            count = pairs[pair]
-            a, b = pair
-            of_a = companions.get(a)
-            if of_a is None:
-                companions[a] = {b: count}
-            else:
-                of_a[b] = count
-            of_b = companions.get(b)
-            if of_b is None:
-                companions[b] = {a: count}
-            else:
-                of_b[a] = count
-        return {product: companions[product] for product in sorted(companions)}
-
-    def deltas(self) -> dict[str, ProductDelta]:
-        """One exact delta per distinct product seen, by product (sorted)."""
-        companions = self.companion_counts()
-        return {
-            product: ProductDelta(product, orders, companions.get(product, {}))
-            for product, orders in self.product_counts().items()
-        }
-
-
-def to_message(delta: ProductDelta, *, bucket_start: float) -> dict[str, Any]:
-    """The JSON value of a delta message (key: the product id); ``bucket_start`` is epoch seconds."""
-    return {
-        "product_id": delta.product,
-        "bucket_start": bucket_start,
-        "orders_with_product": delta.orders_with_product,
-        "companions": dict(delta.companions),
-    }
-
-
-def from_message(message: Mapping[str, Any]) -> tuple[float, ProductDelta]:
-    """(bucket_start, delta) from :func:`to_message` output; ValueError naming the bad field otherwise."""
-    product = message.get("product_id")
-    if not isinstance(product, str) or not product:
-        raise ValueError(f"delta message: 'product_id' must be a non-empty string, got {product!r}")
-    bucket_start = message.get("bucket_start")
-    if not _is_number(bucket_start):
-        raise ValueError(f"delta message for {product!r}: 'bucket_start' must be epoch seconds, got {bucket_start!r}")
-    orders = _field_int(message, "orders_with_product", f"delta message for {product!r}", minimum=1)
-    companions = message.get("companions")
-    if not isinstance(companions, Mapping) or not all(
-        isinstance(other, str) and other != product and _is_int(count) and 1 <= count <= orders
-        for other, count in companions.items()
-    ):
-        raise ValueError(
-            f"delta message for {product!r}: 'companions' must map other product ids to counts"
-            f" from 1 to orders_with_product ({orders}), got {companions!r}"
-        )
-    return bucket_start, ProductDelta(product, orders, dict(companions))

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.contract import REASONS
+from streams.orders.contract import REASONS
+from streams.orders.snapshot import Snapshot
+from streams.orders.windows import bounded_labels, ratio, top_pairs
 from streams.settings import Settings
-from streams.snapshot import Snapshot
-from streams.windows import bounded_labels, ratio, top_pairs
 
 PREFIX = "crosssell_"
 

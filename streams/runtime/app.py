@@ -1,7 +1,7 @@
 """The Faust app: topics, tables, agents, timers and web views.
 
 Thin wiring: records are raw bytes, the work is done by the processors
-(streams/processor.py) around the pure modules.
+(streams/runtime/processors.py) around the pure modules.
 
     orders ──► process_orders ──► state table, orders-dead-letters, pairs topic
     pairs  ──► process_pairs  ──► pairs table ──► recommendations.<horizon>
@@ -29,18 +29,18 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streams.companions import owner_partition
-from streams.fastpath import FastPathApp
-from streams.metrics import CrossSellCollector
-from streams.processor import OrderProcessor, PairProcessor, Recommender
+from streams.pairs.outbox import owner_partition
+from streams.runtime.fastpath import FastPathApp
+from streams.runtime.metrics import CrossSellCollector
+from streams.runtime.processors import OrderProcessor, PairProcessor, Recommender
+from streams.runtime.store import PartitionedTable
 from streams.settings import Settings
-from streams.store import PartitionedTable
 
 log = logging.getLogger(__name__)
 
 STATE_TABLE = "state"
 PAIRS_TABLE = "pairs"
-LIVE_PAGE = Path(__file__).parent / "static" / "live.html"
+LIVE_PAGE = Path(__file__).parent.parent / "static" / "live.html"
 
 
 @dataclass
@@ -51,13 +51,17 @@ class Pipeline:
     recommender: Recommender
 
 
-def create_app(settings: Settings) -> tuple[faust.App, OrderProcessor]:
-    pipeline = create_pipeline(settings)
+def create_app(settings: Settings, app_class: type[faust.App] | None = None) -> tuple[faust.App, OrderProcessor]:
+    pipeline = create_pipeline(settings, app_class)
     return pipeline.app, pipeline.orders
 
 
-def create_pipeline(settings: Settings) -> Pipeline:
-    app = FastPathApp(
+def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None) -> Pipeline:
+    """The app and its processors. ``app_class`` defaults to the fast path (streams/runtime/fastpath.py),
+    or to plain Faust with ``CROSSSELL_FAST_PATH=false``; the benchmark passes its variants."""
+    if app_class is None:
+        app_class = FastPathApp if settings.fast_path else faust.App
+    app = app_class(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",
@@ -88,8 +92,8 @@ def create_pipeline(settings: Settings) -> Pipeline:
         return app.topic(name, key_type=bytes, value_type=bytes, partitions=settings.partitions,
                          key_serializer="raw", value_serializer="raw")
 
-    # Orders reach the agent in batches, one per partition per fetch (streams/fastpath.py);
-    # an app without batched topics (plain faust.App, for comparison) delivers them one by one.
+    # Orders reach the agent in batches, one per partition per fetch (streams/runtime/fastpath.py);
+    # an app without batched topics (plain Faust, CROSSSELL_FAST_PATH=false) delivers them one by one.
     batched_topic = getattr(app, "batched_topic", None)
     orders_topic = raw_topic(settings.orders_topic) if batched_topic is None else batched_topic(
         settings.orders_topic, key_type=bytes, value_type=bytes, partitions=settings.partitions,
@@ -104,8 +108,8 @@ def create_pipeline(settings: Settings) -> Pipeline:
         app.tables.add(created)
         return created
 
-    state = table(STATE_TABLE, "Per orders-partition windows, counters and offsets (streams/ledger.py).")
-    pair_state = table(PAIRS_TABLE, "Per pairs-partition product and pair counts (streams/companions.py).")
+    state = table(STATE_TABLE, "Per orders-partition windows, counters and offsets (streams/orders/ledger.py).")
+    pair_state = table(PAIRS_TABLE, "Per pairs-partition product and pair counts (streams/pairs/ledger.py).")
 
     orders = OrderProcessor(settings, state, raw_topic(settings.dead_letter_topic), pairs_topic)
     pairs = PairProcessor(settings, pair_state)

@@ -22,14 +22,15 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import EventT
 
-from streams.companions import FLUSHED, HorizonView, PairLedger, owner_partition
-from streams.contract import Limits, decode_order
-from streams.dead_letters import DeadLetter, dead_letter_record, header_list
-from streams.ledger import PartitionLedger, Verdict, WindowConfig
-from streams.recommendations import Decision, PublishedState, RecommendationThrottle, recommendation_message
+from streams.orders.contract import Limits, decode_order
+from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
+from streams.orders.ledger import PartitionLedger, Verdict, WindowConfig
+from streams.orders.snapshot import Snapshot, take_snapshot
+from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger
+from streams.pairs.outbox import owner_partition
+from streams.pairs.recommendations import Decision, PublishedState, RecommendationThrottle, recommendation_message
+from streams.runtime.store import PartitionedTable
 from streams.settings import Settings, duration_label
-from streams.snapshot import Snapshot, take_snapshot
-from streams.store import PartitionedTable
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class OrderProcessor:
 
     # -- the hot path --------------------------------------------------------
     def process(self, event: EventT[Any]) -> None:
-        """Apply an event: one order, or a batch of them (a MessageBatch, streams/fastpath.py)."""
+        """Apply an event: one order, or a batch of them (a MessageBatch, streams/runtime/fastpath.py)."""
         message = event.message
         ledger = self.ledgers.get(message.partition)
         if ledger is None:

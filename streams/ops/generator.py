@@ -16,7 +16,7 @@ from typing import IO
 
 from confluent_kafka import KafkaException, Producer
 
-from streams.traffic import OrderMaker, TrafficShape
+from streams.ops.traffic import OrderMaker, TrafficShape
 
 PROGRESS_EVERY = 5.0
 

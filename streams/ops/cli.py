@@ -17,11 +17,15 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from streams.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
-from streams.broker import BrokerError, EmbeddedBroker, stop_process
+if TYPE_CHECKING:
+    import faust
+
+from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
+from streams.ops.broker import BrokerError, EmbeddedBroker, stop_process
+from streams.ops.traffic import TrafficShape
 from streams.settings import Settings, SettingsError
-from streams.traffic import TrafficShape
 
 EXIT_CONFIG = 2
 EXIT_BROKER = 3
@@ -29,9 +33,11 @@ EXIT_BROKER = 3
 YOUNG_GC_THRESHOLD = 20_000
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, app_class: type[faust.App] | None = None) -> int:
+    """Run a command; ``app_class`` replaces the worker's Faust app class (the benchmark's variants)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.app_class = app_class
     try:
         settings = Settings.from_env(os.environ)
         return int(args.command(settings, args) or 0)
@@ -125,12 +131,12 @@ def _prepare_broker(settings: Settings) -> str:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
-    from streams.app import create_app
+    from streams.runtime.app import create_app
 
     _require_broker(settings, "worker")
     _prepare_broker(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    app, _ = create_app(settings)
+    app, _ = create_app(settings, args.app_class)
     # The worker keeps millions of long-lived objects (dedup ids, windows, pair summaries) and
     # allocates a few dozen short-lived ones per order. With Python's default threshold (700)
     # the young generation is collected every ~20 orders and the cyclic collector took ~10 %
@@ -158,7 +164,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.generator import generate
+    from streams.ops.generator import generate
 
     bootstrap = _require_broker(settings, "generate")
     _prepare_broker(settings)
@@ -169,7 +175,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.generator import replay
+    from streams.ops.generator import replay
 
     bootstrap = _require_broker(settings, "replay")
     _prepare_broker(settings)

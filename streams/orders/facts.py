@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from streams.contract import Item, Order
+from streams.orders.contract import Item, Order
 
 NONE_LABEL = "none"
+# Joins the two members of a pair into one key (category pairs in the windows,
+# product pairs in the pairs ledger): a control character no id contains.
+PAIR_SEPARATOR = "\x1f"
 
 
 class OrderFacts(NamedTuple):

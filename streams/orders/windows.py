@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from streams.facts import OrderFacts
+from streams.orders.facts import PAIR_SEPARATOR, OrderFacts
 
 OTHER = "other"
-PAIR_SEPARATOR = "\x1f"
 
 
 def window_start(event_time: float, size: float) -> float:
@@ -28,7 +27,12 @@ def window_start(event_time: float, size: float) -> float:
 
 def is_late(event_time: float, watermark: float, size: float, grace: float) -> bool:
     """True when the event's window closed: the watermark passed its end plus grace."""
-    return window_start(event_time, size) + size + grace <= watermark
+    return window_closed(window_start(event_time, size), watermark, size, grace)
+
+
+def window_closed(start: float, watermark: float, size: float, grace: float) -> bool:
+    """True when the window starting at ``start`` takes no more events: the lateness rule."""
+    return start + size + grace <= watermark
 
 
 @dataclass(slots=True)

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -133,11 +132,3 @@ def _port_open(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
     return False
-
-
-@contextlib.contextmanager
-def embedded_broker(port: int = 0) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(port=port)
-    with broker:
-        yield broker
-
