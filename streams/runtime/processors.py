@@ -24,7 +24,7 @@ from faust.types import EventT
 
 from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
-from streams.orders.ledger import PartitionLedger, Verdict, WindowConfig
+from streams.orders.ledger import PartitionLedger, Verdict, window_config
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger
 from streams.pairs.outbox import owner_partition
@@ -33,22 +33,6 @@ from streams.runtime.store import PartitionedTable
 from streams.settings import Settings, duration_label
 
 log = logging.getLogger(__name__)
-
-
-def window_config(settings: Settings) -> WindowConfig:
-    return WindowConfig(
-        size=settings.window_seconds,
-        grace=settings.grace_seconds,
-        retention=settings.retention_seconds,
-        dedup_horizon=settings.dedup_horizon_seconds,
-        max_future=settings.max_future_seconds,
-        max_tracked=settings.max_tracked_values,
-        pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
-        pair_slots=settings.pair_slots,
-        pair_partitions=settings.partitions,
-        max_basket=settings.max_basket,
-        max_message_bytes=settings.max_message_bytes,
-    )
 
 
 class OrderProcessor:

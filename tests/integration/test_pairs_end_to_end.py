@@ -130,13 +130,15 @@ def run_workers(tmp: Path, orders: list[dict[str, object]], workers: int) -> Ite
         wait_until(lambda: sum(w.sample("crosssell_orders_total") or 0 for w in started) == len(orders), 90,
                    "every order applied")
         # Lists stop changing once every delta is in; wait for two quiet intervals.
-        previous = -1.0
-        for _ in range(60):
+        seen = [-1.0]
+
+        def settled() -> bool:
             updates = sum(w.sample("crosssell_recommendation_updates_total") or 0 for w in started)
-            if updates == previous and updates > 0:
-                break
-            previous = updates
-            time.sleep(2.5)
+            quiet = updates == seen[-1] and updates > 0
+            seen.append(updates)
+            return quiet
+
+        wait_until(settled, 150, "recommendation updates to settle", interval=2.5)
         yield running
 
 

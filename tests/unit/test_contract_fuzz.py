@@ -27,7 +27,7 @@ from streams.orders.ledger import PartitionLedger, Verdict, WindowConfig
 FUZZ = settings(max_examples=500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 NOW = time.time()
-# As the worker runs it by default, pair counting included (streams.runtime.processors.window_config).
+# As the worker runs it by default, pair counting included (streams.orders.ledger.window_config).
 CONFIG = WindowConfig(pair_horizons=(("24h", 86400.0), ("7d", 604800.0)), pair_partitions=4)
 VERDICTS = {Verdict.APPLIED, Verdict.INVALID, Verdict.LATE, Verdict.DUPLICATE}
 

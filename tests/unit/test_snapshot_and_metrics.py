@@ -1,0 +1,91 @@
+"""streams.orders.snapshot and streams.runtime.metrics: what a worker exports from its ledgers.
+
+The metrics are read through a fresh CollectorRegistry and get_sample_value, as
+Prometheus would scrape them; the numbers are worked out by hand from the orders.
+"""
+
+from __future__ import annotations
+
+import pytest
+from orders import checked_order
+from prometheus_client import CollectorRegistry
+
+from streams.orders.contract import NOT_JSON, Item, Rejection
+from streams.orders.ledger import PartitionLedger, window_config
+from streams.orders.snapshot import take_snapshot
+from streams.runtime.metrics import CrossSellCollector
+from streams.settings import Settings
+
+T0 = 1_800_000_000.0  # a window boundary
+SETTINGS = Settings(rolling_views=(300.0, 3600.0), retention_seconds=7200.0, max_label_values=1, pair_horizons=())
+
+
+def ledgers() -> list[PartitionLedger]:
+    """Partition 0: a cross-sell order and a plain one in the newest minute, an older order 20 min before.
+    Partition 1: one cross-sell order, and an invalid event."""
+    first, second = PartitionLedger(0, window_config(SETTINGS)), PartitionLedger(1, window_config(SETTINGS))
+    tv, cable = Item("tv", "electronics", 400.0, 1), Item("cable", "cables", 10.0, 2)
+    pan = Item("pan", "kitchen", 30.0, 1)
+    first.apply(0, checked_order(tv, cable, order_id="a", occurred_at=T0 - 1200, channel="web"), T0)
+    first.apply(1, checked_order(tv, cable, order_id="b", occurred_at=T0 + 10, channel="web"), T0 + 10)
+    first.apply(2, checked_order(pan, order_id="c", occurred_at=T0 + 20, channel="app"), T0 + 20)
+    second.apply(0, checked_order(pan, cable, order_id="d", occurred_at=T0 + 30, variant="treatment"), T0 + 30)
+    second.apply(1, Rejection(NOT_JSON, "the event is not JSON"), T0 + 30)
+    return [first, second]
+
+
+def test_the_snapshot_sums_counters_and_anchors_views_at_the_newest_watermark() -> None:
+    snapshot = take_snapshot(ledgers(), SETTINGS, dead_letters={NOT_JSON: 1})
+    assert snapshot.partitions == [0, 1]
+    assert snapshot.watermark == T0 + 30
+    assert (snapshot.counters.events, snapshot.counters.orders, snapshot.counters.cross_sell_orders) == (5, 4, 3)
+    assert snapshot.counters.invalid == {NOT_JSON: 1}
+    five, hour = snapshot.views["5m"], snapshot.views["1h"]
+    assert (five.orders, five.cross_sell_orders) == (3, 2)  # the order 20 minutes back is outside 5m
+    assert (hour.orders, hour.cross_sell_orders) == (4, 3)
+    assert (five.revenue, hour.revenue) == (pytest.approx(420.0 + 30.0 + 50.0), pytest.approx(420.0 * 2 + 30.0 + 50.0))
+    assert snapshot.windows_held == 3
+
+
+def test_the_json_summary_gives_the_rates_a_person_reads() -> None:
+    summary = take_snapshot(ledgers(), SETTINGS, dead_letters={}).as_json()
+    five = summary["views"]["5m"]
+    assert five["rate"] == pytest.approx(2 / 3)
+    assert five["average_order_value_with_cross_sell"] == pytest.approx((420.0 + 50.0) / 2)
+    assert five["average_order_value_without_cross_sell"] == pytest.approx(30.0)
+    assert [w["orders"] for w in summary["recent_windows"]] == [1, 3]
+
+
+def scrape(snapshot_ledgers: list[PartitionLedger]) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(CrossSellCollector(
+        lambda: take_snapshot(snapshot_ledgers, SETTINGS, dead_letters={NOT_JSON: 1}), SETTINGS))
+    return registry
+
+
+def test_counters_and_views_are_exported_with_their_numerators_and_denominators() -> None:
+    registry = scrape(ledgers())
+    value = registry.get_sample_value
+    assert value("crosssell_orders_total") == 4
+    assert value("crosssell_cross_sell_orders_total") == 3
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON}) == 1
+    assert value("crosssell_dead_letters_total", {"reason": NOT_JSON}) == 1
+    assert value("crosssell_window_orders", {"window": "5m"}) == 3
+    assert value("crosssell_window_cross_sell_orders", {"window": "5m"}) == 2
+    assert value("crosssell_rate_ratio", {"window": "1h"}) == pytest.approx(0.75)
+    assert value("crosssell_partitions_assigned") == 2
+    assert value("crosssell_event_time_watermark_seconds") == T0 + 30
+
+
+def test_a_breakdown_keeps_the_top_labels_and_folds_the_rest_into_other() -> None:
+    # 1h by channel: web 2 orders, app 1, none 1; max_label_values=1 keeps web, the rest is "other".
+    samples = {s.labels["channel"]: s.value for m in scrape(ledgers()).collect()
+               if m.name == "crosssell_window_orders_by_channel" for s in m.samples if s.labels["window"] == "1h"}
+    assert samples == {"web": 2, "other": 2}
+
+
+def test_no_ledgers_export_zeros_and_no_watermark() -> None:
+    value = scrape([]).get_sample_value
+    assert value("crosssell_orders_total") == 0
+    assert value("crosssell_window_orders", {"window": "5m"}) == 0
+    assert value("crosssell_event_time_watermark_seconds") is None
