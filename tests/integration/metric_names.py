@@ -27,6 +27,7 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_events_duplicate_total": frozenset(),
         "crosssell_events_total": frozenset(),
         "crosssell_dead_letters_total": frozenset({"reason"}),
+        "crosssell_dead_letter_errors_total": frozenset({"reason"}),
         "crosssell_recommendation_updates_total": frozenset(),
         # Rolling-window gauges (window in 5m, 1h, 24h), per worker.
         "crosssell_rate_ratio": frozenset({"window"}),
