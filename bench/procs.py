@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from streams.ops.supervisor import spawn, stop
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -71,26 +72,14 @@ class Children:
     def start(self, name: str, command: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
         log_path = self.log_dir / f"{name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        process = subprocess.Popen(
-            list(command), env=dict(env if env is not None else os.environ), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Own process group: a Ctrl-C reaches the harness only, which then stops the children in order.
-            start_new_session=True,
-        )
+        # Own process group: a Ctrl-C reaches the harness only, which then stops the children in order.
+        process = spawn(command, env if env is not None else os.environ, log=log)
         child = Child(name, process, log_path, log)
         self.started.append(child)
         return child
 
     def stop(self, child: Child, timeout: float = 15.0) -> None:
-        if child.alive():
-            with contextlib.suppress(ProcessLookupError):
-                child.process.send_signal(signal.SIGTERM)
-            try:
-                child.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                child.process.wait(timeout=5)
+        stop(child.process, timeout)
         child._log.close()
 
     def stop_all(self) -> None:

@@ -52,7 +52,8 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ops.admin import ensure_topics
-from streams.ops.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
+from streams.ops.broker import LOOPBACK, EmbeddedBroker, free_port
+from streams.ops.supervisor import spawn, stop
 from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.settings import Settings, duration_label
 
@@ -121,11 +122,11 @@ def soak_env(broker_url: str, args: argparse.Namespace, data_dir: Path) -> dict[
 def child(name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A ``python -m ...`` child that is stopped (SIGTERM, then SIGKILL) however the block ends."""
     with open(log_dir / f"{name}.log", "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = spawn([sys.executable, "-m", *args], env, log=log)
     try:
         yield process
     finally:
-        stop_process(process, timeout=20)
+        stop(process, timeout=20)
 
 
 def scrape(port: int) -> dict[str, float]:

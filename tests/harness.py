@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ops.admin import ensure_topics
-from streams.ops.broker import LOOPBACK, EmbeddedBroker, free_port, stop_process
+from streams.ops.broker import LOOPBACK, EmbeddedBroker, free_port
+from streams.ops.supervisor import kill, spawn, stop
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,12 +50,8 @@ class Worker:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> Worker:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = spawn([sys.executable, "-m", "streams", "worker"], self.env, log=log, cwd=REPO)
         return self
 
     def wait_serving(self, timeout: float = 90.0) -> Worker:
@@ -96,12 +92,11 @@ class Worker:
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.process is not None:
-            stop_process(self.process, timeout)
+            stop(self.process, timeout)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            kill(self.process)
 
     def log_tail(self, lines: int = 60) -> str:
         with contextlib.suppress(OSError):
@@ -233,7 +228,6 @@ def wait_until(condition: object, timeout: float, message: str, interval: float 
 
 import math  # noqa: E402
 import random  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import zlib  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -241,7 +235,6 @@ from collections import Counter  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
-from streams.ops.broker import broker_binary  # noqa: E402
 from streams.ops.traffic import OrderMaker, TrafficShape  # noqa: E402
 from streams.orders.contract import Limits, decode_order  # noqa: E402
 from streams.orders.ledger import PartitionLedger  # noqa: E402
@@ -252,41 +245,12 @@ from tests.tcp_proxy import TcpProxy  # noqa: E402
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-@dataclass
-class AdvertisingBroker(EmbeddedBroker):
-    """Tansu listening on ``port`` but advertising ``advertised_port`` (a proxy in front of it).
-
-    Kafka clients connect to the advertised address from metadata, so every
-    client of this broker (worker, producers, admin) goes through the proxy.
-    """
-
-    advertised_port: int = 0
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{LOOPBACK}:{self.advertised_port}"
-
-    def start(self) -> AdvertisingBroker:
-        if self.process is not None:
-            raise RuntimeError("the broker is already running")
-        self.port = self.port or free_port()
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
-        self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", f"tcp://{LOOPBACK}:{self.port}",
-             "--advertised-listener-url", f"tcp://{self.bootstrap}"],
-            stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-        )
-        self._wait_ready()  # checks self.port, where Tansu itself listens
-        return self
-
-
 @contextlib.contextmanager
 def proxied_cluster(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[tuple[Cluster, TcpProxy]]:
     """Like :func:`cluster`, with a :class:`TcpProxy` between every client and the broker."""
     broker_port = free_port()
-    with TcpProxy(target_port=broker_port) as proxy, AdvertisingBroker(port=broker_port,
-                                                                       advertised_port=proxy.port) as broker:
+    with TcpProxy(target_port=broker_port) as proxy, EmbeddedBroker(port=broker_port,
+                                                                   advertised_port=proxy.port) as broker:
         running = Cluster(broker, tmp, base_environment(broker.url, env))
         running.create_topics()
         try:

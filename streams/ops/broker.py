@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
+from streams.ops.supervisor import spawn, stop
+
 READY_MARKER = "ready in"
 LOOPBACK = "127.0.0.1"
 
@@ -46,16 +48,21 @@ def broker_binary() -> str:
 
 @dataclass
 class EmbeddedBroker:
-    """One Tansu process on 127.0.0.1 that this object owns."""
+    """One Tansu process on 127.0.0.1 that this object owns.
+
+    With ``advertised_port``, it listens on ``port`` but tells clients to connect
+    to ``advertised_port`` (a proxy in front of it, in the network-fault tests).
+    """
 
     port: int = 0
     startup_timeout: float = 15.0
+    advertised_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
 
     @property
     def bootstrap(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{LOOPBACK}:{self.advertised_port or self.port}"
 
     @property
     def url(self) -> str:
@@ -66,16 +73,13 @@ class EmbeddedBroker:
             raise BrokerError("the embedded broker is already running")
         if not self.port:
             self.port = free_port()
-        listener = f"tcp://{self.bootstrap}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the broker; closed in stop()
-        self.process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Its own session: a Ctrl-C meant for the worker must not stop the broker under it.
-            start_new_session=True,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-        )
+        # Its own session (a Ctrl-C meant for the worker must not stop the broker under it),
+        # and it dies with this process.
+        self.process = spawn(
+            [broker_binary(), "broker", "--listener-url", f"tcp://{LOOPBACK}:{self.port}",
+             "--advertised-listener-url", f"tcp://{self.bootstrap}"],
+            {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, log=self._log)
         self._wait_ready()
         return self
 
@@ -104,7 +108,7 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop_process(self.process, timeout=5)
+            stop(self.process, timeout=5)
         self.process = None
         if self._log is not None:
             self._log.close()
@@ -115,17 +119,6 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM, then SIGKILL if ``process`` has not exited within ``timeout`` seconds."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _port_open(host: str, port: int) -> bool:

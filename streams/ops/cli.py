@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     import faust
 
 from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
-from streams.ops.broker import BrokerError, EmbeddedBroker, stop_process
+from streams.ops.broker import BrokerError, EmbeddedBroker
+from streams.ops.supervisor import spawn, stop
 from streams.ops.traffic import TrafficShape
 from streams.settings import Settings, SettingsError
 
@@ -155,6 +156,9 @@ def cmd_create_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    # SIGTERM and SIGHUP (a service manager, a closed terminal) stop the broker as Ctrl-C does.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _raise_interrupt)
     with EmbeddedBroker(port=args.port) as broker:
         print(f"embedded broker listening: CROSSSELL_BROKER_URL={broker.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
@@ -201,10 +205,11 @@ def _open_lines(path: str) -> Iterator[Iterator[bytes]]:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """Broker (embedded by default), topics, one worker and demo traffic, until Ctrl-C."""
     shape = _shape(args)
-    # Ctrl-C or a SIGTERM (service manager, `timeout`) stops the children and then the broker,
-    # in that order: the children run in their own sessions so the signal reaches only us.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    # Ctrl-C, SIGTERM (service manager, `timeout`) or SIGHUP (terminal closed) stops the children
+    # and then the broker, in that order: the children run in their own sessions so the signal
+    # reaches only us, and die with us if we are killed outright (streams/ops/supervisor.py).
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _raise_interrupt)
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if settings.embedded:
@@ -239,8 +244,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def _raise_interrupt(signum: int, frame: object) -> None:
     # Once: a second signal (make forwards its own, Ctrl-C twice) must not cut the
     # shutdown short and leave a worker or the broker running.
-    for name in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(name, _stopping)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stopping)
     raise KeyboardInterrupt
 
 
@@ -250,11 +255,11 @@ def _stopping(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _child(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(command, env=env, start_new_session=True)
+    process = spawn(command, env)
     try:
         yield process
     finally:
-        stop_process(process, timeout=15)
+        stop(process, timeout=15)
 
 
 def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from streams.ops.supervisor import spawn, stop
 
 REPO = Path(__file__).resolve().parents[2]
 LIVE_PAGE = REPO / "streams" / "static" / "live.html"
@@ -83,20 +84,7 @@ class RunningSystem:
 
     def stop(self) -> None:
         """SIGTERM (``run`` then stops its children and the broker), SIGKILL to its group if it hangs."""
-        process = self.process
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        # The process group is the one started for this test (start_new_session): nothing of it may outlive it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, 0)
-            time.sleep(2)
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(self.process, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +102,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     )
     log_path = workdir / "run.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streams", "run", "--rate", "40", "--duration", "0"],
-            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = spawn([sys.executable, "-m", "streams", "run", "--rate", "40", "--duration", "0"], env, log=log,
+                        cwd=workdir)
     running = RunningSystem(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ops.broker import LOOPBACK, free_port
+from streams.ops.supervisor import spawn, stop
 
 from .metric_names import EXPORTED_METRICS, METRIC_LABELS
 
@@ -115,22 +115,6 @@ def _log_tail(path: Path, lines: int = 40) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM, then SIGKILL to the process group (started with start_new_session) if anything is left."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, 0)  # children of the group still alive?
-        time.sleep(2)
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
@@ -236,9 +220,7 @@ def start_system(workdir: Path) -> System:
                CROSSSELL_DATA_DIR=str(workdir / "data"), CROSSSELL_LOG_LEVEL="warning", PYTHONUNBUFFERED="1")
     log_path = workdir / "run.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "streams", "run", *TRAFFIC_FLAGS], env=env, cwd=workdir,
-                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = spawn([sys.executable, "-m", "streams", "run", *TRAFFIC_FLAGS], env, log=log, cwd=workdir)
     return System(process, port, log_path)
 
 
@@ -252,11 +234,9 @@ def start_prometheus(workdir: Path, worker_port: int) -> Prometheus:
     port = free_port()
     log_path = workdir / "prometheus.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+        process = spawn(
             [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address={LOOPBACK}:{port}", "--log.level=warn"],
-            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+             f"--web.listen-address={LOOPBACK}:{port}", "--log.level=warn"], log=log, cwd=workdir)
     return Prometheus(process, port, log_path)
 
 
@@ -278,9 +258,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             settle(live, timeout=SETTLE_TIMEOUT)
             yield live
         finally:
-            _stop_group(prometheus.process, timeout=30)
+            stop(prometheus.process, timeout=30)
     finally:
-        _stop_group(system.process, timeout=60)
+        stop(system.process, timeout=60)
 
 
 def settle(running: Running, timeout: float) -> None:
