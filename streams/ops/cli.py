@@ -11,6 +11,7 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None, app_class: type[faust.App] | None = 
     except (BrokerUnreachable, BrokerError) as exc:
         print(f"crosssell: {exc}", file=sys.stderr)
         return EXIT_BROKER
-    except TopicMismatch as exc:
+    except (TopicMismatch, PortInUse) as exc:
         print(f"crosssell: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                               "worker and demo traffic")
     _traffic_flags(run, rate=50.0)
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
+    run.add_argument("--no-demo", action="store_true",
+                     help="no demo traffic: the worker reads what you produce to the orders topic")
     run.set_defaults(command=cmd_run)
 
     worker = commands.add_parser("worker", help="one Faust worker against CROSSSELL_BROKER_URL")
@@ -134,6 +137,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from streams.runtime.app import create_app
 
+    _require_free_web_port(settings)
     _require_broker(settings, "worker")
     _prepare_broker(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -210,6 +214,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     # reaches only us, and die with us if we are killed outright (streams/ops/supervisor.py).
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, _raise_interrupt)
+    _require_free_web_port(settings)
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if settings.embedded:
@@ -220,20 +225,26 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         _prepare_broker(settings)
         worker = stack.enter_context(_child([sys.executable, "-m", "streams", "worker"], env))
         base = f"http://{settings.web_host}:{settings.web_port}"
-        _wait_for_http(f"{base}/metrics", worker, timeout=90)
+        _wait_for_http(f"{base}/health/ready", worker, timeout=120)
         print(f"crosssell: worker up. Metrics: {base}/metrics  Live page: {base}/  Summary: {base}/api/summary",
               flush=True)
-        traffic = [sys.executable, "-m", "streams", "generate", "--rate", str(args.rate), "--duration", "0",
-                   "--seed", str(args.seed), "--cross-sell-propensity", str(shape.cross_sell_propensity),
-                   "--late-share", str(shape.late_share), "--invalid-share", str(shape.invalid_share),
-                   "--duplicate-share", str(shape.duplicate_share), "--categories", str(shape.categories),
-                   "--products-per-category", str(shape.products_per_category)]
-        generator = stack.enter_context(_child(traffic, env))
-        print(f"crosssell: sending demo orders at {args.rate:g}/s. Ctrl-C stops everything.", flush=True)
+        children = [("worker", worker)]
+        if args.no_demo:
+            print(f"crosssell: no demo traffic; produce orders to {settings.orders_topic!r} at "
+                  f"{settings.bootstrap_servers() or env['CROSSSELL_BROKER_URL']} (python -m streams replay FILE). "
+                  "Ctrl-C stops everything.", flush=True)
+        else:
+            traffic = [sys.executable, "-m", "streams", "generate", "--rate", str(args.rate), "--duration", "0",
+                       "--seed", str(args.seed), "--cross-sell-propensity", str(shape.cross_sell_propensity),
+                       "--late-share", str(shape.late_share), "--invalid-share", str(shape.invalid_share),
+                       "--duplicate-share", str(shape.duplicate_share), "--categories", str(shape.categories),
+                       "--products-per-category", str(shape.products_per_category)]
+            children.append(("generator", stack.enter_context(_child(traffic, env))))
+            print(f"crosssell: sending demo orders at {args.rate:g}/s. Ctrl-C stops everything.", flush=True)
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
         with contextlib.suppress(KeyboardInterrupt):
             while deadline is None or time.monotonic() < deadline:
-                for name, child in (("worker", worker), ("generator", generator)):
+                for name, child in children:
                     if child.poll() is not None:
                         print(f"crosssell: the {name} exited with code {child.returncode}", file=sys.stderr)
                         return 1
@@ -260,6 +271,24 @@ def _child(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen
         yield process
     finally:
         stop(process, timeout=15)
+
+
+class PortInUse(Exception):
+    """The worker's web port is taken: nothing was started."""
+
+
+def _require_free_web_port(settings: Settings) -> None:
+    """Fail before anything starts when another program listens on the worker's web port."""
+    host = settings.web_host or "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, settings.web_port))
+        except OSError as exc:
+            raise PortInUse(
+                f"CROSSSELL_WEB_PORT={settings.web_port}: port {settings.web_port} on {host} is in use "
+                f"({exc.strerror}). Stop the program that listens there, or set CROSSSELL_WEB_PORT to a free port."
+            ) from None
 
 
 def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -210,9 +210,30 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         raise aiohttp.web.HTTPTemporaryRedirect(yarl.URL(f"{owner.rstrip('/')}{recommendations_path(product)}",
                                                          encoded=True))
 
+    @app.page("/health/live")
+    async def live(web: Any, request: Any) -> Any:
+        # Answering at all is the point: the event loop runs.
+        return json_response({"live": True})
+
+    @app.page("/health/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        state = readiness(app)
+        return json_response({**state, "partitions": sorted(pipeline.orders.ledgers)}, 200 if state["ready"] else 503)
+
     @app.page("/")
     async def live_page(web: Any, request: Any) -> Any:
         return aiohttp.web.Response(body=LIVE_PAGE.read_bytes(), content_type="text/html", charset="utf-8")
+
+
+def readiness(app: faust.App) -> dict[str, Any]:
+    """Ready: in the consumer group, not rebalancing, and the tables recovered (state restored)."""
+    recovery = getattr(app.tables, "recovery", None)  # TableManager has it; its type does not say so
+    recovered = recovery is not None and recovery.completed.is_set()
+    if app.rebalancing:
+        return {"ready": False, "reason": "rebalancing"}
+    if not recovered or app.in_recovery:
+        return {"ready": False, "reason": "recovering table state"}
+    return {"ready": True}
 
 
 def recommendations_path(product: str) -> str:
