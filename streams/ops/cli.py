@@ -57,49 +57,73 @@ def main(argv: Sequence[str] | None = None, app_class: type[faust.App] | None = 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the main job: broker (embedded unless CROSSSELL_BROKER_URL), "
-                              "worker and demo traffic")
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=about, description=about,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    run = command("run", "the main job: a broker (embedded unless CROSSSELL_BROKER_URL is set), the topics, "
+                  "one worker and demo traffic, until Ctrl-C")
     _traffic_flags(run, rate=50.0)
-    run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: Ctrl-C)")
+    run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     run.add_argument("--no-demo", action="store_true",
                      help="no demo traffic: the worker reads what you produce to the orders topic")
     run.set_defaults(command=cmd_run)
 
-    worker = commands.add_parser("worker", help="one Faust worker against CROSSSELL_BROKER_URL")
+    worker = command("worker", "one Faust worker against CROSSSELL_BROKER_URL; start several to share the partitions")
     worker.set_defaults(command=cmd_worker)
 
-    broker = commands.add_parser("broker", help="only the embedded broker, until Ctrl-C")
-    broker.add_argument("--port", type=int, default=9092)
+    broker = command("broker", "only the embedded broker (Tansu, memory only), printing its URL, until Ctrl-C")
+    broker.add_argument("--port", type=int, default=9092, help="TCP port on 127.0.0.1")
     broker.set_defaults(command=cmd_broker)
 
-    topics = commands.add_parser("create-topics", help="create the project's topics if missing")
+    topics = command("create-topics", "create the project's topics if missing (checks partition counts)")
     topics.set_defaults(command=cmd_create_topics)
 
-    generate = commands.add_parser("generate", help="send generated orders to the orders topic")
+    generate = command("generate", "send generated orders to the orders topic")
     _traffic_flags(generate, rate=100.0)
     generate.add_argument("--duration", type=float, default=60.0, help="seconds; 0 runs until Ctrl-C")
-    generate.add_argument("--count", type=int, default=None, help="stop after this many events")
+    generate.add_argument("--count", type=int, default=None, help="stop after this many events (none: no limit)")
     generate.set_defaults(command=cmd_generate)
 
-    replay = commands.add_parser("replay", help="send order events from an NDJSON file (or - for stdin)")
+    replay = command("replay", "send order events from an NDJSON file (or - for stdin) to the orders topic, "
+                     "in event-time order")
     replay.add_argument("file", help="NDJSON file, one event per line; - reads stdin")
     replay.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    replay.add_argument("--no-sort", action="store_true",
+                        help="send the lines as they are instead of sorted by occurred_at (warns when many "
+                             "would be late)")
+    replay.add_argument("--chunk-lines", type=int, default=200_000,
+                        help="lines sorted in memory at a time; larger files are sorted in chunks on disk")
     replay.set_defaults(command=cmd_replay)
+
+    recommendations = command("recommendations", "print the current \"frequently bought together\" lists "
+                              "(one JSON line per product), or one product's, from the recommendations topics")
+    recommendations.add_argument("product", nargs="?", default=None, help="only this product_id")
+    recommendations.add_argument("--horizon", default=None,
+                                 help="only this horizon, e.g. 24h (default: every CROSSSELL_PAIR_HORIZONS)")
+    recommendations.add_argument("--follow", action="store_true", help="keep printing updates until Ctrl-C")
+    recommendations.set_defaults(command=cmd_recommendations)
     return parser
 
 
 def _traffic_flags(parser: argparse.ArgumentParser, rate: float) -> None:
     parser.add_argument("--rate", type=float, default=rate, help="events per second")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--cross-sell-propensity", type=float, default=0.3)
-    parser.add_argument("--late-share", type=float, default=0.01)
-    parser.add_argument("--invalid-share", type=float, default=0.01)
-    parser.add_argument("--duplicate-share", type=float, default=0.005)
-    parser.add_argument("--categories", type=int, default=12)
-    parser.add_argument("--products-per-category", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1, help="random seed: the same seed sends the same orders")
+    parser.add_argument("--cross-sell-propensity", type=float, default=0.3,
+                        help="share of orders that get lines from companion categories")
+    parser.add_argument("--late-share", type=float, default=0.01,
+                        help="share of events sent with an event time older than the grace period")
+    parser.add_argument("--invalid-share", type=float, default=0.01,
+                        help="share of events that break the contract (dead-lettered)")
+    parser.add_argument("--duplicate-share", type=float, default=0.005,
+                        help="share of events that repeat an earlier order_id")
+    parser.add_argument("--categories", type=int, default=12, help="categories in the generated catalogue")
+    parser.add_argument("--products-per-category", type=int, default=200,
+                        help="products per category (popularity is Zipf-skewed)")
 
 
 def _shape(args: argparse.Namespace) -> TrafficShape:
@@ -183,13 +207,19 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.ops.generator import replay
+    from streams.ops.replay import late_warning, replay
 
     bootstrap = _require_broker(settings, "replay")
     _prepare_broker(settings)
     with _open_lines(args.file) as lines:
-        report = replay(bootstrap, settings.orders_topic, lines, rate=args.rate)
-    print(report.summary(f"replayed {args.file}"), file=sys.stderr)
+        report, lateness = replay(bootstrap, settings.orders_topic, lines, rate=args.rate,
+                                  window=settings.window_seconds, grace=settings.grace_seconds, sort=not args.no_sort,
+                                  chunk_lines=args.chunk_lines)
+    print(report.summary(f"replayed {args.file}" + ("" if args.no_sort else " in event-time order")),
+          file=sys.stderr)
+    warning = late_warning(lateness, settings.grace_seconds, sorted_=not args.no_sort)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -204,6 +234,21 @@ def _open_lines(path: str) -> Iterator[Iterator[bytes]]:
         raise SettingsError(f"cannot read {path!r}: {exc.strerror}") from None
     with handle:
         yield iter(handle)
+
+
+def cmd_recommendations(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.ops.reader import print_recommendations
+
+    bootstrap = _require_broker(settings, "recommendations")
+    horizons = [args.horizon] if args.horizon else list(settings.horizon_labels)
+    unknown = [h for h in horizons if h not in settings.horizon_labels]
+    if unknown:
+        raise SettingsError(f"--horizon={unknown[0]} is not allowed: expected one of "
+                            f"{', '.join(settings.horizon_labels)} (CROSSSELL_PAIR_HORIZONS).")
+    topics = [settings.recommendations_topic_for(h) for h in horizons]
+    with contextlib.suppress(KeyboardInterrupt):
+        print_recommendations(bootstrap, topics, settings.partitions, args.product, follow=args.follow)
+    return 0
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:

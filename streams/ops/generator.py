@@ -1,4 +1,4 @@
-"""Send order traffic to the orders topic with confluent-kafka: generate or replay.
+"""Send generated order traffic to the orders topic with confluent-kafka (replay: streams/ops/replay.py).
 
 Both show progress on stderr every few seconds and end with a summary of what
 they sent, by kind.
@@ -10,7 +10,6 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO
 
@@ -46,7 +45,7 @@ class SendReport:
                 f"{self.failed} failed to deliver")
 
 
-class _Sender:
+class Sender:
     def __init__(self, bootstrap: str, topic: str, out: IO[str]) -> None:
         self.producer = producer(bootstrap)
         self.topic = topic
@@ -86,7 +85,7 @@ def generate(bootstrap: str, topic: str, *, rate: float, duration: float, seed: 
              count: int | None = None, out: IO[str] = sys.stderr) -> SendReport:
     """Send ``rate`` events per second for ``duration`` seconds (0: until interrupted) or ``count`` events."""
     maker = OrderMaker(random.Random(seed), shape)
-    sender = _Sender(bootstrap, topic, out)
+    sender = Sender(bootstrap, topic, out)
     start = time.monotonic()
     n = 0
     try:
@@ -94,40 +93,20 @@ def generate(bootstrap: str, topic: str, *, rate: float, duration: float, seed: 
             kind, key, value = maker.event(time.time())
             sender.send(kind, key, value)
             n += 1
-            if rate > 0:
-                ahead = n / rate - (time.monotonic() - start)
-                if ahead > 0:
-                    sender.producer.poll(ahead)
+            pace(sender.producer, start, n, rate)
     except KeyboardInterrupt:
         pass
     return sender.finish()
 
 
-def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, rate: float = 0.0,
-           out: IO[str] = sys.stderr) -> SendReport:
-    """Send each non-blank NDJSON line as one event, keyed by its order_id when it has one."""
-    sender = _Sender(bootstrap, topic, out)
-    start = time.monotonic()
-    n = 0
-    for raw in lines:
-        line = raw.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        sender.send("line", _order_key(line), line)
-        n += 1
-        if rate > 0:
-            ahead = n / rate - (time.monotonic() - start)
-            if ahead > 0:
-                sender.producer.poll(ahead)
-    return sender.finish()
+def pace(producer: Producer, start: float, sent: int, rate: float) -> None:
+    """Wait until ``sent`` events at ``rate`` per second since ``start`` are due (rate 0: no wait).
 
-
-def _order_key(line: bytes) -> bytes | None:
-    import orjson
-
-    try:
-        document = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    order_id = document.get("order_id") if isinstance(document, dict) else None
-    return order_id.encode() if isinstance(order_id, str) else None
+    It serves delivery reports meanwhile; poll() returns at the first of them, so it
+    is called again until the time has come (else a low rate would run at ~40/s).
+    """
+    if rate <= 0:
+        return
+    due = start + sent / rate
+    while (ahead := due - time.monotonic()) > 0:
+        producer.poll(min(ahead, 0.5))

@@ -28,7 +28,13 @@ from streams.orders.ledger import PartitionLedger, Verdict, window_config
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger
 from streams.pairs.outbox import owner_partition
-from streams.pairs.recommendations import Decision, PublishedState, RecommendationThrottle, recommendation_message
+from streams.pairs.recommendations import (
+    Decision,
+    PublishedState,
+    RecommendationThrottle,
+    confidence,
+    recommendation_message,
+)
 from streams.runtime.store import PartitionedTable
 from streams.settings import Settings, duration_label
 
@@ -344,6 +350,10 @@ class Recommender:
         rows = []
         for estimate, product, companion, error, view in best:
             for c in view.ranked(product, [(companion, estimate, error)], 1, 1):
-                rows.append({"product": product, "companion": companion, "count": c.count,
-                             "confidence": c.confidence, "lift": c.lift, "horizon": horizon})
+                n_a, n_b = view.products.estimate(product), view.products.estimate(companion)
+                rows.append({"product": product, "companion": companion, "count": c.count, "orders": view.orders,
+                             "orders_with_product": n_a, "orders_with_companion": n_b,
+                             "support": c.count / view.orders if view.orders else 0.0,
+                             "confidence": c.confidence, "confidence_reverse": confidence(c.count, n_b),
+                             "lift": c.lift, "horizon": horizon})
         return rows
