@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
     run.add_argument("--no-demo", action="store_true",
                      help="no demo traffic: the worker reads what you produce to the orders topic")
+    run.add_argument("--replay", metavar="FILE", default=None,
+                     help="instead of demo traffic, replay this NDJSON history (as the replay command does), "
+                          "then keep running")
     run.set_defaults(command=cmd_run)
 
     worker = command("worker", "one Faust worker against CROSSSELL_BROKER_URL; start several to share the partitions")
@@ -274,7 +277,18 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"crosssell: worker up. Metrics: {base}/metrics  Live page: {base}/  Summary: {base}/api/summary",
               flush=True)
         children = [("worker", worker)]
-        if args.no_demo:
+        if args.replay:
+            from streams.ops.replay import late_warning, replay
+
+            with _open_lines(args.replay) as lines:
+                report, lateness = replay(settings.bootstrap_servers(), settings.orders_topic, lines,
+                                          window=settings.window_seconds, grace=settings.grace_seconds)
+            print(f"crosssell: {report.summary(f'replayed {args.replay} in event-time order')}", flush=True)
+            warning = late_warning(lateness, settings.grace_seconds, sorted_=True)
+            if warning:
+                print(warning, file=sys.stderr)
+            print("crosssell: the worker keeps running; Ctrl-C stops everything.", flush=True)
+        elif args.no_demo:
             print(f"crosssell: no demo traffic; produce orders to {settings.orders_topic!r} at "
                   f"{settings.bootstrap_servers() or env['CROSSSELL_BROKER_URL']} (python -m streams replay FILE). "
                   "Ctrl-C stops everything.", flush=True)

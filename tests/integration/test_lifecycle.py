@@ -149,3 +149,35 @@ def test_worker_up_is_printed_once_the_worker_is_ready(tmp_path: Path) -> None:
     finally:
         stop_as("sigterm", process)
         assert_all_gone(process, started, log)
+
+
+@pytest.mark.slow
+def test_run_replays_the_users_own_history_instead_of_demo_traffic(tmp_path: Path) -> None:
+    import random
+
+    import orjson
+
+    from streams.ops.traffic import OrderMaker, TrafficShape
+
+    maker = OrderMaker(random.Random(4), TrafficShape())
+    now = time.time()
+    (tmp_path / "orders.ndjson").write_bytes(
+        b"".join(orjson.dumps(maker.order(now - 600 + i)) + b"\n" for i in reversed(range(500))))
+    port = free_port()
+    env = clean_env(CROSSSELL_WEB_PORT=str(port), CROSSSELL_DATA_DIR=str(tmp_path / "data"))
+    log = tmp_path / "run.log"
+    process = start([sys.executable, "-m", "streams", "run", "--replay", str(tmp_path / "orders.ndjson")], env, log,
+                    "the worker keeps running", 150)
+    started = descendants(process.pid)
+    try:
+        deadline = time.monotonic() + 60
+        orders = None
+        while time.monotonic() < deadline and orders != 500.0:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/api/summary", timeout=5) as response:
+                orders = orjson.loads(response.read())["counters"]["orders"]
+            time.sleep(0.5)
+        assert orders == 500, f"the worker counted {orders} of the 500 orders replayed"
+        assert "replayed" in log.read_text() and "sending demo orders" not in log.read_text()
+    finally:
+        stop_as("sigterm", process)
+        assert_all_gone(process, started, log)
