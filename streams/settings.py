@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, TypeVar
 
 PREFIX = "CROSSSELL_"
@@ -68,7 +68,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: str = "var/worker"
-    log_level: str = "info"
+    log_level: str = field(default="info", metadata={"parse": "lowered"})
 
     # Event-time windows.
     window_seconds: float = 60.0
@@ -112,7 +112,7 @@ class Settings:
     recommendation_top_k: int = 10
     min_support: int = 3
     recommendation_interval_seconds: float = 60.0
-    recommendation_min_change: float = 0.2
+    recommendation_min_change: float = field(default=0.2, metadata={"parse": "fraction"})
 
     # Orders delivered in batches through the project's Faust extension (streams/runtime/fastpath.py);
     # false runs plain Faust, one message per order: slower, and independent of Faust's internals.
@@ -155,7 +155,7 @@ class Settings:
             if key not in known:
                 allowed = ", ".join(sorted(PREFIX + k.upper() for k in known))
                 raise SettingsError(f"{name} is not a setting of crosssell-streams. Known settings: {allowed}")
-            values[key] = _PARSERS.get(key, _text)(name, raw)
+            values[key] = _parser_of(_FIELDS[key])(name, raw)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -200,10 +200,12 @@ class Settings:
             "MAX_EVENT_BYTES", self.max_event_bytes,
             f"at most half of CROSSSELL_MAX_MESSAGE_BYTES ({self.max_message_bytes}), so that a dead letter "
             "carries a rejected event whole with its headers")
-        _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds,
-                 "a duration > 0")
-        _require(self.pair_flush_interval_seconds > 0, "PAIR_FLUSH_INTERVAL_SECONDS",
-                 self.pair_flush_interval_seconds, "a duration > 0")
+        # Intervals and timeouts of zero would spin, time out at once or keep nothing.
+        for name in ("flush_interval_seconds", "pair_flush_interval_seconds", "recommendation_interval_seconds",
+                     "dedup_horizon_seconds", "session_timeout_seconds", "rebalance_timeout_seconds",
+                     "broker_check_timeout_seconds"):
+            _require(getattr(self, name) > 0, name.upper(), getattr(self, name), "a duration > 0")
+        _require(self.max_future_seconds >= 0, "MAX_FUTURE_SECONDS", self.max_future_seconds, "a duration >= 0")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")
         for horizon in self.pair_horizons:
             _require(horizon >= self.window_seconds, "PAIR_HORIZONS", duration_label(horizon),
@@ -270,38 +272,24 @@ def _lowered(parse: Callable[[str, str], T]) -> Callable[[str, str], T]:
     return lambda name, raw: parse(name, raw.lower())
 
 
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "partitions": _integer,
-    "replication_factor": _integer,
-    "web_port": _integer,
-    "log_level": _lowered(_text),
-    "window_seconds": _seconds,
-    "retention_seconds": _seconds,
-    "grace_seconds": _seconds,
-    "rolling_views": _durations,
-    "max_future_seconds": _seconds,
-    "max_event_bytes": _integer,
-    "max_items": _integer,
-    "max_quantity": _integer,
-    "max_message_bytes": _integer,
-    "dedup_horizon_seconds": _seconds,
-    "flush_interval_seconds": _seconds,
-    "flush_max_events": _integer,
-    "max_label_values": _integer,
-    "max_tracked_values": _integer,
-    "top_pairs": _integer,
-    "pair_horizons": _durations,
-    "pair_slots": _integer,
-    "pair_product_capacity": _integer,
-    "pair_capacity": _integer,
-    "pair_flush_interval_seconds": _seconds,
-    "max_basket": _integer,
-    "recommendation_top_k": _integer,
-    "min_support": _integer,
-    "recommendation_interval_seconds": _seconds,
-    "recommendation_min_change": _fraction,
-    "fast_path": _boolean,
-    "session_timeout_seconds": _seconds,
-    "rebalance_timeout_seconds": _seconds,
-    "broker_check_timeout_seconds": _seconds,
+def _parser_of(setting: Field[Any]) -> Callable[[str, str], Any]:
+    """How a variable's text becomes the field's value: by the field's type, or its ``parse`` metadata."""
+    special = setting.metadata.get("parse")
+    if special is not None:
+        return _SPECIAL_PARSERS[special]
+    return _PARSERS_BY_TYPE[str(setting.type)]
+
+
+_PARSERS_BY_TYPE: dict[str, Callable[[str, str], Any]] = {
+    "str": _text,
+    "int": _integer,
+    "float": _seconds,  # every plain float setting is a duration
+    "bool": _boolean,
+    "tuple[float, ...]": _durations,
 }
+_SPECIAL_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "lowered": _lowered(_text),
+    "fraction": _fraction,
+}
+
+_FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(Settings)}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 import pytest
 
 from streams.settings import Settings, SettingsError, duration_label, parse_duration
@@ -200,3 +203,31 @@ def test_an_invalid_setting_names_the_variable_its_value_and_what_is_allowed(
 
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+def _text_of(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}s" for v in value)
+    return str(value)
+
+
+@pytest.mark.parametrize("setting", [f for f in fields(Settings)], ids=lambda f: f.name)
+def test_every_setting_reads_back_its_default_through_the_parser_of_its_type(setting: Any) -> None:
+    variable = "CROSSSELL_" + setting.name.upper()
+    assert getattr(Settings.from_env({variable: _text_of(setting.default)}), setting.name) == setting.default
+
+
+@pytest.mark.parametrize("name", ["FLUSH_INTERVAL_SECONDS", "PAIR_FLUSH_INTERVAL_SECONDS",
+                                  "RECOMMENDATION_INTERVAL_SECONDS", "DEDUP_HORIZON_SECONDS",
+                                  "SESSION_TIMEOUT_SECONDS", "REBALANCE_TIMEOUT_SECONDS",
+                                  "BROKER_CHECK_TIMEOUT_SECONDS"])
+def test_an_interval_of_zero_is_refused_naming_the_variable(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"CROSSSELL_{name}=0.0 is not allowed: expected a duration > 0"):
+        Settings.from_env({f"CROSSSELL_{name}": "0"})
+
+
+def test_a_boolean_setting_names_what_it_accepts() -> None:
+    with pytest.raises(SettingsError, match="CROSSSELL_FAST_PATH='maybe' is not allowed: expected true or false"):
+        Settings.from_env({"CROSSSELL_FAST_PATH": "maybe"})
