@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -426,7 +426,7 @@ def test_decode_order_parses_every_field_of_a_valid_order(raw: bytes, expected: 
     decoded = decode_order(raw)
     assert isinstance(decoded, Order), decoded
     assert decoded.occurred_at == pytest.approx(expected.occurred_at, abs=1e-6)
-    assert dataclasses.replace(decoded, occurred_at=0.0) == dataclasses.replace(expected, occurred_at=0.0)
+    assert msgspec.structs.replace(decoded, occurred_at=0.0) == msgspec.structs.replace(expected, occurred_at=0.0)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ compared exactly), so no event's verdict depends on the path it took.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from typing import Any
@@ -176,7 +175,7 @@ def test_an_order_from_the_fast_path_is_an_ordinary_frozen_order() -> None:
     items = (Item("p-1", "books", 12.5, 1), Item("p-2", "toys", 4.0, 2, "cart_upsell"))
     assert fast == Order("o-1", "c-1", NOW, "EUR", items, "web", "control")
     assert hash(fast) == hash(_decode_carefully(raw, Limits()))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         fast.order_id = "o-2"  # type: ignore[misc]
 
 
