@@ -26,8 +26,9 @@ import orjson
 
 from bench.load import make_events, order_maker
 from streams.ops.traffic import TrafficShape
+from streams.orders.config import window_config
 from streams.orders.contract import Limits, decode_order
-from streams.orders.ledger import PartitionLedger, window_config
+from streams.orders.ledger import PartitionLedger
 from streams.pairs.ledger import PairLedger
 from streams.settings import Settings, duration_label
 

@@ -370,7 +370,7 @@ def read_partitions(bootstrap: str, topic: str, partitions: int, at_least: int =
 
 def offline_ledgers(settings: Settings, messages: Mapping[int, Iterable[Record]]) -> dict[int, PartitionLedger]:
     """A fresh PartitionLedger per partition, fed exactly these events in offset order, as the worker applies them."""
-    from streams.orders.ledger import window_config
+    from streams.orders.config import window_config
 
     config = window_config(settings)
     limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)

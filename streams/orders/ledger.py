@@ -29,12 +29,12 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
 from streams.orders.windows import WindowTotals, agg, initialize, window_closed, window_start
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
-from streams.settings import Settings, duration_label
 
 # What a pairs record needs besides its JSON value: key, headers, framing.
 RECORD_ROOM = 1024
@@ -64,39 +64,6 @@ def seen_key(partition: int, sequence: int) -> str:
 
 def outbox_key(partition: int) -> str:
     return f"{partition}/{OUTBOX}"
-
-
-@dataclass(frozen=True, slots=True)
-class WindowConfig:
-    size: float = 60.0
-    grace: float = 120.0
-    retention: float = 86400.0
-    dedup_horizon: float = 3600.0
-    max_future: float = 300.0
-    max_tracked: int = 200
-    # Frequently bought together: horizon label -> seconds, split into `pair_slots` buckets.
-    pair_horizons: tuple[tuple[str, float], ...] = ()
-    pair_slots: int = 12
-    pair_partitions: int = 1
-    max_basket: int = 50
-    # Pair deltas are sent in parts of at most this many bytes of JSON (room left for the record).
-    max_message_bytes: int = 524_288
-
-
-def window_config(settings: Settings) -> WindowConfig:
-    return WindowConfig(
-        size=settings.window_seconds,
-        grace=settings.grace_seconds,
-        retention=settings.retention_seconds,
-        dedup_horizon=settings.dedup_horizon_seconds,
-        max_future=settings.max_future_seconds,
-        max_tracked=settings.max_tracked_values,
-        pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
-        pair_slots=settings.pair_slots,
-        pair_partitions=settings.partitions,
-        max_basket=settings.max_basket,
-        max_message_bytes=settings.max_message_bytes,
-    )
 
 
 class Verdict(Enum):

@@ -47,21 +47,22 @@ changes marked; keep them in step when upgrading faust-streaming.
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import AsyncIterator, Coroutine, Generator
-from time import monotonic
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, ClassVar, cast
 
 import aiokafka
 import faust
 from faust import transport as faust_transport
-from faust.sensors import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, ConsumerT, Message, TopicT, TransportT
-from faust.types.tuples import ConsumerMessage, ack_lock
+from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
 from mode.utils.futures import notify
+
+from streams.runtime.batch import MessageBatch
+from streams.runtime.eager import eager_step
+from streams.runtime.monitor import LightMonitor
 
 DEFAULT_FETCH_MAX_WAIT = 0.1
 # Batches a batched topic's stream buffer holds (each up to broker_max_poll_records records).
@@ -80,76 +81,6 @@ __all__ = [
     "MessageBatch",
     "eager_step",
 ]
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    """Go on running ``coro``, which already suspended once and yielded ``pending``.
-
-    This is what ``yield from coro`` would do after its first step: hand each
-    yielded future to the task running us, pass results and exceptions
-    (cancellation included) back in.
-    """
-    while True:
-        try:
-            sent = yield pending
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                pending = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                pending = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
-    # A native coroutine around the generator: asyncio and mode accept it anywhere.
-    return await _resume(coro, pending)
-
-
-def eager_step(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any] | None:
-    """Run ``coro`` until it first suspends.
-
-    Returns None if it finished without suspending (its result is dropped, an
-    exception propagates); otherwise a coroutine that finishes it when awaited
-    (or run as a task, and cancelled like one).
-    """
-    try:
-        pending = coro.send(None)
-    except StopIteration:
-        return None
-    return _finish(coro, pending)
-
-
-class MessageBatch(ConsumerMessage):
-    """The records of one partition from one fetch, delivered to a stream as one message.
-
-    ``offset`` and ``timestamp`` are the last record's, ``first_offset`` the
-    first's; ``key`` and ``value`` are None. Acking the batch acks every offset
-    from ``first_offset`` to ``offset`` (offsets in between that hold no record,
-    such as transaction markers, have nothing to process).
-    """
-
-    __slots__ = ("first_offset", "records")
-
-    def __init__(self, tp: TP, records: list[Any], generation_id: int | None) -> None:
-        last = records[-1]
-        timestamp = None if last.timestamp is None else last.timestamp / 1000.0  # seconds, as Faust's messages
-        super().__init__(tp.topic, tp.partition, last.offset, cast(float, timestamp), last.timestamp_type,
-                         None, None, None, None, 0, 0, tp, generation_id=generation_id)
-        self.records = records
-        self.first_offset: int = records[0].offset
-
-    def drop_before(self, offset: int) -> None:
-        """Keep only the records at ``offset`` or later (the consumer read the rest before)."""
-        self.records = [record for record in self.records if record.offset >= offset]
-        self.first_offset = self.records[0].offset
 
 
 class FastPathConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
@@ -400,45 +331,6 @@ class FastPathTransport(aiokafka_driver.Transport):
     """The aiokafka transport (``kafka://``, ``aiokafka://``) with :class:`FastPathConsumer`."""
 
     Consumer: ClassVar[type[ConsumerT]] = FastPathConsumer
-
-
-class LightMonitor(Monitor):
-    """Faust's Monitor without its per-message and per-table-access bookkeeping.
-
-    The default Monitor records every message and stream event (timestamps in
-    deques, counters per topic-partition) for Faust's own web statistics, which
-    this project does not read: its metrics come from the ledgers. Kept: the
-    time each partition last delivered an event (Faust's slow-processing
-    warnings read it) and everything that is not per message (rebalance,
-    commit, send statistics).
-    """
-
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        pass
-
-    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> dict[str, Any] | None:
-        # Kept: the consumer's slow-processing check reads it (Consumer.verify_event_path).
-        self.stream_inbound_time[tp] = monotonic()
-        return None
-
-    def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any,
-                            state: dict[str, Any] | None = None) -> None:
-        pass
-
-    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
-        pass
-
-    def on_table_get(self, table: Any, key: Any) -> None:
-        pass
-
-    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
-        pass
-
-    def on_table_del(self, table: Any, key: Any) -> None:
-        pass
-
-    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
-        pass
 
 
 #: Faust settings FastPathApp starts from; arguments given to it win. Each was measured

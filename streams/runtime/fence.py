@@ -1,7 +1,7 @@
 """The fence around what this project overrides or copies in faust-streaming and aiokafka.
 
-``fastpath.py`` subclasses Faust's consumer, consumer thread, transport,
-monitor and app. Some of its methods are Faust 0.15.3's own with changes
+``fastpath.py`` (with ``batch.py`` and ``monitor.py``) subclasses Faust's
+consumer, consumer thread, transport, message, monitor and app. Some of its methods are Faust 0.15.3's own with changes
 (``getmany``, ``_drain_messages``), others replace Faust's (``ack``) and read
 Faust's private bookkeeping (``_committed_offset``, ``_acked``,
 ``_acked_index``, ``_n_acked``, the conductor's ``_tp_index``). An upgrade
@@ -36,7 +36,9 @@ GUARDED: dict[str, str] = {
     "faust.transport.consumer:Consumer._new_offset": "1d2c7ea89a7ad4f1",
     # Read: which streams consume a partition (conductor._tp_index).
     "faust.transport.conductor:Conductor._update_tp_index": "e8e3ac9025ef44f7",
-    # Extended.
+    # Extended: MessageBatch is a ConsumerMessage built by hand and acked like one.
+    "faust.types.tuples:Message.__init__": "afe1f75975597bc3",
+    "faust.types.tuples:Message.ack": "4751b72c4ed84153",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": "c2701bfc3e6f6cad",
     "faust.transport.drivers.aiokafka:Consumer._new_consumer_thread": "0870ec53dea75083",
     "faust.transport.drivers.aiokafka:Transport": "966a67907f33524d",

@@ -22,9 +22,10 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import EventT
 
+from streams.orders.config import window_config
 from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
-from streams.orders.ledger import PartitionLedger, Verdict, window_config
+from streams.orders.ledger import PartitionLedger, Verdict
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger
 from streams.pairs.outbox import owner_partition

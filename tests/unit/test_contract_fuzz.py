@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from streams.ops.traffic import rfc3339
+from streams.orders.config import WindowConfig
 from streams.orders.contract import MAX_UNIT_PRICE, REASONS, Limits, Order, Rejection, decode_order
-from streams.orders.ledger import PartitionLedger, Verdict, WindowConfig
+from streams.orders.ledger import PartitionLedger, Verdict
 
 FUZZ = settings(max_examples=500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 
-from streams.runtime import fastpath, fence
+from streams.runtime import batch, fastpath, fence, monitor
 
 
 def test_the_installed_faust_and_aiokafka_match_what_the_fast_path_was_checked_against() -> None:
@@ -27,9 +27,10 @@ def test_another_faust_version_is_reported_naming_the_setting_that_avoids_the_fa
 
 def test_every_upstream_method_the_fast_path_overrides_is_guarded() -> None:
     overridden = set()
-    for _, cls in inspect.getmembers(fastpath, inspect.isclass):
-        if cls.__module__ != fastpath.__name__:
-            continue
+    classes = [cls for module in (fastpath, batch, monitor) for _, cls in inspect.getmembers(module, inspect.isclass)
+               if cls.__module__ == module.__name__]
+    assert len(classes) >= 6
+    for cls in classes:
         for name, value in vars(cls).items():
             if not callable(value) or inspect.isclass(value) or name.startswith("__"):
                 continue

@@ -22,6 +22,7 @@ import pytest
 from orders import checked_order
 
 from streams.ops.traffic import OrderMaker, TrafficShape
+from streams.orders.config import WindowConfig
 from streams.orders.contract import (
     BEFORE_RETENTION,
     FUTURE_EVENT_TIME,
@@ -38,7 +39,6 @@ from streams.orders.ledger import (
     Meta,
     PartitionLedger,
     Verdict,
-    WindowConfig,
     meta_key,
     seen_key,
     window_key,

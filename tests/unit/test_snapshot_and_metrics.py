@@ -10,8 +10,9 @@ import pytest
 from orders import checked_order
 from prometheus_client import CollectorRegistry
 
+from streams.orders.config import window_config
 from streams.orders.contract import NOT_JSON, Item, Rejection
-from streams.orders.ledger import PartitionLedger, window_config
+from streams.orders.ledger import PartitionLedger
 from streams.orders.snapshot import take_snapshot
 from streams.runtime.metrics import CrossSellCollector
 from streams.settings import Settings

@@ -1,0 +1,47 @@
+"""How a partition's ledger is configured: windows, lateness, retention, dedup and pair counting.
+
+Read from the settings once (:func:`window_config`); the ledger and the pure
+tools (the hot-path benchmark, the tests' offline truth) build it without Faust.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.settings import Settings, duration_label
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """What a :class:`~streams.orders.ledger.PartitionLedger` needs to know; defaults as the settings'."""
+
+
+    size: float = 60.0
+    grace: float = 120.0
+    retention: float = 86400.0
+    dedup_horizon: float = 3600.0
+    max_future: float = 300.0
+    max_tracked: int = 200
+    # Frequently bought together: horizon label -> seconds, split into `pair_slots` buckets.
+    pair_horizons: tuple[tuple[str, float], ...] = ()
+    pair_slots: int = 12
+    pair_partitions: int = 1
+    max_basket: int = 50
+    # Pair deltas are sent in parts of at most this many bytes of JSON (room left for the record).
+    max_message_bytes: int = 524_288
+
+
+def window_config(settings: Settings) -> WindowConfig:
+    return WindowConfig(
+        size=settings.window_seconds,
+        grace=settings.grace_seconds,
+        retention=settings.retention_seconds,
+        dedup_horizon=settings.dedup_horizon_seconds,
+        max_future=settings.max_future_seconds,
+        max_tracked=settings.max_tracked_values,
+        pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
+        pair_slots=settings.pair_slots,
+        pair_partitions=settings.partitions,
+        max_basket=settings.max_basket,
+        max_message_bytes=settings.max_message_bytes,
+    )
