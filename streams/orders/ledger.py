@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
-from streams.orders.windows import WindowTotals, agg, initialize, window_closed, window_start
+from streams.orders.windows import OrderSums, WindowTotals, agg, initialize, window_closed, window_start
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
 
@@ -91,27 +91,22 @@ DUPLICATE = Outcome(Verdict.DUPLICATE)
 
 
 @dataclass(slots=True)
-class Counters:
-    """Cumulative counts of a partition; summed over partitions, of a worker."""
+class Counters(OrderSums):
+    """Cumulative counts of a partition (the order sums, plus what became of every event);
+    summed over partitions, of a worker."""
 
     events: int = 0
-    orders: int = 0
-    cross_sell_orders: int = 0
-    items: int = 0
-    revenue: float = 0.0
-    cross_sell_revenue: float = 0.0
     late: int = 0
     duplicates: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: Counters) -> None:
-        for name in _SUMMED:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.add_sums(other)
+        self.events += other.events
+        self.late += other.late
+        self.duplicates += other.duplicates
         for reason, count in other.invalid.items():
             self.invalid[reason] = self.invalid.get(reason, 0) + count
-
-
-_SUMMED = tuple(f.name for f in fields(Counters) if f.name != "invalid")
 
 
 @dataclass(slots=True)
@@ -261,11 +256,7 @@ class PartitionLedger:
         # after a crash: the outbox of that unfinished flush was never sent.
         if facts.products and config.pair_horizons:
             self.pair_orders.append((event_time, facts.products))
-        meta.orders += 1
-        meta.cross_sell_orders += facts.cross_sell
-        meta.items += facts.items
-        meta.revenue += facts.revenue
-        meta.cross_sell_revenue += facts.cross_sell_revenue
+        meta.add_order(facts)
         if watermark is None or event_time > watermark:
             meta.watermark = event_time
         return Outcome(APPLIED, facts)

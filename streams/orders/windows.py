@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import combinations
 from typing import Any
 
@@ -36,7 +36,9 @@ def window_closed(start: float, watermark: float, size: float, grace: float) -> 
 
 
 @dataclass(slots=True)
-class WindowTotals:
+class OrderSums:
+    """The sums of applied orders, kept per window and per partition: a new measure is added here only."""
+
     orders: int = 0
     cross_sell_orders: int = 0
     items: int = 0
@@ -44,6 +46,30 @@ class WindowTotals:
     cross_sell_revenue: float = 0.0  # revenue of cross-sell items
     cross_sell_order_revenue: float = 0.0  # whole revenue of cross-sell orders
     attributed_items: int = 0
+
+    def add_order(self, facts: OrderFacts) -> None:
+        cross_sell = facts.cross_sell
+        self.orders += 1
+        self.cross_sell_orders += cross_sell
+        self.items += facts.items
+        self.revenue += facts.revenue
+        self.cross_sell_revenue += facts.cross_sell_revenue
+        if cross_sell:
+            self.cross_sell_order_revenue += facts.revenue
+        self.attributed_items += facts.attributed_items
+
+    def add_sums(self, other: OrderSums) -> None:
+        for name in ORDER_SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+ORDER_SUMS = tuple(f.name for f in fields(OrderSums))
+
+
+@dataclass(slots=True)
+class WindowTotals(OrderSums):
+    """One window (or a merged view): the order sums plus the breakdowns a window keeps."""
+
     # label -> [orders, cross_sell_orders]
     by_category: dict[str, list[int]] = field(default_factory=dict)
     by_channel: dict[str, list[int]] = field(default_factory=dict)
@@ -52,11 +78,14 @@ class WindowTotals:
     category_pairs: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in _WINDOW_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowTotals:
-        return cls(**{name: data[name] for name in cls.__slots__ if name in data})
+        return cls(**{name: data[name] for name in _WINDOW_FIELDS if name in data})
+
+
+_WINDOW_FIELDS = tuple(f.name for f in fields(WindowTotals))
 
 
 def initialize() -> WindowTotals:
@@ -65,15 +94,8 @@ def initialize() -> WindowTotals:
 
 def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTotals:
     """Fold one order into a window. Label maps hold at most ``max_tracked`` keys, then "other"."""
+    totals.add_order(facts)
     cross_sell = int(facts.cross_sell)
-    totals.orders += 1
-    totals.cross_sell_orders += cross_sell
-    totals.items += facts.items
-    totals.revenue += facts.revenue
-    totals.cross_sell_revenue += facts.cross_sell_revenue
-    if cross_sell:
-        totals.cross_sell_order_revenue += facts.revenue
-    totals.attributed_items += facts.attributed_items
     _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
     _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
     _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
@@ -103,13 +125,7 @@ def merge(windows: Iterable[WindowTotals]) -> WindowTotals:
     """One WindowTotals holding the sum of ``windows`` (a rolling view)."""
     view = WindowTotals()
     for window in windows:
-        view.orders += window.orders
-        view.cross_sell_orders += window.cross_sell_orders
-        view.items += window.items
-        view.revenue += window.revenue
-        view.cross_sell_revenue += window.cross_sell_revenue
-        view.cross_sell_order_revenue += window.cross_sell_order_revenue
-        view.attributed_items += window.attributed_items
+        view.add_sums(window)
         for source, target in (
             (window.by_category, view.by_category),
             (window.by_channel, view.by_channel),
