@@ -119,7 +119,10 @@ class Meta(Counters):
     outbox_sequence: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """A copy: a flush takes it, then awaits while more events are applied, and writes it after."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["invalid"] = dict(self.invalid)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Meta:

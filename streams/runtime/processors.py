@@ -133,8 +133,10 @@ class OrderProcessor:
             # The meta key comes after: its offset says "everything up to here is applied".
             self.table.write(dict(c.meta for c in changes))
             await self.table.wait_written()
-            # Expired keys go last, so a replay after a crash still finds them (see Changes).
+            # Expired keys go last, so a replay after a crash still finds them (see Changes);
+            # with them the parts of values replaced in this flush.
             self.table.write({}, [key for c in changes for key in c.deletes])
+            self.table.delete_replaced_parts()
             # Pair deltas leave only once the state that produced them is durable; a crash
             # before they are delivered sends them again from the outbox (see ledger.restore).
             await asyncio.gather(*(self._send_pairs(m) for c in changes for m in c.outbox))
@@ -221,6 +223,7 @@ class PairProcessor:
         async with self.lock:
             for partition in partitions:
                 self.ledgers.pop(partition, None)
+            self.table.forget(partitions)
             self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
 
     def process(self, event: EventT[Any]) -> None:
@@ -245,6 +248,7 @@ class PairProcessor:
             # multi-record last batch (tests/integration/test_crash_recovery.py).
             self.table.write({f"{partition}/{FLUSHED}": {"at": time.time()} for partition in changed})
             await self.table.wait_written()
+            self.table.delete_replaced_parts()
             for event in events:
                 event.ack()
 

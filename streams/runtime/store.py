@@ -45,7 +45,8 @@ class PartitionedTable(faust.Table):  # type: ignore[type-arg]
         # Set by the app from CROSSSELL_MAX_MESSAGE_BYTES: no changelog record is larger.
         self.max_record_bytes = 524_288
         self._parts: dict[bytes, list[bytes]] = {}  # key -> the part keys of its current value
-        self._stale_parts: list[bytes] = []  # parts of replaced values, deleted after the next wait
+        self._stale_parts: list[bytes] = []  # parts of replaced values whose new manifest is not durable yet
+        self._replaced_parts: list[bytes] = []  # parts no durable manifest names: deleted at the end of a flush
 
     def partition_for_key(self, key: Any) -> int:
         return int(bytes(key).split(b"/", 1)[0])
@@ -86,13 +87,24 @@ class PartitionedTable(faust.Table):  # type: ignore[type-arg]
         """Wait until the changelog holds every write made so far.
 
         Then the parts of values replaced before this call are no longer named by
-        any manifest in the changelog: their deletion is sent, and joins the next wait.
+        any manifest in the changelog: :meth:`delete_replaced_parts` may delete them.
         """
         pending, self.pending_writes = self.pending_writes, []
         if pending:
             await asyncio.gather(*pending)
-        stale, self._stale_parts = self._stale_parts, []
-        for name in stale:
+        self._replaced_parts += self._stale_parts
+        self._stale_parts = []
+
+    def delete_replaced_parts(self) -> None:
+        """Delete the parts that no durable manifest names; called last in a flush.
+
+        Not earlier: Tansu 0.6.0 ends a partition at the first record of its last
+        batch + 1 (FACTS.md), so a deletion sharing a batch with the meta key
+        written after it would cut the meta key out of a recovery. Last, a cut
+        deletion only leaves an orphan part, which the next recovery deletes.
+        """
+        replaced, self._replaced_parts = self._replaced_parts, []
+        for name in replaced:
             self.pop(name, None)
 
     def forget(self, partitions: set[int]) -> None:
@@ -100,6 +112,7 @@ class PartitionedTable(faust.Table):  # type: ignore[type-arg]
         prefixes = tuple(f"{p}/".encode() for p in partitions)
         self._parts = {k: v for k, v in self._parts.items() if not k.startswith(prefixes)}
         self._stale_parts = [k for k in self._stale_parts if not k.startswith(prefixes)]
+        self._replaced_parts = [k for k in self._replaced_parts if not k.startswith(prefixes)]
 
     def items_of_partition(self, partition: int) -> Iterable[tuple[str, Any]]:
         """The keys of ``partition`` with their JSON values, values stored in parts joined."""
@@ -124,7 +137,7 @@ class PartitionedTable(faust.Table):  # type: ignore[type-arg]
                 self._parts[key] = names
                 value = b"".join(data[name] for name in names)
             yield key.decode(), orjson.loads(value)
-        self._stale_parts.extend(name for name in orphans if name not in named)
+        self._replaced_parts.extend(name for name in orphans if name not in named)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)

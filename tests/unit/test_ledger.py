@@ -688,3 +688,15 @@ def test_an_order_id_within_the_dedup_horizon_costs_at_most_120_bytes_of_ledger_
         tracemalloc.stop()
     assert len(ledger.seen) == 20_000
     assert held / len(ledger.seen) <= 120, f"{held / len(ledger.seen):.0f} bytes per order id"
+
+
+def test_the_meta_a_flush_takes_is_not_changed_by_events_applied_while_it_is_written() -> None:
+    # A flush takes its changes, then awaits the changelog while the agent applies more events;
+    # the meta it writes after must still say what was applied up to its own offset.
+    ledger = PartitionLedger(0, CONFIG)
+    ledger.apply(0, Rejection(NOT_JSON, "x"), PRODUCED)
+    changes = ledger.take_changes()
+    assert changes is not None
+    ledger.apply(1, Rejection(NOT_JSON, "x"), PRODUCED)
+    _, meta = changes.meta
+    assert (meta["offset"], meta["invalid"]) == (0, {NOT_JSON: 1})
