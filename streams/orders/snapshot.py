@@ -26,6 +26,8 @@ class Snapshot:
     dead_letters: dict[str, int]
     lag: dict[int, int] = field(default_factory=dict)
     dead_letter_errors: dict[str, int] = field(default_factory=dict)
+    # Each owned partition's own cumulative counters (the metrics export them per partition).
+    partition_counters: dict[int, Counters] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -73,4 +75,5 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         windows_held=sum(len(ledger.windows) for ledger in ledgers),
         dead_letters=dead_letters,
         dead_letter_errors=dict(dead_letter_errors or {}),
+        partition_counters={ledger.partition: ledger.meta for ledger in ledgers},
     )

@@ -54,23 +54,35 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(PREFIX + name, doc, value=value)
 
 
+# Cumulative counters are exported per orders partition (label ``partition``): when a
+# partition moves to another worker its series moves with it, whole, so that
+# sum(rate(...)) over the workers stays the true rate through any rebalance. Totals
+# per worker (no label) would show a moved partition's history as a jump on the new
+# owner and a reset on the old one, and rate() would count both.
+_PARTITION_COUNTERS = (
+    ("events", "Events read from the orders topic, valid or not.", "events"),
+    ("orders", "Orders applied to the windows (valid, on time, not duplicate).", "orders"),
+    ("cross_sell_orders", "Applied orders with an item outside the primary category.", "cross_sell_orders"),
+    ("items", "Units (sum of quantities) in applied orders.", "items"),
+    ("revenue", "Revenue of applied orders (unit_price x quantity, order currency).", "revenue"),
+    ("cross_sell_revenue", "Revenue of cross-sell items in applied orders.", "cross_sell_revenue"),
+    ("events_late", "Events whose window had closed (watermark past end + grace); not applied.", "late"),
+    ("events_duplicate", "Events whose order_id was seen within the dedup horizon; not applied.", "duplicates"),
+)
+
+
 def _counters(snap: Snapshot) -> Iterator[Metric]:
-    c = snap.counters
-    yield _counter("events", "Events read from the orders topic, valid or not.", c.events)
-    yield _counter("orders", "Orders applied to the windows (valid, on time, not duplicate).", c.orders)
-    yield _counter("cross_sell_orders", "Applied orders with an item outside the primary category.",
-                   c.cross_sell_orders)
-    yield _counter("items", "Units (sum of quantities) in applied orders.", c.items)
-    yield _counter("revenue", "Revenue of applied orders (unit_price x quantity, order currency).", c.revenue)
-    yield _counter("cross_sell_revenue", "Revenue of cross-sell items in applied orders.", c.cross_sell_revenue)
-    yield _counter("events_late", "Events whose window had closed (watermark past end + grace); not applied.",
-                   c.late)
-    yield _counter("events_duplicate", "Events whose order_id was seen within the dedup horizon; not applied.",
-                   c.duplicates)
-    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason.",
-                                  labels=["reason"])
-    for reason in REASONS:
-        invalid.add_metric([reason], c.invalid.get(reason, 0))
+    owned = sorted(snap.partition_counters.items())
+    for name, doc, attribute in _PARTITION_COUNTERS:
+        family = CounterMetricFamily(PREFIX + name, doc + " Per orders partition.", labels=["partition"])
+        for partition, counters in owned:
+            family.add_metric([str(partition)], getattr(counters, attribute))
+        yield family
+    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason and "
+                                  "orders partition.", labels=["reason", "partition"])
+    for partition, counters in owned:
+        for reason in REASONS:
+            invalid.add_metric([reason, str(partition)], counters.invalid.get(reason, 0))
     yield invalid
     dead = CounterMetricFamily(PREFIX + "dead_letters", "Events published to the dead-letter topic by this "
                                "worker process, by reason.", labels=["reason"])

@@ -8,7 +8,7 @@ workers must match).
 """
 
 from tests.harness.clusters import SHORT_SESSION, Cluster, base_environment, cluster, proxied_cluster
-from tests.harness.processes import REPO, Samples, Worker, total, unique, wait_for_events, wait_until
+from tests.harness.processes import REPO, Samples, Worker, labelled_sum, total, unique, wait_for_events, wait_until
 from tests.harness.traffic import Traffic
 from tests.harness.truth import (
     NOT_COMPARED,
@@ -35,6 +35,7 @@ __all__ = [
     "cluster",
     "crosssell_samples",
     "expected_metrics",
+    "labelled_sum",
     "metric_differences",
     "offline_ledgers",
     "proxied_cluster",

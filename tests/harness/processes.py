@@ -81,8 +81,10 @@ class Worker:
         return samples
 
     def sample(self, name: str, **labels: str) -> float | None:
+        """The sum of the samples of ``name`` that carry ``labels`` (and any others, e.g. ``partition``),
+        or None when there is none (or the worker does not answer)."""
         with contextlib.suppress(OSError):
-            return self.metrics().get((name, tuple(sorted(labels.items()))))
+            return labelled_sum(self.metrics(), name, **labels)
         return None
 
     def summary(self) -> dict[str, object]:
@@ -102,6 +104,14 @@ class Worker:
         return ""
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+def labelled_sum(metrics: Samples, name: str, **labels: str) -> float | None:
+    """Sum of the samples of ``name`` whose labels include ``labels``; None when there is none."""
+    wanted = set(labels.items())
+    found = [value for (sample, sample_labels), value in metrics.items()
+             if sample == name and wanted <= set(sample_labels)]
+    return sum(found) if found else None
+
 
 def total(workers: Iterable[Worker], name: str, **labels: str) -> float | None:
     """Sum of one sample over ``workers``; None if any of them does not answer."""

@@ -10,6 +10,7 @@ from collections import Counter
 
 from confluent_kafka import Producer
 
+from streams.ops.generator import pace
 from streams.ops.traffic import OrderMaker, TrafficShape
 
 
@@ -61,8 +62,7 @@ class Traffic:
                     producer.produce(self.topic, value=value, key=key, on_delivery=self._on_delivery)
                 self.sent += 1
                 self.kinds[kind] += 1
-                ahead = self.sent / self.rate - (time.monotonic() - started)
-                producer.poll(max(0.0, ahead))
+                pace(producer, started, self.sent, self.rate)
             self.undelivered = producer.flush(120)
         except BaseException as exc:  # re-raised by stop()
             self._error = exc

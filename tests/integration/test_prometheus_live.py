@@ -34,9 +34,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +45,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ops.broker import LOOPBACK, free_port
 from streams.ops.supervisor import spawn, stop
+from tests.harness.prometheus import Prometheus, PromQLError
+from tests.harness.prometheus import get as _get
+from tests.harness.prometheus import log_tail as _log_tail
 
 from .metric_names import EXPORTED_METRICS, METRIC_LABELS
 
@@ -111,15 +111,8 @@ MAY_BE_ABSENT_METRICS: dict[str, str] = {}
 # ---------------------------------------------------------------- processes
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
 
 
-def _get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return bytes(response.read())
 
 
 @dataclass
@@ -149,47 +142,8 @@ class System:
         pytest.fail(f"the worker did not serve {self.metrics_url} within {timeout:g}s:\n{_log_tail(self.log_path)}")
 
 
-@dataclass
-class Prometheus:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"prometheus exited with {self.process.returncode}:\n{_log_tail(self.log_path)}")
-            with contextlib.suppress(OSError):
-                _get(self.base_url + "/-/ready", timeout=2)
-                return
-            time.sleep(0.3)
-        pytest.fail(f"prometheus was not ready within {timeout:g}s:\n{_log_tail(self.log_path)}")
-
-    def api(self, path: str, **params: str | list[str]) -> Any:
-        """The ``data`` of a successful /api/v1 answer; raises PromQLError with Prometheus' message otherwise."""
-        url = f"{self.base_url}/api/v1/{path}?{urllib.parse.urlencode(params, doseq=True)}"
-        try:
-            body = json.loads(_get(url, timeout=10))
-        except urllib.error.HTTPError as exc:  # 400/422 carry the error as JSON
-            body = json.loads(exc.read() or b"{}")
-        if body.get("status") != "success":
-            raise PromQLError(f"{body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str) -> list[Any]:
-        """The samples of an instant query at now; a scalar or string result counts as one sample."""
-        data = self.api("query", query=expr)
-        result = data["result"]
-        return list(result) if data["resultType"] in ("vector", "matrix") else [result]
 
 
-class PromQLError(Exception):
-    pass
 
 
 @dataclass

@@ -67,9 +67,12 @@ def scrape(snapshot_ledgers: list[PartitionLedger]) -> CollectorRegistry:
 def test_counters_and_views_are_exported_with_their_numerators_and_denominators() -> None:
     registry = scrape(ledgers())
     value = registry.get_sample_value
-    assert value("crosssell_orders_total") == 4
-    assert value("crosssell_cross_sell_orders_total") == 3
-    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON}) == 1
+    # Counters per orders partition: a moved partition takes its series with it.
+    assert (value("crosssell_orders_total", {"partition": "0"}), value("crosssell_orders_total", {"partition": "1"})) \
+        == (3, 1)
+    assert value("crosssell_cross_sell_orders_total", {"partition": "0"}) == 2
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, "partition": "1"}) == 1
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, "partition": "0"}) == 0
     assert value("crosssell_dead_letters_total", {"reason": NOT_JSON}) == 1
     assert value("crosssell_window_orders", {"window": "5m"}) == 3
     assert value("crosssell_window_cross_sell_orders", {"window": "5m"}) == 2
@@ -87,6 +90,6 @@ def test_a_breakdown_keeps_the_top_labels_and_folds_the_rest_into_other() -> Non
 
 def test_no_ledgers_export_zeros_and_no_watermark() -> None:
     value = scrape([]).get_sample_value
-    assert value("crosssell_orders_total") == 0
+    assert value("crosssell_orders_total") is None  # no partition, no series
     assert value("crosssell_window_orders", {"window": "5m"}) == 0
     assert value("crosssell_event_time_watermark_seconds") is None
