@@ -530,7 +530,7 @@ def settle(slots: Sequence[WorkerSlot], produced: int, scenario: Scenario, repor
     while time.monotonic() < deadline:
         supervise(slots)
         scraped = [s.metrics() for s in slots]
-        events = sum((m or {}).get(("crosssell_events_total", ()), 0.0) for m in scraped)
+        events = sum(_total(m or {}, "crosssell_events_total") for m in scraped)
         owned = sum((m or {}).get(("crosssell_partitions_assigned", ()), 0.0) for m in scraped)
         where = f"{events:.0f} of {produced} events read, {owned:.0f} of {scenario.partitions} partitions owned; " \
                 + "; ".join(_state(slot, m) for slot, m in zip(slots, scraped, strict=True))
@@ -569,7 +569,7 @@ def _state(slot: WorkerSlot, metrics: Samples | None) -> str:
         return f"worker {slot.name} is down"
     if metrics is None:
         return f"worker {slot.name} (pid {slot.pid}, up {slot.uptime:.0f}s) does not serve /metrics"
-    return (f"worker {slot.name} has read {metrics.get(('crosssell_events_total', ()), 0):.0f} events and owns "
+    return (f"worker {slot.name} has read {_total(metrics, 'crosssell_events_total'):.0f} events and owns "
             f"{metrics.get(('crosssell_partitions_assigned', ()), 0):.0f} partitions")
 
 
@@ -781,3 +781,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _total(metrics: Samples, name: str) -> float:
+    """A counter summed over its series (the cumulative counters carry their orders partition)."""
+    return sum(value for (sample, _), value in metrics.items() if sample == name)

@@ -256,13 +256,13 @@ def expected_samples(owned: Iterable[PartitionTruth], settings: Settings) -> Sam
     """The compared samples of /metrics of a worker that owns exactly ``owned``."""
     held = list(owned)
     samples: Samples = {}
-    for name, attribute in COUNTERS:
-        samples[(name, ())] = float(sum(getattr(p, attribute) for p in held))
-    invalid: Counter[str] = Counter()
+    # Counters are exported per orders partition.
     for p in held:
-        invalid.update(p.invalid)
-    for reason in sorted(set(REASONS) | set(invalid)):
-        samples[(INVALID_COUNTER, (("reason", reason),))] = float(invalid[reason])
+        partition = ("partition", str(p.partition))
+        for name, attribute in COUNTERS:
+            samples[(name, (partition,))] = float(getattr(p, attribute))
+        for reason in sorted(set(REASONS) | set(p.invalid)):
+            samples[(INVALID_COUNTER, (partition, ("reason", reason)))] = float(p.invalid.get(reason, 0))
     samples[(ASSIGNED_GAUGE, ())] = float(len(held))
     watermarks = [p.watermark for p in held if p.watermark is not None]
     newest = None

@@ -56,7 +56,8 @@ def test_a_worker_exports_the_rolling_views_of_the_partitions_it_owns() -> None:
     assert samples[("crosssell_window_orders_by_variant", (("variant", "none"), *five))] == 2
     assert samples[("crosssell_category_pair_orders", (("category_a", "books"), ("category_b", "electronics"),
                                                        *five))] == 1
-    assert samples[("crosssell_events_invalid_total", (("reason", "not_json"),))] == 1
+    assert samples[("crosssell_events_invalid_total", (("partition", "0"), ("reason", "not_json")))] == 1
+    assert samples[("crosssell_orders_total", (("partition", "0"),))] == 2
     assert samples[("crosssell_event_time_watermark_seconds", ())] == T0 + 1
     assert expected_samples([], SETTINGS)[("crosssell_window_orders", five)] == 0
 
