@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
 from streams.ops.broker import BrokerError, EmbeddedBroker
+from streams.ops.security import librdkafka_config
 from streams.ops.supervisor import spawn, stop
 from streams.ops.traffic import TrafficShape
 from streams.settings import Settings, SettingsError
@@ -125,7 +126,7 @@ def _require_broker(settings: Settings, command: str) -> str:
 
 def _prepare_broker(settings: Settings) -> str:
     bootstrap = settings.bootstrap_servers()
-    check_broker(bootstrap, settings.broker_check_timeout_seconds)
+    check_broker(settings)
     created = ensure_topics(bootstrap, settings)
     if created:
         print(f"crosssell: created topics {', '.join(sorted(created))}", file=sys.stderr)
@@ -177,7 +178,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     bootstrap = _require_broker(settings, "generate")
     _prepare_broker(settings)
     report = generate(bootstrap, settings.orders_topic, rate=args.rate, duration=args.duration, seed=args.seed,
-                      shape=_shape(args), count=args.count)
+                      shape=_shape(args), count=args.count, security=librdkafka_config(settings))
     print(report.summary("generated"), file=sys.stderr)
     return 0
 
@@ -188,7 +189,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     bootstrap = _require_broker(settings, "replay")
     _prepare_broker(settings)
     with _open_lines(args.file) as lines:
-        report = replay(bootstrap, settings.orders_topic, lines, rate=args.rate)
+        report = replay(bootstrap, settings.orders_topic, lines, rate=args.rate, security=librdkafka_config(settings))
     print(report.summary(f"replayed {args.file}"), file=sys.stderr)
     return 0
 

@@ -10,7 +10,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO
 
@@ -21,9 +21,11 @@ from streams.ops.traffic import OrderMaker, TrafficShape
 PROGRESS_EVERY = 5.0
 
 
-def producer(bootstrap: str) -> Producer:
+def producer(bootstrap: str, security: Mapping[str, str]) -> Producer:
+    """``security``: the TLS and SASL properties of streams.ops.security.librdkafka_config."""
     return Producer({
         "bootstrap.servers": bootstrap,
+        **security,
         "linger.ms": 20,
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": 500000,
@@ -47,8 +49,8 @@ class SendReport:
 
 
 class _Sender:
-    def __init__(self, bootstrap: str, topic: str, out: IO[str]) -> None:
-        self.producer = producer(bootstrap)
+    def __init__(self, bootstrap: str, security: Mapping[str, str], topic: str, out: IO[str]) -> None:
+        self.producer = producer(bootstrap, security)
         self.topic = topic
         self.out = out
         self.sent: Counter[str] = Counter()
@@ -83,10 +85,10 @@ class _Sender:
 
 
 def generate(bootstrap: str, topic: str, *, rate: float, duration: float, seed: int, shape: TrafficShape,
-             count: int | None = None, out: IO[str] = sys.stderr) -> SendReport:
+             security: Mapping[str, str], count: int | None = None, out: IO[str] = sys.stderr) -> SendReport:
     """Send ``rate`` events per second for ``duration`` seconds (0: until interrupted) or ``count`` events."""
     maker = OrderMaker(random.Random(seed), shape)
-    sender = _Sender(bootstrap, topic, out)
+    sender = _Sender(bootstrap, security, topic, out)
     start = time.monotonic()
     n = 0
     try:
@@ -103,10 +105,10 @@ def generate(bootstrap: str, topic: str, *, rate: float, duration: float, seed: 
     return sender.finish()
 
 
-def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, rate: float = 0.0,
+def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, security: Mapping[str, str], rate: float = 0.0,
            out: IO[str] = sys.stderr) -> SendReport:
     """Send each non-blank NDJSON line as one event, keyed by its order_id when it has one."""
-    sender = _Sender(bootstrap, topic, out)
+    sender = _Sender(bootstrap, security, topic, out)
     start = time.monotonic()
     n = 0
     for raw in lines:
