@@ -1,14 +1,16 @@
-"""Secured Kafka for real: the worker, generate and replay over mutual TLS, and the refusals a person can act on.
+"""Secured Kafka for real: worker, generate and replay over mutual TLS and over SASL_SSL, and the refusals.
 
 TLS: Tansu 0.6.0 cannot serve TLS (its ``--cert`` and ``--key`` flags exclude
 each other, so no key can be given with a certificate), so a TLS-terminating
 proxy (Python's ssl, OpenSSL) sits in front of the embedded broker, which
 advertises the proxy's port: every client speaks TLS, verifies the broker's
-certificate against the test's CA and presents its own certificate, which the
-proxy requires. SASL: Tansu with ``--authentication`` is a real SASL server
-that accepts no login (SCRAM only, and its memory storage keeps no users), so
-the refusals are tested against it; a successful login is only checked in the
-client configurations (tests/unit/test_security.py).
+certificate against the test's CA and presents its own, which the proxy requires.
+
+SASL: Tansu with ``--authentication`` is a real SASL server that accepts no
+login (SCRAM only, and its memory storage keeps no users): the refusals are
+tested against it. Successful logins (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) are
+tested against the test's own SASL server (tests/sasl_proxy.py), which plays
+the broker's part of the login and then forwards to Tansu.
 
 Every secret used here is grepped for in what the commands print, the
 worker's log and the worker's HTTP answers.
@@ -27,10 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from streams.ops.admin import check_broker
 from streams.ops.broker import EmbeddedBroker, free_port
-from streams.ops.security import librdkafka_config
+from streams.ops.security import broker_credentials, librdkafka_config
 from streams.ops.traffic import OrderMaker, TrafficShape
+from streams.settings import Settings
 from tests.harness import (
     REPO,
     Cluster,
@@ -41,12 +46,13 @@ from tests.harness import (
     wait_for_events,
 )
 from tests.pki import Pki, make_pki
+from tests.sasl_proxy import SaslProxy
 from tests.tcp_proxy import TcpProxy
 
 EXIT_CONFIG = 2
 EXIT_BROKER = 3
 CHECK_TIMEOUT = "3"
-SASL_PASSWORD = "sasl-password-5e8a2b"
+SASL_USER, SASL_PASSWORD = "crosssell", "sasl-password-5e8a2b"
 GENERATED, REPLAYED = 300, 200
 
 
@@ -63,6 +69,24 @@ def tls_broker(pki: Pki, require_client_certificate: bool = True,
     with TcpProxy(target_port=port, tls=pki.server_context(require_client_certificate)) as proxy, \
             EmbeddedBroker(port=port, advertised_port=proxy.port, authentication=authentication) as broker:
         yield broker
+
+
+@contextlib.contextmanager
+def sasl_broker(pki: Pki | None = None) -> Iterator[tuple[EmbeddedBroker, SaslProxy]]:
+    """The embedded broker behind the test's SASL login (and TLS with ``pki``); it knows one user."""
+    port = free_port()
+    with SaslProxy(target_port=port, tls=pki.server_context() if pki else None,
+                   users={SASL_USER: SASL_PASSWORD}) as proxy, \
+            EmbeddedBroker(port=port, advertised_port=proxy.port) as broker:
+        yield broker, proxy
+
+
+def sasl_environment(directory: Path, protocol: str, mechanism: str, password: str = SASL_PASSWORD) -> dict[str, str]:
+    """CROSSSELL_ settings of a SASL login, the password from a file as a mounted secret."""
+    password_file = directory / "sasl-password"
+    password_file.write_text(password + "\n")
+    return {"CROSSSELL_SECURITY_PROTOCOL": protocol, "CROSSSELL_SASL_MECHANISM": mechanism,
+            "CROSSSELL_SASL_USERNAME": SASL_USER, "CROSSSELL_SASL_PASSWORD_FILE": str(password_file)}
 
 
 @dataclass
@@ -95,36 +119,67 @@ def replay_file(directory: Path, count: int) -> Path:
     return path
 
 
-def test_the_worker_generate_and_replay_count_exactly_over_mutual_tls(tmp_path: Path, pki: Pki) -> None:
-    with tls_broker(pki, require_client_certificate=True) as broker:
-        env = base_environment(broker.url, {**pki.tls_environment(), "CROSSSELL_LOG_LEVEL": "debug"})
+@pytest.mark.parametrize("security", ["mutual TLS", "SASL_SSL with SCRAM-SHA-512"])
+def test_the_worker_generate_and_replay_count_exactly_over_a_secured_connection(
+        tmp_path: Path, pki: Pki, security: str) -> None:
+    with contextlib.ExitStack() as stack:
+        if security == "mutual TLS":
+            broker = stack.enter_context(tls_broker(pki, require_client_certificate=True))
+            secured, secret = pki.tls_environment(), pki.client_key_password
+        else:
+            broker, proxy = stack.enter_context(sasl_broker(pki))
+            secured = {**sasl_environment(tmp_path, "SASL_SSL", "SCRAM-SHA-512"), "CROSSSELL_SSL_CA_FILE": str(pki.ca)}
+            secret = SASL_PASSWORD
+        env = base_environment(broker.url, {**secured, "CROSSSELL_LOG_LEVEL": "debug"})
         cluster = Cluster(broker, tmp_path, env)
+        stack.callback(cluster.stop)
+
+        worker = cluster.worker().start().wait_serving()
+        generated = streams(["generate", "--rate", "1000", "--count", str(GENERATED), "--duration", "0",
+                             "--seed", "5", "--invalid-share", "0.05", "--duplicate-share", "0.05"], env)
+        assert generated.returncode == 0, generated.stderr[-3000:]
+        assert f"generated: {GENERATED} events" in generated.stderr
+        replayed = streams(["replay", str(replay_file(tmp_path, REPLAYED))], env)
+        assert replayed.returncode == 0, replayed.stderr[-3000:]
+        assert f": {REPLAYED} events" in replayed.stderr
+
+        settings = cluster.settings
+        wait_for_events([worker], GENERATED + REPLAYED, timeout=120, partitions=settings.partitions)
+        truth = read_partitions(broker.bootstrap, settings.orders_topic, settings.partitions,
+                                at_least=GENERATED + REPLAYED, client_config=librdkafka_config(settings))
+        assert sum(len(events) for events in truth.values()) == GENERATED + REPLAYED
+        assert_workers_match_truth([worker], offline_ledgers(settings, truth), settings)
+        if security != "mutual TLS":  # every client logged in: the worker (aiokafka) and the commands (librdkafka)
+            assert proxy.logins and set(proxy.logins) == {(SASL_USER, "SCRAM-SHA-512")}, proxy.refusals
+
+        answers = b"".join(worker.get(path) for path in ("/api/summary", "/metrics", "/health/ready", "/"))
+        worker.stop()
+        printed = {"worker log": worker.log_path.read_text(errors="replace"), "generate": generated.stderr,
+                   "replay": replayed.stderr, "HTTP answers": answers.decode(errors="replace")}
+        assert printed["worker log"].strip(), "the worker logged nothing"
+        for where, text in printed.items():
+            assert secret not in text, f"the secret is in the {where}"
+
+
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+async def test_both_kinds_of_client_log_in_with_each_mechanism(
+        tmp_path: Path, pki: Pki, protocol: str, mechanism: str) -> None:
+    import aiokafka
+
+    with sasl_broker(pki if protocol == "SASL_SSL" else None) as (broker, proxy):
+        settings = Settings.from_env({"CROSSSELL_BROKER_URL": broker.url,
+                                      **sasl_environment(tmp_path, protocol, mechanism),
+                                      **({"CROSSSELL_SSL_CA_FILE": str(pki.ca)} if protocol == "SASL_SSL" else {})})
+        check_broker(settings)  # librdkafka, as the admin check, generate and replay use it
+        consumer = aiokafka.AIOKafkaConsumer(  # aiokafka, with what Faust gives the worker's clients
+            bootstrap_servers=broker.bootstrap, **credentials_to_aiokafka_auth(broker_credentials(settings)))
+        await consumer.start()
         try:
-            worker = cluster.worker().start().wait_serving()
-            generated = streams(["generate", "--rate", "1000", "--count", str(GENERATED), "--duration", "0",
-                                 "--seed", "5", "--invalid-share", "0.05", "--duplicate-share", "0.05"], env)
-            assert generated.returncode == 0, generated.stderr[-3000:]
-            assert f"generated: {GENERATED} events" in generated.stderr
-            replayed = streams(["replay", str(replay_file(tmp_path, REPLAYED))], env)
-            assert replayed.returncode == 0, replayed.stderr[-3000:]
-            assert f": {REPLAYED} events" in replayed.stderr
-
-            settings = cluster.settings
-            wait_for_events([worker], GENERATED + REPLAYED, timeout=120, partitions=settings.partitions)
-            truth = read_partitions(broker.bootstrap, settings.orders_topic, settings.partitions,
-                                    at_least=GENERATED + REPLAYED, client_config=librdkafka_config(settings))
-            assert sum(len(events) for events in truth.values()) == GENERATED + REPLAYED
-            assert_workers_match_truth([worker], offline_ledgers(settings, truth), settings)
-
-            answers = b"".join(worker.get(path) for path in ("/api/summary", "/metrics", "/health/ready"))
-            worker.stop()
-            printed = {"worker log": worker.log_path.read_text(errors="replace"), "generate": generated.stderr,
-                       "replay": replayed.stderr, "HTTP answers": answers.decode(errors="replace")}
-            assert printed["worker log"].strip(), "the worker logged nothing"
-            for where, text in printed.items():
-                assert pki.client_key_password not in text, f"the key password is in the {where}"
+            await consumer.topics()
         finally:
-            cluster.stop()
+            await consumer.stop()
+    assert len(proxy.logins) >= 2 and set(proxy.logins) == {(SASL_USER, mechanism)}, proxy.refusals
 
 
 def assert_refused(result: Result, exit_code: int, *names: str, secret: str = "") -> None:
@@ -191,14 +246,11 @@ def test_a_wrong_key_password_exits_2_naming_the_key_settings(pki: Pki, tmp_path
     ("SASL_SSL", "SCRAM-SHA-512", ("CROSSSELL_SASL_USERNAME", "CROSSSELL_SASL_PASSWORD", "refused")),
     ("PLAINTEXT", "", ("CROSSSELL_SECURITY_PROTOCOL=PLAINTEXT", "closed it")),
 ])
-def test_a_login_the_broker_refuses_exits_3_naming_the_credentials(
+def test_a_login_tansu_refuses_exits_3_naming_the_credentials(
         tmp_path: Path, pki: Pki, protocol: str, mechanism: str, names: tuple[str, ...]) -> None:
     env = {"CROSSSELL_SECURITY_PROTOCOL": protocol, "CROSSSELL_BROKER_CHECK_TIMEOUT_SECONDS": CHECK_TIMEOUT}
     if mechanism:
-        password_file = tmp_path / "password"
-        password_file.write_text(SASL_PASSWORD + "\n")
-        env.update({"CROSSSELL_SASL_MECHANISM": mechanism, "CROSSSELL_SASL_USERNAME": "crosssell",
-                    "CROSSSELL_SASL_PASSWORD_FILE": str(password_file)})
+        env.update(sasl_environment(tmp_path, protocol, mechanism))
     with contextlib.ExitStack() as stack:
         if protocol == "SASL_SSL":
             broker = stack.enter_context(tls_broker(pki, require_client_certificate=False, authentication=True))
@@ -209,3 +261,17 @@ def test_a_login_the_broker_refuses_exits_3_naming_the_credentials(
                                       "CROSSSELL_WEB_PORT": str(free_port()),
                                       "CROSSSELL_DATA_DIR": str(tmp_path / "w")})
     assert_refused(result, EXIT_BROKER, *names, secret=SASL_PASSWORD)
+
+
+@pytest.mark.parametrize("command", ["worker", "generate"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+def test_a_wrong_password_exits_3_naming_the_password_and_never_showing_it(
+        tmp_path: Path, command: str, mechanism: str) -> None:
+    wrong = "wrong-password-91c3"
+    with sasl_broker() as (broker, proxy):
+        result = streams([command, *(["--count", "1", "--duration", "0"] if command == "generate" else [])], {
+            **sasl_environment(tmp_path, "SASL_PLAINTEXT", mechanism, password=wrong),
+            "CROSSSELL_BROKER_URL": broker.url, "CROSSSELL_BROKER_CHECK_TIMEOUT_SECONDS": CHECK_TIMEOUT,
+            "CROSSSELL_WEB_PORT": str(free_port()), "CROSSSELL_DATA_DIR": str(tmp_path / "w")})
+    assert_refused(result, EXIT_BROKER, "refused the SASL login", "CROSSSELL_SASL_PASSWORD", secret=wrong)
+    assert proxy.refusals and not proxy.logins
