@@ -7,6 +7,7 @@ allowed, so that a person can fix it without reading code.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -28,6 +29,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Settings that may come from a file instead (CROSSSELL_<NAME>_FILE), for secrets mounted as files.
+FROM_FILE = ("sasl_username", "sasl_password", "ssl_key_password")
+FILE_SUFFIX = "_file"
 
 
 def parse_duration(text: str) -> float:
@@ -123,6 +129,16 @@ class Settings:
     rebalance_timeout_seconds: float = 10.0
     broker_check_timeout_seconds: float = 10.0
 
+    # Connecting to a secured Kafka: streams/ops/security.py turns these into every client's
+    # configuration. Secrets are left out of repr (and so of any log or error that shows Settings).
+    security_protocol: str = field(default="PLAINTEXT", metadata={"parse": "uppered"})
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    ssl_key_password: str = field(default="", repr=False, metadata={"parse": "verbatim"})
+    sasl_mechanism: str = field(default="", metadata={"parse": "uppered"})
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False, metadata={"parse": "verbatim"})
 
     @property
     def embedded(self) -> bool:
@@ -148,14 +164,23 @@ class Settings:
         """Read ``CROSSSELL_*`` variables; unknown ones are an error (typos)."""
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
+        from_files: dict[str, str] = {}
         for name, raw in environ.items():
             if not name.startswith(PREFIX):
                 continue
             key = name[len(PREFIX) :].lower()
+            if key not in known and key.removesuffix(FILE_SUFFIX) in FROM_FILE:
+                from_files[key.removesuffix(FILE_SUFFIX)] = name
+                continue
             if key not in known:
-                allowed = ", ".join(sorted(PREFIX + k.upper() for k in known))
+                allowed = ", ".join(sorted([PREFIX + k.upper() for k in known]
+                                           + [PREFIX + (k + FILE_SUFFIX).upper() for k in FROM_FILE]))
                 raise SettingsError(f"{name} is not a setting of crosssell-streams. Known settings: {allowed}")
             values[key] = _parser_of(_FIELDS[key])(name, raw)
+        for key, name in from_files.items():
+            if key in values:
+                raise SettingsError(f"{PREFIX}{key.upper()} and {name} are both set: set one of them.")
+            values[key] = _read_setting_file(name, environ[name])
         settings = cls(**values)
         settings.validate()
         return settings
@@ -213,6 +238,72 @@ class Settings:
         if self.broker_url:
             _require(self.broker_url.startswith("kafka://") and bool(self.bootstrap_servers()), "BROKER_URL",
                      self.broker_url, "kafka://host:port[;host:port], or empty for the embedded broker")
+        _validate_security(self)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+_TLS_SETTINGS = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_key_password")
+_SASL_SETTINGS = ("sasl_mechanism", "sasl_username", "sasl_password")
+
+
+def _validate_security(settings: Settings) -> None:
+    """Security settings that fit together; no message carries a secret's value."""
+    protocol = settings.security_protocol
+    _require(protocol in SECURITY_PROTOCOLS, "SECURITY_PROTOCOL", protocol, "one of " + ", ".join(SECURITY_PROTOCOLS))
+    if protocol != "PLAINTEXT" and settings.embedded:
+        raise SettingsError(f"{PREFIX}SECURITY_PROTOCOL={protocol} needs {PREFIX}BROKER_URL: the embedded broker "
+                            f"serves plaintext only. Set {PREFIX}BROKER_URL to your Kafka, or unset "
+                            f"{PREFIX}SECURITY_PROTOCOL for the embedded broker.")
+    unused = [name for name in _TLS_SETTINGS if getattr(settings, name) and not settings.uses_tls]
+    unused += [name for name in _SASL_SETTINGS if getattr(settings, name) and not settings.uses_sasl]
+    if unused:
+        names = ", ".join(_variable(name) for name in unused)
+        wanted = "SSL or SASL_SSL" if unused[0] in _TLS_SETTINGS else "SASL_PLAINTEXT or SASL_SSL"
+        it = "it" if len(unused) == 1 else "them"
+        raise SettingsError(f"{names} set, but {PREFIX}SECURITY_PROTOCOL={protocol} does not use {it}: set "
+                            f"{PREFIX}SECURITY_PROTOCOL to {wanted}, or unset {it}.")
+    if settings.uses_sasl:
+        _require(settings.sasl_mechanism in SASL_MECHANISMS, "SASL_MECHANISM", settings.sasl_mechanism,
+                 f"one of {', '.join(SASL_MECHANISMS)} (required with {PREFIX}SECURITY_PROTOCOL={protocol})")
+        for name in ("sasl_username", "sasl_password"):
+            if not getattr(settings, name):
+                raise SettingsError(f"{_variable(name)} (or {_variable(name + FILE_SUFFIX)}) is empty: "
+                                    f"{PREFIX}SECURITY_PROTOCOL={protocol} logs in with a user name and password.")
+    if bool(settings.ssl_cert_file) != bool(settings.ssl_key_file):
+        given, missing = ("ssl_cert_file", "ssl_key_file") if settings.ssl_cert_file else ("ssl_key_file",
+                                                                                            "ssl_cert_file")
+        raise SettingsError(f"{_variable(given)} is set but {_variable(missing)} is not: a client certificate "
+                            "(mutual TLS) needs both the certificate and its private key.")
+    if settings.ssl_key_password and not settings.ssl_key_file:
+        raise SettingsError(f"{PREFIX}SSL_KEY_PASSWORD is set but {PREFIX}SSL_KEY_FILE is not: the password "
+                            "decrypts the client's private key.")
+    for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+        path = getattr(settings, name)
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            problem = "is not a readable file" if os.path.exists(path) else "does not exist"
+            raise SettingsError(f"{_variable(name)}={path!r} is not allowed: the file {problem}. "
+                                "Expected the path of a PEM file.")
+
+
+def _variable(name: str) -> str:
+    return PREFIX + name.upper()
+
+
+def _read_setting_file(name: str, path: str) -> str:
+    """The contents of a mounted secret, without its trailing newline; the contents are never shown."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(f"{name}={path!r}: cannot read the file ({reason}).") from None
 
 
 def _require(ok: bool, name: str, value: object, allowed: str) -> None:
@@ -272,6 +363,15 @@ def _lowered(parse: Callable[[str, str], T]) -> Callable[[str, str], T]:
     return lambda name, raw: parse(name, raw.lower())
 
 
+def _uppered(parse: Callable[[str, str], T]) -> Callable[[str, str], T]:
+    return lambda name, raw: parse(name, raw.upper())
+
+
+def _verbatim(name: str, raw: str) -> str:
+    # A password is taken as given: spaces at either end may be part of it.
+    return raw
+
+
 def _parser_of(setting: Field[Any]) -> Callable[[str, str], Any]:
     """How a variable's text becomes the field's value: by the field's type, or its ``parse`` metadata."""
     special = setting.metadata.get("parse")
@@ -289,6 +389,8 @@ _PARSERS_BY_TYPE: dict[str, Callable[[str, str], Any]] = {
 }
 _SPECIAL_PARSERS: dict[str, Callable[[str, str], Any]] = {
     "lowered": _lowered(_text),
+    "uppered": _uppered(_text),
+    "verbatim": _verbatim,
     "fraction": _fraction,
 }
 

@@ -10,6 +10,9 @@ thread, and has three controls a test calls from its own thread:
   (``refuse=True``);
 * :meth:`TcpProxy.heal` lets traffic flow again; held connections connect on.
 
+With ``tls`` (a server SSLContext) it terminates TLS in front of a plaintext
+target: the secured-Kafka tests use it because Tansu 0.6.0 cannot serve TLS.
+
 Only loopback: it listens on 127.0.0.1 and forwards to 127.0.0.1.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -53,6 +57,8 @@ class _Connection:
 class TcpProxy:
     target_port: int
     port: int = 0
+    # With a server context the proxy terminates TLS: clients speak TLS to it, the target plaintext.
+    tls: ssl.SSLContext | None = None
     stats: ProxyStats = field(default_factory=ProxyStats)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
@@ -146,7 +152,7 @@ class TcpProxy:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((LOOPBACK, self.port))
-        self._server = await asyncio.start_server(self._accept, sock=sock)
+        self._server = await asyncio.start_server(self._accept, sock=sock, ssl=self.tls)
         self.port = int(sock.getsockname()[1])
 
     def _drop(self) -> int:

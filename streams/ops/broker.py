@@ -51,12 +51,16 @@ class EmbeddedBroker:
     """One Tansu process on 127.0.0.1 that this object owns.
 
     With ``advertised_port``, it listens on ``port`` but tells clients to connect
-    to ``advertised_port`` (a proxy in front of it, in the network-fault tests).
+    to ``advertised_port`` (a proxy in front of it, in the network-fault and TLS tests).
+    With ``authentication``, it refuses every client that has not logged in with
+    SASL (Tansu 0.6.0 offers SCRAM only and, on memory storage, keeps no users:
+    every login fails; the secured-Kafka tests use it to see a refusal).
     """
 
     port: int = 0
     startup_timeout: float = 15.0
     advertised_port: int = 0
+    authentication: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
 
@@ -78,7 +82,8 @@ class EmbeddedBroker:
         # and it dies with this process.
         self.process = spawn(
             [broker_binary(), "broker", "--listener-url", f"tcp://{LOOPBACK}:{self.port}",
-             "--advertised-listener-url", f"tcp://{self.bootstrap}"],
+             "--advertised-listener-url", f"tcp://{self.bootstrap}",
+             *(["--authentication"] if self.authentication else [])],
             {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}, log=self._log)
         self._wait_ready()
         return self

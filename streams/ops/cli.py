@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
 from streams.ops.broker import BrokerError, EmbeddedBroker
+from streams.ops.security import librdkafka_config
 from streams.ops.supervisor import spawn, stop
 from streams.ops.traffic import TrafficShape
 from streams.settings import Settings, SettingsError
@@ -152,7 +153,7 @@ def _require_broker(settings: Settings, command: str) -> str:
 
 def _prepare_broker(settings: Settings) -> str:
     bootstrap = settings.bootstrap_servers()
-    check_broker(bootstrap, settings.broker_check_timeout_seconds)
+    check_broker(settings)
     created = ensure_topics(bootstrap, settings)
     if created:
         print(f"crosssell: created topics {', '.join(sorted(created))}", file=sys.stderr)
@@ -204,7 +205,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
     bootstrap = _require_broker(settings, "generate")
     _prepare_broker(settings)
     report = generate(bootstrap, settings.orders_topic, rate=args.rate, duration=args.duration, seed=args.seed,
-                      shape=_shape(args), count=args.count)
+                      shape=_shape(args), count=args.count, security=librdkafka_config(settings))
     print(report.summary("generated"), file=sys.stderr)
     return 0
 
@@ -216,6 +217,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     _prepare_broker(settings)
     with _open_lines(args.file) as lines:
         report, lateness = replay(bootstrap, settings.orders_topic, lines, rate=args.rate,
+                                  security=librdkafka_config(settings),
                                   window=settings.window_seconds, grace=settings.grace_seconds, sort=not args.no_sort,
                                   chunk_lines=args.chunk_lines)
     print(report.summary(f"replayed {args.file}" + ("" if args.no_sort else " in event-time order")),
@@ -250,7 +252,8 @@ def cmd_recommendations(settings: Settings, args: argparse.Namespace) -> int:
                             f"{', '.join(settings.horizon_labels)} (CROSSSELL_PAIR_HORIZONS).")
     topics = [settings.recommendations_topic_for(h) for h in horizons]
     with contextlib.suppress(KeyboardInterrupt):
-        print_recommendations(bootstrap, topics, settings.partitions, args.product, follow=args.follow)
+        print_recommendations(bootstrap, topics, settings.partitions, args.product,
+                              security=librdkafka_config(settings), follow=args.follow)
     return 0
 
 
@@ -282,6 +285,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
             with _open_lines(args.replay) as lines:
                 report, lateness = replay(settings.bootstrap_servers(), settings.orders_topic, lines,
+                                          security=librdkafka_config(settings),
                                           window=settings.window_seconds, grace=settings.grace_seconds)
             print(f"crosssell: {report.summary(f'replayed {args.replay} in event-time order')}", flush=True)
             warning = late_warning(lateness, settings.grace_seconds, sorted_=True)

@@ -10,6 +10,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
@@ -20,9 +21,11 @@ from streams.ops.traffic import OrderMaker, TrafficShape
 PROGRESS_EVERY = 5.0
 
 
-def producer(bootstrap: str) -> Producer:
+def producer(bootstrap: str, security: Mapping[str, str]) -> Producer:
+    """``security``: the TLS and SASL properties of streams.ops.security.librdkafka_config."""
     return Producer({
         "bootstrap.servers": bootstrap,
+        **security,
         "linger.ms": 20,
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": 500000,
@@ -46,8 +49,8 @@ class SendReport:
 
 
 class Sender:
-    def __init__(self, bootstrap: str, topic: str, out: IO[str]) -> None:
-        self.producer = producer(bootstrap)
+    def __init__(self, bootstrap: str, security: Mapping[str, str], topic: str, out: IO[str]) -> None:
+        self.producer = producer(bootstrap, security)
         self.topic = topic
         self.out = out
         self.sent: Counter[str] = Counter()
@@ -82,10 +85,10 @@ class Sender:
 
 
 def generate(bootstrap: str, topic: str, *, rate: float, duration: float, seed: int, shape: TrafficShape,
-             count: int | None = None, out: IO[str] = sys.stderr) -> SendReport:
+             security: Mapping[str, str], count: int | None = None, out: IO[str] = sys.stderr) -> SendReport:
     """Send ``rate`` events per second for ``duration`` seconds (0: until interrupted) or ``count`` events."""
     maker = OrderMaker(random.Random(seed), shape)
-    sender = Sender(bootstrap, topic, out)
+    sender = Sender(bootstrap, security, topic, out)
     start = time.monotonic()
     n = 0
     try:

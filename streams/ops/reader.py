@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
@@ -22,8 +22,9 @@ QUIET_SECONDS = 0.5
 CATCH_UP_TIMEOUT = 60.0
 
 
-def _consumer(bootstrap: str, topics: list[str], partitions: int) -> Consumer:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"crosssell-reader-{uuid.uuid4().hex[:8]}",
+def _consumer(bootstrap: str, topics: list[str], partitions: int, security: Mapping[str, str]) -> Consumer:
+    consumer = Consumer({"bootstrap.servers": bootstrap, **security,
+                         "group.id": f"crosssell-reader-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic in topics for p in range(partitions)])
     return consumer
@@ -62,11 +63,11 @@ def latest(consumer: Consumer, topics: list[str], partitions: int) -> dict[tuple
     return found
 
 
-def print_recommendations(bootstrap: str, topics: list[str], partitions: int, product: str | None,
-                          follow: bool = False, out: IO[str] = sys.stdout) -> int:
+def print_recommendations(bootstrap: str, topics: list[str], partitions: int, product: str | None, *,
+                          security: Mapping[str, str], follow: bool = False, out: IO[str] = sys.stdout) -> int:
     """Print the current lists (one JSON line each), then with ``follow`` every update; returns lines printed."""
     wanted = product.encode() if product is not None else None
-    consumer = _consumer(bootstrap, topics, partitions)
+    consumer = _consumer(bootstrap, topics, partitions, security)
     printed = 0
     try:
         for (_, key), value in sorted(latest(consumer, topics, partitions).items(),

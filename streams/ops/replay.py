@@ -17,7 +17,7 @@ import heapq
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -130,12 +130,12 @@ def late_warning(lateness: Lateness, grace: float, sorted_: bool) -> str | None:
             f"late, not applied: {advice}.")
 
 
-def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, rate: float = 0.0, window: float = 60.0,
-           grace: float = 120.0, sort: bool = True, chunk_lines: int = DEFAULT_CHUNK_LINES,
+def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, security: Mapping[str, str], rate: float = 0.0,
+           window: float = 60.0, grace: float = 120.0, sort: bool = True, chunk_lines: int = DEFAULT_CHUNK_LINES,
            out: IO[str] = sys.stderr) -> tuple[SendReport, Lateness]:
     """Send each non-blank NDJSON line as one event keyed by its order_id, in event-time order unless not ``sort``."""
     events = event_time_order(lines, chunk_lines, out) if sort else _events(lines)
-    sender = Sender(bootstrap, topic, out)
+    sender = Sender(bootstrap, security, topic, out)
     lateness = Lateness(window, grace)
     start = time.monotonic()
     for n, line in enumerate(events, start=1):

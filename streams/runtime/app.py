@@ -29,6 +29,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from streams.ops.security import broker_credentials
 from streams.pairs.outbox import owner_partition
 from streams.runtime.fastpath import FastPathApp
 from streams.runtime.metrics import CrossSellCollector
@@ -64,6 +65,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     app = app_class(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         datadir=settings.data_dir,
         web_host=settings.web_host,

@@ -21,17 +21,17 @@ from tests.harness.processes import Samples, Worker, unique
 Record = tuple[int, bytes | None, float]  # offset, value, record timestamp (unix seconds, as Faust gives it)
 
 def read_partitions(bootstrap: str, topic: str, partitions: int, at_least: int = 0, timeout: float = 60.0,
-                    quiet: float = 2.0) -> dict[int, list[Record]]:
+                    quiet: float = 2.0, client_config: Mapping[str, str] | None = None) -> dict[int, list[Record]]:
     """Every message of ``topic``, per partition in offset order: {partition: [(offset, value, timestamp)]}.
 
     Reads until it has ``at_least`` messages and then nothing new came for ``quiet``
     seconds. Not up to the high watermarks: Tansu 0.6.0 answers ListOffsets(latest)
     with the base offset of the partition's last batch + 1, short of the end
-    whenever that batch holds several records.
+    whenever that batch holds several records. ``client_config``: more consumer properties (TLS).
     """
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": unique("truth"), "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
+        "auto.offset.reset": "earliest", **(client_config or {}),
     })
     try:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
