@@ -14,8 +14,9 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, TypeVar
 
 PREFIX = "CROSSSELL_"
-# aiokafka's and confluent-kafka's default request limits are 1,048,576 and 1,000,000 bytes.
-MAX_MESSAGE_BYTES = 1_000_000
+# Faust's producer refuses requests over 1,000,000 bytes (producer_max_request_size; aiokafka's
+# own default is 1,048,576): a message needs room for its batch's framing under that.
+MAX_MESSAGE_BYTES = 900_000
 MIN_MESSAGE_BYTES = 16_384
 
 T = TypeVar("T")

@@ -31,17 +31,17 @@ class WindowConfig:
     max_message_bytes: int = 524_288
 
 
+# WindowConfig field <- the setting it is read from.
+_FROM_SETTINGS = (
+    ("size", "window_seconds"), ("grace", "grace_seconds"), ("retention", "retention_seconds"),
+    ("dedup_horizon", "dedup_horizon_seconds"), ("max_future", "max_future_seconds"),
+    ("max_tracked", "max_tracked_values"), ("pair_slots", "pair_slots"), ("pair_partitions", "partitions"),
+    ("max_basket", "max_basket"), ("max_message_bytes", "max_message_bytes"),
+)
+
+
 def window_config(settings: Settings) -> WindowConfig:
     return WindowConfig(
-        size=settings.window_seconds,
-        grace=settings.grace_seconds,
-        retention=settings.retention_seconds,
-        dedup_horizon=settings.dedup_horizon_seconds,
-        max_future=settings.max_future_seconds,
-        max_tracked=settings.max_tracked_values,
         pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
-        pair_slots=settings.pair_slots,
-        pair_partitions=settings.partitions,
-        max_basket=settings.max_basket,
-        max_message_bytes=settings.max_message_bytes,
+        **{name: getattr(settings, setting) for name, setting in _FROM_SETTINGS},
     )

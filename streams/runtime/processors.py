@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import orjson
@@ -40,6 +40,23 @@ from streams.runtime.store import PartitionedTable
 from streams.settings import Settings, duration_label
 
 log = logging.getLogger(__name__)
+
+
+class _Owner(Protocol):
+    ledgers: dict[int, Any]
+    table: PartitionedTable
+    unacked: list[EventT[Any]]
+
+
+def forget_partitions(owner: _Owner, partitions: set[int]) -> None:
+    """Drop what a processor holds of ``partitions``, revoked: their ledgers, table bookkeeping and events.
+
+    Their unacked events are replayed by the new owner; the caller holds the processor's lock.
+    """
+    for partition in partitions:
+        owner.ledgers.pop(partition, None)
+    owner.table.forget(partitions)
+    owner.unacked = [e for e in owner.unacked if e.message.partition not in partitions]
 
 
 class OrderProcessor:
@@ -72,10 +89,7 @@ class OrderProcessor:
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
-            for partition in partitions:
-                self.ledgers.pop(partition, None)
-            self.table.forget(partitions)
-            self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
+            forget_partitions(self, partitions)
             self.dead_letter_queue = [d for d in self.dead_letter_queue if d.partition not in partitions]
 
     # -- the hot path --------------------------------------------------------
@@ -221,10 +235,7 @@ class PairProcessor:
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
-            for partition in partitions:
-                self.ledgers.pop(partition, None)
-            self.table.forget(partitions)
-            self.unacked = [e for e in self.unacked if e.message.partition not in partitions]
+            forget_partitions(self, partitions)
 
     def process(self, event: EventT[Any]) -> None:
         ledger = self.ledgers.get(event.message.partition)
