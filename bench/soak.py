@@ -22,6 +22,10 @@ last retention): the watermark passes the retention and windows expire in the
 first seconds, and the state holds a full retention of orders before the first
 sample, so even a one-minute run measures the steady state.
 
+``--tracemalloc SECONDS`` has the worker log the allocation sites that grew
+most every SECONDS (CROSSSELL_TRACEMALLOC_SECONDS, streams/allocations.py;
+with ``--keep-logs``, in worker.log); tracing slows the worker several times.
+
 Exit code 0 when both hold (and the worker never exited), 1 otherwise. All
 processes and the broker are stopped on exit, Ctrl-C and errors included.
 """
@@ -59,6 +63,9 @@ from streams.traffic import OrderMaker, TrafficShape
 DEFAULT_RATE = 1500.0  # events/s, when no benchmark result says what half of the maximum is
 BENCH_RESULTS = Path(__file__).parent / "results" / "latest.json"
 RSS_GROWTH_LIMIT = 0.10
+SCRAPE_TIMEOUT = 5.0
+# A worker tracing its allocations stops for seconds while it takes a snapshot.
+TRACING_SCRAPE_TIMEOUT = 120.0
 SPARSE_PER_SECOND = 20  # backfilled events per second of event time before the last retention
 
 
@@ -94,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker's log directory")
+    parser.add_argument("--tracemalloc", type=float, default=0.0, metavar="SECONDS",
+                        help="the worker logs its most grown allocation sites every SECONDS "
+                             "(CROSSSELL_TRACEMALLOC_SECONDS, streams/allocations.py); slows it down")
     return parser
 
 
@@ -114,6 +124,8 @@ def soak_env(broker_url: str, args: argparse.Namespace, data_dir: Path) -> dict[
         "CROSSSELL_DEDUP_HORIZON_SECONDS": retention,
         "CROSSSELL_PAIR_HORIZONS": retention,
     })
+    if args.tracemalloc:
+        env["CROSSSELL_TRACEMALLOC_SECONDS"] = duration_label(args.tracemalloc)
     return env
 
 
@@ -128,9 +140,9 @@ def child(name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) ->
         stop_process(process, timeout=20)
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float]:
     """crosssell_ samples of /metrics, summed over labels."""
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=timeout) as response:
         text = response.read().decode()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -218,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
     bound = args.partitions * bound_per_partition
     log_dir = Path(tempfile.mkdtemp(prefix="crosssell-soak-"))
     samples: list[Sample] = []
+    timeout = TRACING_SCRAPE_TIMEOUT if args.tracemalloc else SCRAPE_TIMEOUT
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(EmbeddedBroker())
         env = soak_env(broker.url, args, log_dir)
@@ -243,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             if time.monotonic() >= next_sample:
                 next_sample += args.every
-                metrics = scrape(port)
+                metrics = scrape(port, timeout)
                 sample = Sample(time.monotonic() - started, rss_mib(worker.pid),
                                 metrics.get("crosssell_state_windows", math.nan),
                                 metrics.get("crosssell_events_total", math.nan),
@@ -261,11 +274,11 @@ def run(args: argparse.Namespace) -> int:
             return 1
         sent = backfilled + live
         drain_deadline = time.monotonic() + 60
-        processed = scrape(port).get("crosssell_events_total", 0.0)
+        processed = scrape(port, timeout).get("crosssell_events_total", 0.0)
         while processed < sent and time.monotonic() < drain_deadline and worker.poll() is None:
             time.sleep(0.5)
-            processed = scrape(port).get("crosssell_events_total", 0.0)
-        final_windows = scrape(port).get("crosssell_state_windows", math.nan)
+            processed = scrape(port, timeout).get("crosssell_events_total", 0.0)
+        final_windows = scrape(port, timeout).get("crosssell_state_windows", math.nan)
         worker_exit = worker.poll()
     return report(samples, args, rate, sent, backfilled, processed, final_windows, bound, bound_per_partition,
                   worker_exit, log_dir)

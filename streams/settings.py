@@ -112,6 +112,9 @@ class Settings:
     rebalance_timeout_seconds: float = 10.0
     broker_check_timeout_seconds: float = 10.0
 
+    # Diagnostics: every this many seconds, log the allocation sites that grew most
+    # (streams/allocations.py). 0 (the default) traces nothing; tracing costs CPU.
+    tracemalloc_seconds: float = 0.0
 
     @property
     def embedded(self) -> bool:
@@ -181,6 +184,8 @@ class Settings:
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
         _require(self.flush_interval_seconds > 0, "FLUSH_INTERVAL_SECONDS", self.flush_interval_seconds,
                  "a duration > 0")
+        _require(self.tracemalloc_seconds == 0 or self.tracemalloc_seconds >= 1, "TRACEMALLOC_SECONDS",
+                 self.tracemalloc_seconds, "0 (off) or a duration >= 1s; snapshots are slow, minutes apart suit")
         _require(self.pair_flush_interval_seconds > 0, "PAIR_FLUSH_INTERVAL_SECONDS",
                  self.pair_flush_interval_seconds, "a duration > 0")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")
@@ -270,4 +275,5 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "session_timeout_seconds": _seconds,
     "rebalance_timeout_seconds": _seconds,
     "broker_check_timeout_seconds": _seconds,
+    "tracemalloc_seconds": _seconds,
 }

@@ -194,3 +194,13 @@ def test_an_invalid_setting_names_the_variable_its_value_and_what_is_allowed(
 
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+def test_allocation_tracing_is_off_unless_a_report_interval_is_set() -> None:
+    assert Settings.from_env({}).tracemalloc_seconds == 0.0
+    assert Settings.from_env({"CROSSSELL_TRACEMALLOC_SECONDS": "5m"}).tracemalloc_seconds == 300.0
+
+
+def test_an_allocation_report_interval_below_a_second_names_what_is_allowed() -> None:
+    with pytest.raises(SettingsError, match=r"CROSSSELL_TRACEMALLOC_SECONDS=0\.5 is not allowed: expected 0 \(off\)"):
+        Settings.from_env({"CROSSSELL_TRACEMALLOC_SECONDS": "500ms"})
