@@ -7,7 +7,9 @@ to the embedded broker, and is read back with confluent-kafka.
 
 from __future__ import annotations
 
+import sys
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
 
+from streams import store
 from streams.admin import ensure_topics
 from streams.app import Pipeline, create_pipeline
 from streams.broker import EmbeddedBroker
@@ -176,3 +179,22 @@ async def test_pair_messages_applied_by_the_pairs_agent_count_once(
     view = pipeline.pairs.ledgers[0].view("24h")
     assert view.orders == 3
     assert view.pairs.estimate("a\x1fb") == 2
+
+
+async def test_the_state_table_holds_each_value_in_memory_of_its_own_length(pipeline: Pipeline) -> None:
+    # The table keeps a dedup segment for the whole horizon: orjson's output buffer (3.12+:
+    # several times the JSON's length, never shrunk) made the worker's memory creep.
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        for n in range(300):
+            await agent.put(order(f"o-{n:04d}", ("tv", "electronics", 400.0, 1)), key=f"o-{n:04d}".encode())
+    table = pipeline.orders.table
+    tracemalloc.start()
+    try:
+        await pipeline.orders.flush()
+        held = sum(t.size for t in tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, store.__file__)]).traces)
+    finally:
+        tracemalloc.stop()
+    exact = sum(sys.getsizeof(key) + sys.getsizeof(value) for key, value in table.data.items())
+    assert max(len(value) for value in table.data.values()) > 5_000  # the seen segment of 300 order ids
+    assert exact <= held <= exact + 1024, f"the table holds {held} bytes for {exact} bytes of keys and values"
