@@ -7,7 +7,7 @@ samples the worker's resident memory (VmRSS in /proc/<pid>/status) and
 ``crosssell_state_windows`` from its /metrics. At the end it reports:
 
 * memory: flat when the mean RSS of the last third of the samples is less than
-  10% above the mean of the middle third (the first third is warm-up);
+  3% above the mean of the middle third (the first third is warm-up);
 * state: ``crosssell_state_windows`` never above partitions x (retention/window + 2):
   per partition the windows whose end is within the retention of the
   watermark (retention/window closed windows plus the open one), plus one
@@ -62,7 +62,7 @@ from streams.traffic import OrderMaker, TrafficShape
 
 DEFAULT_RATE = 1500.0  # events/s, when no benchmark result says what half of the maximum is
 BENCH_RESULTS = Path(__file__).parent / "results" / "latest.json"
-RSS_GROWTH_LIMIT = 0.10
+RSS_GROWTH_LIMIT = 0.03
 SCRAPE_TIMEOUT = 5.0
 # A worker tracing its allocations stops for seconds while it takes a snapshot.
 TRACING_SCRAPE_TIMEOUT = 120.0
