@@ -11,6 +11,7 @@ import sys
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -25,6 +26,7 @@ from streams.admin import ensure_topics
 from streams.app import Pipeline, create_pipeline
 from streams.broker import EmbeddedBroker
 from streams.fastpath import MessageBatch
+from streams.recommendations import Companion, PublishedState
 from streams.settings import Settings
 from streams.traffic import rfc3339
 from tests.harness import unique
@@ -198,3 +200,16 @@ async def test_the_state_table_holds_each_value_in_memory_of_its_own_length(pipe
     exact = sum(sys.getsizeof(key) + sys.getsizeof(value) for key, value in table.data.items())
     assert max(len(value) for value in table.data.values()) > 5_000  # the seen segment of 300 order ids
     assert exact <= held <= exact + 1024, f"the table holds {held} bytes for {exact} bytes of keys and values"
+
+
+async def test_publishing_forgets_tombstones_older_than_the_interval(pipeline: Pipeline) -> None:
+    # Otherwise the recommender keeps a state for every product that ever had companions.
+    now = datetime.now(UTC)
+    interval = timedelta(seconds=pipeline.recommender.settings.recommendation_interval_seconds)
+    published = pipeline.recommender.published
+    published[("24h", "gone-long-ago")] = PublishedState((), now - interval)
+    published[("24h", "gone-just-now")] = PublishedState((), now - interval / 2)
+    listed = published[("24h", "listed")] = PublishedState((Companion("b", 5, 0.5, 2.0),), now - interval / 2)
+    await pipeline.recommender.publish(now)
+    assert pipeline.recommender.published == {("24h", "gone-just-now"): PublishedState((), now - interval / 2),
+                                              ("24h", "listed"): listed}
