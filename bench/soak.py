@@ -7,7 +7,7 @@ samples the worker's resident memory (VmRSS in /proc/<pid>/status) and
 ``crosssell_state_windows`` from its /metrics. At the end it reports:
 
 * memory: flat when the mean RSS of the last third of the samples is less than
-  10% above the mean of the middle third (the first third is warm-up);
+  3% above the mean of the middle third (the first third is warm-up);
 * state: ``crosssell_state_windows`` never above partitions x (retention/window + 2):
   per partition the windows whose end is within the retention of the
   watermark (retention/window closed windows plus the open one), plus one
@@ -21,6 +21,10 @@ retention + 2 windows ago up to now (sparse at first, at ``--rate`` over the
 last retention): the watermark passes the retention and windows expire in the
 first seconds, and the state holds a full retention of orders before the first
 sample, so even a one-minute run measures the steady state.
+
+``--tracemalloc SECONDS`` has the worker log the allocation sites that grew
+most every SECONDS (CROSSSELL_TRACEMALLOC_SECONDS, streams/runtime/allocations.py;
+with ``--keep-logs``, in worker.log); tracing slows the worker several times.
 
 Exit code 0 when both hold (and the worker never exited), 1 otherwise. All
 processes and the broker are stopped on exit, Ctrl-C and errors included.
@@ -59,7 +63,10 @@ from streams.settings import Settings, duration_label
 
 DEFAULT_RATE = 1500.0  # events/s, when no benchmark result says what half of the maximum is
 BENCH_RESULTS = Path(__file__).parent / "results" / "latest.json"
-RSS_GROWTH_LIMIT = 0.10
+RSS_GROWTH_LIMIT = 0.03
+SCRAPE_TIMEOUT = 5.0
+# A worker tracing its allocations stops for seconds while it takes a snapshot.
+TRACING_SCRAPE_TIMEOUT = 120.0
 SPARSE_PER_SECOND = 20  # backfilled events per second of event time before the last retention
 
 
@@ -95,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker's log directory")
+    parser.add_argument("--tracemalloc", type=float, default=0.0, metavar="SECONDS",
+                        help="the worker logs its most grown allocation sites every SECONDS "
+                             "(CROSSSELL_TRACEMALLOC_SECONDS, streams/runtime/allocations.py); slows it down")
     return parser
 
 
@@ -115,6 +125,8 @@ def soak_env(broker_url: str, args: argparse.Namespace, data_dir: Path) -> dict[
         "CROSSSELL_DEDUP_HORIZON_SECONDS": retention,
         "CROSSSELL_PAIR_HORIZONS": retention,
     })
+    if args.tracemalloc:
+        env["CROSSSELL_TRACEMALLOC_SECONDS"] = duration_label(args.tracemalloc)
     return env
 
 
@@ -129,9 +141,9 @@ def child(name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) ->
         stop(process, timeout=20)
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int, timeout: float = SCRAPE_TIMEOUT) -> dict[str, float]:
     """crosssell_ samples of /metrics, summed over labels."""
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=timeout) as response:
         text = response.read().decode()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -219,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     bound = args.partitions * bound_per_partition
     log_dir = Path(tempfile.mkdtemp(prefix="crosssell-soak-"))
     samples: list[Sample] = []
+    timeout = TRACING_SCRAPE_TIMEOUT if args.tracemalloc else SCRAPE_TIMEOUT
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(EmbeddedBroker())
         env = soak_env(broker.url, args, log_dir)
@@ -244,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             if time.monotonic() >= next_sample:
                 next_sample += args.every
-                metrics = scrape(port)
+                metrics = scrape(port, timeout)
                 sample = Sample(time.monotonic() - started, rss_mib(worker.pid),
                                 metrics.get("crosssell_state_windows", math.nan),
                                 metrics.get("crosssell_events_total", math.nan),
@@ -262,11 +275,11 @@ def run(args: argparse.Namespace) -> int:
             return 1
         sent = backfilled + live
         drain_deadline = time.monotonic() + 60
-        processed = scrape(port).get("crosssell_events_total", 0.0)
+        processed = scrape(port, timeout).get("crosssell_events_total", 0.0)
         while processed < sent and time.monotonic() < drain_deadline and worker.poll() is None:
             time.sleep(0.5)
-            processed = scrape(port).get("crosssell_events_total", 0.0)
-        final_windows = scrape(port).get("crosssell_state_windows", math.nan)
+            processed = scrape(port, timeout).get("crosssell_events_total", 0.0)
+        final_windows = scrape(port, timeout).get("crosssell_state_windows", math.nan)
         worker_exit = worker.poll()
     return report(samples, args, rate, sent, backfilled, processed, final_windows, bound, bound_per_partition,
                   worker_exit, log_dir)

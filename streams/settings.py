@@ -141,6 +141,10 @@ class Settings:
     sasl_username: str = ""
     sasl_password: str = field(default="", repr=False, metadata={"parse": "verbatim"})
 
+    # Diagnostics: every this many seconds, log the allocation sites that grew most
+    # (streams/runtime/allocations.py). 0 (the default) traces nothing; tracing costs CPU.
+    tracemalloc_seconds: float = 0.0
+
     @property
     def embedded(self) -> bool:
         return not self.broker_url
@@ -232,6 +236,8 @@ class Settings:
                      "broker_check_timeout_seconds"):
             _require(getattr(self, name) > 0, name.upper(), getattr(self, name), "a duration > 0")
         _require(self.max_future_seconds >= 0, "MAX_FUTURE_SECONDS", self.max_future_seconds, "a duration >= 0")
+        _require(self.tracemalloc_seconds == 0 or self.tracemalloc_seconds >= 1, "TRACEMALLOC_SECONDS",
+                 self.tracemalloc_seconds, "0 (off) or a duration >= 1s; snapshots are slow, minutes apart suit")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")
         for horizon in self.pair_horizons:
             _require(horizon >= self.window_seconds, "PAIR_HORIZONS", duration_label(horizon),

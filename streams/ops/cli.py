@@ -170,6 +170,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     _prepare_broker(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app, _ = create_app(settings, args.app_class)
+    if settings.tracemalloc_seconds:
+        from streams.runtime.allocations import trace_allocations
+
+        trace_allocations(app, settings.tracemalloc_seconds)
     # The worker keeps millions of long-lived objects (dedup ids, windows, pair summaries) and
     # allocates a few dozen short-lived ones per order. With Python's default threshold (700)
     # the young generation is collected every ~20 orders and the cyclic collector took ~10 %

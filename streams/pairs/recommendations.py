@@ -210,6 +210,14 @@ class RecommendationThrottle:
         )
         return Decision.PUBLISH if changed else Decision.SKIP
 
+    def forgettable(self, state: PublishedState, now: datetime) -> bool:
+        """Whether ``state`` may be dropped: it decides as if nothing had been published.
+
+        True for a tombstone at least ``min_interval_seconds`` old. Keeping such
+        states would keep one for every product that ever had companions.
+        """
+        return not state.companions and (now - state.published_at).total_seconds() >= self.min_interval_seconds
+
     @staticmethod
     def state_after(
         decision: Decision, new: Sequence[Companion], last: PublishedState | None, now: datetime

@@ -317,6 +317,7 @@ class Recommender:
                 state = self.throttle.state_after(decision, ranked, last, now)
                 if state is not None:
                     self.published[(horizon, product)] = state
+        self.published = {k: v for k, v in self.published.items() if not self.throttle.forgettable(v, now)}
         await asyncio.gather(*sends)
         self.updates += len(sends)
         return len(sends)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -25,6 +28,8 @@ from streams.ops.admin import ensure_topics
 from streams.ops.broker import EmbeddedBroker
 from streams.ops.traffic import rfc3339
 from streams.orders.ledger import PartitionLedger
+from streams.pairs.recommendations import Companion, PublishedState
+from streams.runtime import store
 from streams.runtime.app import Pipeline, create_pipeline
 from streams.runtime.fastpath import MessageBatch
 from streams.settings import Settings
@@ -268,3 +273,35 @@ async def test_a_3_mib_event_becomes_a_bounded_dead_letter_with_its_size_and_dig
     assert headers["crosssell.value.sha256"] == [hashlib.sha256(value).hexdigest().encode()]
     assert letters[0].value() == value[:16_384]
     assert record_sizes(letters)[0] <= SMALL_LIMIT
+
+
+async def test_the_state_table_holds_each_value_in_memory_of_its_own_length(pipeline: Pipeline) -> None:
+    # The table keeps a dedup segment for the whole horizon: orjson's output buffer (3.12+:
+    # several times the JSON's length, never shrunk) made the worker's memory creep.
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        for n in range(300):
+            await agent.put(order(f"o-{n:04d}", ("tv", "electronics", 400.0, 1)), key=f"o-{n:04d}".encode())
+    table = pipeline.orders.table
+    tracemalloc.start()
+    try:
+        await pipeline.orders.flush()
+        held = sum(t.size for t in tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, store.__file__)]).traces)
+    finally:
+        tracemalloc.stop()
+    exact = sum(sys.getsizeof(key) + sys.getsizeof(value) for key, value in table.data.items())
+    assert max(len(value) for value in table.data.values()) > 5_000  # the seen segment of 300 order ids
+    assert exact <= held <= exact + 1024, f"the table holds {held} bytes for {exact} bytes of keys and values"
+
+
+async def test_publishing_forgets_tombstones_older_than_the_interval(pipeline: Pipeline) -> None:
+    # Otherwise the recommender keeps a state for every product that ever had companions.
+    now = datetime.now(UTC)
+    interval = timedelta(seconds=pipeline.recommender.settings.recommendation_interval_seconds)
+    published = pipeline.recommender.published
+    published[("24h", "gone-long-ago")] = PublishedState((), now - interval)
+    published[("24h", "gone-just-now")] = PublishedState((), now - interval / 2)
+    listed = published[("24h", "listed")] = PublishedState((Companion("b", 5, 0.5, 2.0),), now - interval / 2)
+    await pipeline.recommender.publish(now)
+    assert pipeline.recommender.published == {("24h", "gone-just-now"): PublishedState((), now - interval / 2),
+                                              ("24h", "listed"): listed}

@@ -242,6 +242,23 @@ def test_throttle_state_after_remembers_what_was_sent(decision: Decision, expect
     assert RecommendationThrottle.state_after(decision, _MOVED, _PUBLISHED, _LATER) == expected
 
 
+@pytest.mark.parametrize(
+    ("state", "now", "expected"),
+    [
+        pytest.param(_TOMBSTONED, _LATER, True, id="tombstone-after-interval"),
+        pytest.param(_TOMBSTONED, _SOON, False, id="tombstone-within-interval"),
+        pytest.param(_PUBLISHED, _LATER + timedelta(days=30), False, id="published-list"),
+    ],
+)
+def test_throttle_forgets_only_states_that_decide_as_nothing_published(
+    state: PublishedState, now: datetime, expected: bool
+) -> None:
+    assert _THROTTLE.forgettable(state, now) is expected
+    same_decisions = all(_THROTTLE.decide(new, state, now) is _THROTTLE.decide(new, None, now)
+                         for new in ([], list(_LIST), _MOVED))
+    assert same_decisions or not expected
+
+
 def test_throttle_uses_its_change_thresholds() -> None:
     lenient = RecommendationThrottle(min_interval_seconds=0, min_relative_count_change=0.5)
     assert lenient.decide([_companion("b", 13), _C5], _PUBLISHED, NOW) is Decision.SKIP

@@ -231,3 +231,13 @@ def test_an_interval_of_zero_is_refused_naming_the_variable(name: str) -> None:
 def test_a_boolean_setting_names_what_it_accepts() -> None:
     with pytest.raises(SettingsError, match="CROSSSELL_FAST_PATH='maybe' is not allowed: expected true or false"):
         Settings.from_env({"CROSSSELL_FAST_PATH": "maybe"})
+
+
+def test_allocation_tracing_is_off_unless_a_report_interval_is_set() -> None:
+    assert Settings.from_env({}).tracemalloc_seconds == 0.0
+    assert Settings.from_env({"CROSSSELL_TRACEMALLOC_SECONDS": "5m"}).tracemalloc_seconds == 300.0
+
+
+def test_an_allocation_report_interval_below_a_second_names_what_is_allowed() -> None:
+    with pytest.raises(SettingsError, match=r"CROSSSELL_TRACEMALLOC_SECONDS=0\.5 is not allowed: expected 0 \(off\)"):
+        Settings.from_env({"CROSSSELL_TRACEMALLOC_SECONDS": "500ms"})
