@@ -7,6 +7,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+
 from streams.runtime.allocations import AllocationReport, SiteGrowth, format_report, growth
 
 
