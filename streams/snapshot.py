@@ -25,6 +25,9 @@ class Snapshot:
     windows_held: int
     dead_letters: dict[str, int]
     lag: dict[int, int] = field(default_factory=dict)
+    # Highest orders-topic offset applied per owned partition: progress that a stale
+    # highwater cannot hide (a paused partition's lag stands still; this does too).
+    applied_offsets: dict[int, int] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -71,4 +74,5 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         recent=[(start, merge(by_start[start])) for start in starts],
         windows_held=sum(len(ledger.windows) for ledger in ledgers),
         dead_letters=dead_letters,
+        applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
     )
