@@ -125,9 +125,13 @@ class Settings:
     # false runs plain Faust, one message per order: slower, and independent of Faust's internals.
     fast_path: bool = True
 
-    # Consumer group timing: Faust's defaults make the first join take ~30 s.
-    session_timeout_seconds: float = 10.0
-    rebalance_timeout_seconds: float = 10.0
+    # Consumer group timing (python -m bench.takeover measures it): a dead worker's partitions
+    # move after the session timeout plus up to one heartbeat (a third of it, at most 3 s), and
+    # the embedded broker holds every join for half the session timeout. 6 s is the least a
+    # Kafka broker accepts by default (group.min.session.timeout.ms); Faust's defaults make
+    # the first join take ~30 s.
+    session_timeout_seconds: float = 6.0
+    rebalance_timeout_seconds: float = 6.0
     broker_check_timeout_seconds: float = 10.0
 
     # Connecting to a secured Kafka: streams/ops/security.py turns these into every client's
@@ -144,6 +148,16 @@ class Settings:
     # Diagnostics: every this many seconds, log the allocation sites that grew most
     # (streams/runtime/allocations.py). 0 (the default) traces nothing; tracing costs CPU.
     tracemalloc_seconds: float = 0.0
+
+    @property
+    def heartbeat_interval_seconds(self) -> float:
+        """A third of the session timeout, at most 3 s: a lost heartbeat or two costs no partitions.
+
+        Not shorter for now: with a 1 s heartbeat (6 s session) the kill case of
+        tests/integration/test_rebalance.py once double counted an invalid event (1 run of 6);
+        at 2 s, what the fault tests have always run with, none of 8 did.
+        """
+        return min(3.0, self.session_timeout_seconds / 3)
 
     @property
     def embedded(self) -> bool:
@@ -231,9 +245,9 @@ class Settings:
             f"at most half of CROSSSELL_MAX_MESSAGE_BYTES ({self.max_message_bytes}), so that a dead letter "
             "carries a rejected event whole with its headers")
         # Intervals and timeouts of zero would spin, time out at once or keep nothing.
+        # (The consumer group timeouts have their own lower bound, below.)
         for name in ("flush_interval_seconds", "pair_flush_interval_seconds", "recommendation_interval_seconds",
-                     "dedup_horizon_seconds", "session_timeout_seconds", "rebalance_timeout_seconds",
-                     "broker_check_timeout_seconds"):
+                     "dedup_horizon_seconds", "broker_check_timeout_seconds"):
             _require(getattr(self, name) > 0, name.upper(), getattr(self, name), "a duration > 0")
         _require(self.max_future_seconds >= 0, "MAX_FUTURE_SECONDS", self.max_future_seconds, "a duration >= 0")
         _require(self.tracemalloc_seconds == 0 or self.tracemalloc_seconds >= 1, "TRACEMALLOC_SECONDS",
@@ -242,6 +256,10 @@ class Settings:
         for horizon in self.pair_horizons:
             _require(horizon >= self.window_seconds, "PAIR_HORIZONS", duration_label(horizon),
                      f"durations of at least the window ({self.window_seconds:g}s), e.g. 24h,7d")
+        _require(self.session_timeout_seconds >= 1, "SESSION_TIMEOUT_SECONDS", self.session_timeout_seconds,
+                 "a duration >= 1s (a Kafka broker accepts 6s and more by default: group.min.session.timeout.ms)")
+        _require(self.rebalance_timeout_seconds >= 1, "REBALANCE_TIMEOUT_SECONDS", self.rebalance_timeout_seconds,
+                 "a duration >= 1s")
         if self.broker_url:
             _require(self.broker_url.startswith("kafka://") and bool(self.bootstrap_servers()), "BROKER_URL",
                      self.broker_url, "kafka://host:port[;host:port], or empty for the embedded broker")

@@ -28,6 +28,9 @@ class Snapshot:
     dead_letter_errors: dict[str, int] = field(default_factory=dict)
     # Each owned partition's own cumulative counters (the metrics export them per partition).
     partition_counters: dict[int, Counters] = field(default_factory=dict)
+    # Highest orders-topic offset applied per owned partition: progress that a stale
+    # highwater cannot hide (a paused partition's lag stands still; this does too).
+    applied_offsets: dict[int, int] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -76,4 +79,5 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         dead_letters=dead_letters,
         dead_letter_errors=dict(dead_letter_errors or {}),
         partition_counters={ledger.partition: ledger.meta for ledger in ledgers},
+        applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
     )

@@ -77,7 +77,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_seconds,
         broker_rebalance_timeout=settings.rebalance_timeout_seconds,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
+        broker_heartbeat_interval=settings.heartbeat_interval_seconds,
         producer_acks=-1,
         # Events are acked only once a flush made their state durable, so Faust need not
         # wait for acks on shutdown or rebalance (it would wait for the next flush timer,

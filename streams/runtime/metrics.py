@@ -158,6 +158,12 @@ def _health(snap: Snapshot) -> Iterator[Metric]:
     for partition, messages in sorted(snap.lag.items()):
         lag.add_metric([str(partition)], messages)
     yield lag
+    applied = GaugeMetricFamily(PREFIX + "applied_offset", "Highest orders-topic offset applied (-1: none yet), "
+                                "per owned partition; it stands still while the partition is not processed.",
+                                labels=["partition"])
+    for partition, offset in sorted(snap.applied_offsets.items()):
+        applied.add_metric([str(partition)], offset)
+    yield applied
 
 
 def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:

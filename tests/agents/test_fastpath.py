@@ -105,6 +105,15 @@ def test_the_worker_app_consumes_with_the_fast_path_consumer() -> None:
     assert app.conf.Monitor is LightMonitor  # type: ignore[comparison-overlap]
 
 
+@pytest.mark.parametrize(("session", "rebalance", "heartbeat"), [(6.0, 6.0, 2.0), (3.0, 4.0, 1.0), (30.0, 30.0, 3.0)])
+def test_the_consumer_group_timing_settings_reach_faust(session: float, rebalance: float, heartbeat: float) -> None:
+    settings = Settings(broker_url="kafka://127.0.0.1:9", app_id=unique("fastpath"), session_timeout_seconds=session,
+                        rebalance_timeout_seconds=rebalance)
+    conf = create_pipeline(settings).app.conf
+    assert (conf.broker_session_timeout, conf.broker_rebalance_timeout, conf.broker_heartbeat_interval) == (
+        session, rebalance, heartbeat)
+
+
 MESSAGE = SimpleNamespace(tp=TP("orders", 0), offset=0)
 
 

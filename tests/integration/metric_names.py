@@ -51,6 +51,7 @@ METRIC_LABELS: Final = MappingProxyType(
         # Pipeline state.
         "crosssell_event_time_watermark_seconds": frozenset(),
         "crosssell_consumer_lag_messages": frozenset({"partition"}),
+        "crosssell_applied_offset": frozenset({"partition"}),
         "crosssell_partitions_assigned": frozenset(),
         "crosssell_state_windows": frozenset(),
     }

@@ -21,6 +21,14 @@ def test_defaults_are_a_local_embedded_setup_with_minute_windows() -> None:
     assert settings.rolling_views == (300.0, 3600.0, 86400.0)
 
 
+def test_consumer_group_timing_defaults_move_a_dead_worker_s_partitions_within_seconds() -> None:
+    # 6 s is the least session timeout a Kafka broker accepts by default (group.min.session.timeout.ms).
+    settings = Settings.from_env({})
+    assert (settings.session_timeout_seconds, settings.rebalance_timeout_seconds,
+            settings.heartbeat_interval_seconds) == (6.0, 6.0, 2.0)
+    assert Settings.from_env({"CROSSSELL_SESSION_TIMEOUT_SECONDS": "30s"}).heartbeat_interval_seconds == 3.0
+
+
 def test_variables_without_the_prefix_are_ignored() -> None:
     assert Settings.from_env({"PATH": "/usr/bin", "CROSSSELLPARTITIONS": "x", "WEB_PORT": "1"}) == Settings()
 
@@ -77,6 +85,7 @@ def test_duration_variables_accept_every_unit(raw: str, seconds: float) -> None:
         ("CROSSSELL_ORDERS_TOPIC", " shop.orders ", "orders_topic", "shop.orders"),
         ("CROSSSELL_RECOMMENDATION_MIN_CHANGE", "0.5", "recommendation_min_change", 0.5),
         ("CROSSSELL_BROKER_URL", "kafka://broker:9092", "broker_url", "kafka://broker:9092"),
+        ("CROSSSELL_SESSION_TIMEOUT_SECONDS", "3s", "heartbeat_interval_seconds", 1.0),
     ],
 )
 def test_variables_are_parsed_into_typed_settings(variable: str, raw: str, attribute: str, expected: object) -> None:
@@ -175,6 +184,10 @@ INVALID: list[tuple[str, dict[str, str], str, str, str]] = [
         "1.5",
         "between 0 and 1",
     ),
+    ("session timeout below a second", {"CROSSSELL_SESSION_TIMEOUT_SECONDS": "500ms"},
+     "CROSSSELL_SESSION_TIMEOUT_SECONDS", "0.5", "group.min.session.timeout.ms"),
+    ("zero rebalance timeout", {"CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "0"}, "CROSSSELL_REBALANCE_TIMEOUT_SECONDS",
+     "0.0", ">= 1s"),
     (
         "pair horizon shorter than the window",
         {"CROSSSELL_PAIR_HORIZONS": "30s"},
@@ -221,7 +234,6 @@ def test_every_setting_reads_back_its_default_through_the_parser_of_its_type(set
 
 @pytest.mark.parametrize("name", ["FLUSH_INTERVAL_SECONDS", "PAIR_FLUSH_INTERVAL_SECONDS",
                                   "RECOMMENDATION_INTERVAL_SECONDS", "DEDUP_HORIZON_SECONDS",
-                                  "SESSION_TIMEOUT_SECONDS", "REBALANCE_TIMEOUT_SECONDS",
                                   "BROKER_CHECK_TIMEOUT_SECONDS"])
 def test_an_interval_of_zero_is_refused_naming_the_variable(name: str) -> None:
     with pytest.raises(SettingsError, match=f"CROSSSELL_{name}=0.0 is not allowed: expected a duration > 0"):
