@@ -19,7 +19,8 @@ from bench.procs import Child, ChildFailed, Children, cpu_seconds, peak_rss_mb, 
 from streams.ops.broker import free_port
 from streams.settings import Settings
 
-_EVENTS = re.compile(rb"^crosssell_events_total ([0-9.e+]+)$", re.MULTILINE)
+# One sample per owned orders partition (label partition): the worker's count is their sum.
+_EVENTS = re.compile(rb"^crosssell_events_total(?:\{[^}]*\})? ([0-9.e+]+)$", re.MULTILINE)
 _ASSIGNED = re.compile(rb"^crosssell_partitions_assigned ([0-9.e+]+)$", re.MULTILINE)
 
 
@@ -42,8 +43,8 @@ class Worker:
         body = self.scrape()
         if body is None:
             return None
-        events, assigned = _EVENTS.search(body), _ASSIGNED.search(body)
-        return int(float(events.group(1))) if events else 0, int(float(assigned.group(1))) if assigned else 0
+        events, assigned = _EVENTS.findall(body), _ASSIGNED.search(body)
+        return int(sum(float(e) for e in events)), int(float(assigned.group(1))) if assigned else 0
 
 
 def run_settings(broker_url: str, partitions: int, app_id: str) -> Settings:
