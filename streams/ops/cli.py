@@ -163,16 +163,16 @@ def _prepare_broker(settings: Settings) -> str:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
+    from streams.runtime.allocations import pin_mmap_threshold, trace_allocations
     from streams.runtime.app import create_app
 
     _require_free_web_port(settings)
     _require_broker(settings, "worker")
     _prepare_broker(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    pin_mmap_threshold()  # before the state grows: see streams/runtime/allocations.py
     app, _ = create_app(settings, args.app_class)
     if settings.tracemalloc_seconds:
-        from streams.runtime.allocations import trace_allocations
-
         trace_allocations(app, settings.tracemalloc_seconds)
     # The worker keeps millions of long-lived objects (dedup ids, windows, pair summaries) and
     # allocates a few dozen short-lived ones per order. With Python's default threshold (700)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
-from streams.runtime.allocations import AllocationReport, SiteGrowth, format_report, growth
+from streams.runtime.allocations import AllocationReport, SiteGrowth, format_report, growth, pin_mmap_threshold
 
 
 @pytest.mark.parametrize(
@@ -72,3 +73,28 @@ def test_the_report_after_the_baseline_finds_the_line_that_keeps_memory(
 def _line_of(text: str) -> int:
     with open(__file__) as source:
         return next(number for number, line in enumerate(source, 1) if text in line and "_line_of" not in line)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> _MallInfo2:
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = _MallInfo2
+    return mallinfo2()
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc 2.33 or later")
+def test_a_large_block_gets_its_own_mapping_even_after_a_larger_one_was_freed() -> None:
+    assert pin_mmap_threshold() is True
+    # Larger than all the free space of the heap, so that it must grow (glibc serves a block
+    # from free heap space whatever its size): then the threshold decides heap or mapping.
+    size = _mallinfo2().fordblks + 2**20
+    freed = bytearray(size + 2**20)  # glibc's own rule would raise the threshold above `size` when freed
+    del freed
+    before = _mallinfo2().hblks
+    block = bytearray(size)
+    assert _mallinfo2().hblks == before + 1, "the block came from the heap"
+    del block
