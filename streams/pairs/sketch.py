@@ -354,61 +354,38 @@ class SpaceSaving:
         self._levelled = False
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly state: capacity (null: none), total, floor, and [item, count] or [item, count, error].
+        """JSON-friendly state: capacity (null: none), total, floor, counts by item, and the errors that are not 0.
 
-        Counters are in no particular order: a bucket is rewritten on every flush,
-        and sorting it each time would cost more than the writing.
+        Plain dicts (copies), in no particular order: a bucket is rewritten on
+        every flush, and lists per counter, or sorting, would cost more than
+        the writing.
         """
-        errors = self._errors
         return {
             "capacity": self._capacity,
             "total": self._total,
             "floor": self._floor,
-            "counters": [[item, count, errors[item]] if item in errors else [item, count]
-                         for item, count in self._counts.items()],
+            "counts": dict(self._counts),
+            "errors": dict(self._errors),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpaceSaving:
         """Rebuild a summary from :meth:`to_dict`, or from the form before floors; ValueError naming the bad field.
 
-        The earlier form has ``exact`` instead of ``floor`` and every counter as
-        [item, count, error]: its floor was the smallest count once not exact.
+        The earlier form has ``exact`` instead of ``floor`` and ``counters``, a
+        list of [item, count, error]: its floor was the smallest count once not exact.
         """
         capacity = data.get("capacity")
         if capacity is not None:
             capacity = _field_int(data, "capacity", "SpaceSaving", minimum=1)
         summary = cls(capacity)
         total = _field_int(data, "total", "SpaceSaving", minimum=0)
-        counters = data.get("counters")
-        if not isinstance(counters, list) or (capacity is not None and len(counters) > capacity):
-            raise ValueError(
-                f"SpaceSaving state: 'counters' must be a list of at most 'capacity' ({capacity})"
-                f" entries, got {counters!r}"
-            )
-        entries: list[tuple[str, int, int]] = []
-        for entry in counters:
-            if not (
-                isinstance(entry, list)
-                and len(entry) in (2, 3)
-                and isinstance(entry[0], str)
-                and _is_int(entry[1])
-                and entry[1] >= 1
-                and (len(entry) == 2 or (_is_int(entry[2]) and 0 <= entry[2] <= entry[1]))
-            ):
-                raise ValueError(
-                    f"SpaceSaving state: each counter must be [item, count >= 1] or [item, count, 0 <= error <= count],"
-                    f" got {entry!r}"
-                )
-            entries.append((entry[0], entry[1], entry[2] if len(entry) == 3 else 0))
-        if len({item for item, _, _ in entries}) != len(entries):
-            raise ValueError("SpaceSaving state: 'counters' lists an item twice")
-        if "floor" in data:
-            floor = _field_int(data, "floor", "SpaceSaving", minimum=0)
+        if "counts" in data:
+            entries, floor = _current_entries(data)
         else:
-            exact = data.get("exact")
-            _require(isinstance(exact, bool), f"SpaceSaving state: 'exact' must be true or false, got {exact!r}")
-            floor = 0 if exact else min((count for _, count, _ in entries), default=0)
+            entries, floor = _earlier_entries(data)
+        if capacity is not None and len(entries) > capacity:
+            raise ValueError(f"SpaceSaving state: {len(entries)} counters, more than 'capacity' ({capacity})")
         counted = sum(count for _, count, _ in entries)
         certain = counted - sum(error for _, _, error in entries)
         if certain > total or (floor == 0 and counted != total):
@@ -421,6 +398,40 @@ class SpaceSaving:
         summary._total = total
         summary._load(entries, floor)
         return summary
+
+
+def _current_entries(data: Mapping[str, Any]) -> tuple[list[tuple[str, int, int]], int]:
+    counts, errors = data.get("counts"), data.get("errors", {})
+    _require(isinstance(counts, dict) and isinstance(errors, dict),
+             f"SpaceSaving state: 'counts' and 'errors' must be objects, got {type(counts).__name__} and"
+             f" {type(errors).__name__}")
+    assert isinstance(counts, dict) and isinstance(errors, dict)
+    for item, count in counts.items():
+        if not (_is_int(count) and count >= 1):
+            raise ValueError(f"SpaceSaving state: each count must be an integer >= 1, got {item!r}: {count!r}")
+    for item, error in errors.items():
+        if not (_is_int(error) and 1 <= error <= counts.get(item, 0)):
+            raise ValueError(f"SpaceSaving state: each error must be 1 to its item's count, got {item!r}: {error!r}")
+    floor = _field_int(data, "floor", "SpaceSaving", minimum=0)
+    return [(item, count, errors.get(item, 0)) for item, count in counts.items()], floor
+
+
+def _earlier_entries(data: Mapping[str, Any]) -> tuple[list[tuple[str, int, int]], int]:
+    counters = data.get("counters")
+    _require(isinstance(counters, list), f"SpaceSaving state: 'counts' or 'counters' expected, got {counters!r}")
+    assert isinstance(counters, list)
+    entries: list[tuple[str, int, int]] = []
+    for entry in counters:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_int(entry[1])
+                and _is_int(entry[2]) and 0 <= entry[2] <= entry[1] and entry[1] >= 1):
+            raise ValueError(
+                f"SpaceSaving state: each counter must be [item, count >= 1, 0 <= error <= count], got {entry!r}")
+        entries.append((entry[0], entry[1], entry[2]))
+    if len({item for item, _, _ in entries}) != len(entries):
+        raise ValueError("SpaceSaving state: 'counters' lists an item twice")
+    exact = data.get("exact")
+    _require(isinstance(exact, bool), f"SpaceSaving state: 'exact' must be true or false, got {exact!r}")
+    return entries, 0 if exact else min((count for _, count, _ in entries), default=0)
 
 
 def _checked_capacity(capacity: object) -> int | None:

@@ -223,12 +223,23 @@ def test_space_saving_round_trips_through_its_dict_and_keeps_evicting_the_same_w
         ({"capacity": 0, "total": 0, "exact": True, "counters": []}, "'capacity' must be an integer >= 1"),
         ({"capacity": 2, "total": -1, "exact": True, "counters": []}, "'total' must be an integer >= 0"),
         ({"capacity": 2, "total": 0, "exact": "yes", "counters": []}, "'exact' must be true or false"),
-        ({"capacity": 1, "total": 2, "exact": True, "counters": [["a", 1, 0], ["b", 1, 0]]}, "at most 'capacity'"),
+        ({"capacity": 1, "total": 2, "exact": True, "counters": [["a", 1, 0], ["b", 1, 0]]}, "more than 'capacity'"),
         ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 2, 3]]}, "0 <= error <= count"),
         ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 0, 0]]}, "count >= 1"),
         ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 1, 0], ["a", 1, 0]]}, "an item twice"),
         ({"capacity": 2, "total": 1, "exact": False, "counters": [["a", 2, 0]]}, "add up to 2"),
         ({"capacity": 2, "total": 3, "exact": True, "counters": [["a", 2, 0]]}, "add up to 2"),
+        # The form the budget writes: counts and errors by item, and the floor.
+        ({"capacity": None, "total": 1, "floor": 0, "counts": [["a", 1]]}, "must be objects"),
+        ({"capacity": None, "total": 1, "floor": 0, "counts": {"a": 0}}, "integer >= 1, got 'a': 0"),
+        ({"capacity": None, "total": 1, "floor": 1, "counts": {"a": 2}, "errors": {"a": 3}}, "1 to its item's count"),
+        ({"capacity": None, "total": 1, "floor": 1, "counts": {"a": 2}, "errors": {"b": 1}}, "1 to its item's count"),
+        ({"capacity": None, "total": 1, "floor": -1, "counts": {"a": 1}}, "'floor' must be an integer >= 0"),
+        ({"capacity": None, "total": 3, "floor": 0, "counts": {"a": 2}}, "different while exact"),
+        ({"capacity": None, "total": 1, "floor": 1, "counts": {"a": 3}, "errors": {"a": 1}}, "more than it"),
+        ({"capacity": None, "total": 9, "floor": 2, "counts": {"a": 1}}, "below the floor 2"),
+        ({"capacity": None, "total": 9, "floor": 1, "counts": {"a": 3}, "errors": {"a": 2}}, "error above it"),
+        ({"capacity": 1, "total": 2, "floor": 0, "counts": {"a": 1, "b": 1}}, "2 counters, more than 'capacity'"),
     ],
 )
 def test_space_saving_from_dict_rejects_inconsistent_state_naming_the_field(
@@ -362,8 +373,8 @@ class _TextbookSpaceSaving:
         self.floor = 0  # the largest count evicted
         if state is not None:
             self.total, self.floor = state["total"], state["floor"]
-            for item, count, *error in state["counters"]:
-                self.counts[item], self.errors[item] = count, (error or [0])[0]
+            for item, count in state["counts"].items():
+                self.counts[item], self.errors[item] = count, state["errors"].get(item, 0)
 
     def add(self, item: str, count: int) -> None:
         self.total += count
@@ -389,14 +400,9 @@ class _TextbookSpaceSaving:
             "capacity": self.capacity,
             "total": self.total,
             "floor": self.floor,
-            "counters": sorted([item, self.counts[item], self.errors[item]] for item in self.counts),
+            "counts": dict(self.counts),
+            "errors": {item: error for item, error in self.errors.items() if error},
         }
-
-
-def _state(summary: SpaceSaving) -> dict[str, Any]:
-    """``to_dict`` with every counter as [item, count, error], sorted: comparable whatever the insertion order."""
-    state = summary.to_dict()
-    return state | {"counters": sorted([item, count, *(error or [0])] for item, count, *error in state["counters"])}
 
 
 _WIDE_ITEMS = [f"p-{i:02d}" for i in range(24)]
@@ -437,7 +443,7 @@ def test_space_saving_evicts_as_the_textbook_algorithm_step_by_step(capacity: in
             other.add_many(argument)
             summary.merge(other)
             textbook = _TextbookSpaceSaving(capacity, summary.to_dict())
-        assert _state(summary) == textbook.to_dict()
+        assert summary.to_dict() == textbook.to_dict()
 
 
 @pytest.mark.parametrize("capacity", [1, 3, 1000])
