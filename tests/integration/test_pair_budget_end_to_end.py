@@ -108,7 +108,7 @@ def assert_lists_are_exact(running: Cluster, expected: Lists) -> None:
     for horizon in HORIZONS:
         published = latest(running, horizon, len(expected))
         assert set(published) == set(expected), horizon
-        for product, (n_a, rows) in expected.items():
+        for product, (_, rows) in expected.items():
             message = published[product]
             assert (message["exact"], message["error_bound"]) == (True, 0), (horizon, product)
             companions = message["companions"]
