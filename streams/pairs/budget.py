@@ -16,10 +16,11 @@ though a summary that dropped items stays inexact until its bucket expires.
 
 Memory is accounted per entry, measured with tracemalloc on CPython 3.11
 (tests/unit/test_pair_memory.py holds a worker's pair state to the budget):
-the ledger's dict entry and the entry's share of its bucket's JSON copy in the
-changelog table, plus two bytes per character of the item's name (its string,
-and its copy in that JSON). A summary that dropped items costs more per entry:
-errors, eviction levels, and a dict that has seen deletions.
+the ledger's dict entry and the entry's share of the changelog table's copy
+of its bucket (its base, and logs of up to half of it), plus two bytes per
+character of the item's name (its string, and its copy in that JSON). A
+summary that dropped items costs more per entry: errors, eviction levels, and
+a dict that has seen deletions.
 
 Nothing here knows about Kafka or Faust.
 """
@@ -33,8 +34,8 @@ from typing import Final
 from streams.pairs.ledger import BucketKey, PairLedger
 from streams.pairs.sketch import SpaceSaving
 
-EXACT_ENTRY_BYTES: Final = 110  # measured 99-104, besides the name
-LOSSY_ENTRY_BYTES: Final = 160  # measured ~146
+EXACT_ENTRY_BYTES: Final = 125  # measured 104-113 with a base, ~120 with logs of half of it, besides the name
+LOSSY_ENTRY_BYTES: Final = 175  # measured ~146 with a base
 BYTES_PER_CHAR: Final = 2
 CUT_TO: Final = 0.8  # a cut leaves room, so that the next one is many messages away
 LIFT_BELOW: Final = 0.5  # capacities are lifted once this little of the budget is used
@@ -110,9 +111,10 @@ class PairMemoryBudget:
             used = sum(summary_bytes(summary) for _, _, summary, _, _ in held)
         elif used < self.limit_bytes * LIFT_BELOW:
             # Also after a restore: the changelog keeps the capacities a cut gave.
-            for _, _, summary, cap, _ in held:
+            for ledger, key, summary, cap, _ in held:
                 if summary.capacity != cap:
                     summary.resize(cap)
+                    ledger.mark_changed(key)  # its logs were applied under the old capacity
             usage.capacity = None
         usage.bytes = used
         return usage

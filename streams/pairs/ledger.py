@@ -10,6 +10,16 @@ resent outbox (after a crash) or a duplicate part counts nothing. A
 :class:`HorizonView` reads the newest buckets of a horizon together and ranks a
 product's companions by guaranteed count.
 
+The changelog holds each bucket as a *base* (the whole bucket, key
+``<partition>/<horizon>/<start>``, with its generation) and *logs*: the
+messages applied since, as received, one key per flush
+(``.../<start>/<generation>.<n>``). A flush writes a log, so what it writes
+grows with the traffic, not with the bucket; it writes a new base once the
+logs would reach half of the base (and after the budget cut the bucket). The
+logs of the generation before are deleted at the next flush, once the new
+base is durable; recovery applies the logs of a base's generation to it and
+deletes any other.
+
 Nothing here knows about Kafka or Faust.
 """
 
@@ -20,6 +30,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from streams.orders.facts import PAIR_SEPARATOR
 from streams.pairs.recommendations import Companion, confidence, lift
@@ -37,6 +49,11 @@ class PairBucket:
     orders: int = 0
     # source partition -> [outbox sequence, part] of the newest message applied
     applied: dict[str, list[int]] = field(default_factory=dict)
+    generation: int = 0  # of the base in the changelog
+    logs: int = 0  # logs written on that base
+    logged: int = 0  # their bytes
+    pending: list[bytes] = field(default_factory=list)  # messages applied since the last flush, as received
+    rebase: bool = True  # the next flush writes a base (new bucket, or cut by the budget)
 
     @classmethod
     def empty(cls, product_capacity: int | None = None, pair_capacity: int | None = None) -> PairBucket:
@@ -66,13 +83,20 @@ class PairBucket:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"orders": self.orders, "applied": self.applied, "products": self.products.to_dict(),
-                "pairs": self.pairs.to_dict()}
+        return {"orders": self.orders, "applied": self.applied, "generation": self.generation,
+                "products": self.products.to_dict(), "pairs": self.pairs.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PairBucket:
+        """A bucket from its base; state written before logs has no generation (0)."""
         return cls(SpaceSaving.from_dict(data["products"]), SpaceSaving.from_dict(data["pairs"]),
-                   int(data["orders"]), {source: _position(last) for source, last in data["applied"].items()})
+                   int(data["orders"]), {source: _position(last) for source, last in data["applied"].items()},
+                   int(data.get("generation", 0)), rebase=False)
+
+    def json_size(self) -> int:
+        """About the bytes of its base: names, and a dozen per count."""
+        products, pairs = self.products, self.pairs
+        return products.key_chars + pairs.key_chars + 12 * (len(products) + len(pairs))
 
 
 def _position(applied: int | list[int]) -> list[int]:
@@ -130,10 +154,13 @@ class HorizonView:
             total.update(bucket.pairs.guaranteed_counts())
         return total
 
-    def companions(self, min_support: int) -> dict[str, dict[str, int]]:
-        """product -> {companion: guaranteed count}, for the pairs with at least ``min_support`` orders."""
+    def companions(self, min_support: int, pairs: Mapping[str, int] | None = None) -> dict[str, dict[str, int]]:
+        """product -> {companion: guaranteed count}, for the pairs with at least ``min_support`` orders.
+
+        ``pairs``: :meth:`guaranteed_pairs`, when the caller has them already.
+        """
         grouped: dict[str, dict[str, int]] = {}
-        for key, count in self.guaranteed_pairs().items():
+        for key, count in (self.guaranteed_pairs() if pairs is None else pairs).items():
             if count >= min_support:
                 product, companion = key.split(PAIR_SEPARATOR, 1)
                 of_product = grouped.get(product)
@@ -168,14 +195,23 @@ class HorizonView:
         return ranked[:k]
 
 
-def top_pairs(grouped: Mapping[str, Mapping[str, int]], limit: int) -> list[tuple[str, str, int]]:
-    """The ``limit`` largest (a, b, count) with a < b, by count descending, then a, then b."""
-    return heapq.nsmallest(
-        limit,
-        ((product, companion, count) for product, companions in grouped.items()
-         for companion, count in companions.items() if product < companion),
-        key=lambda row: (-row[2], row[0], row[1]),
-    )
+def top_pairs(pairs: Mapping[str, int], limit: int) -> list[tuple[str, str, int]]:
+    """The ``limit`` largest (a, b, count) of ``pairs`` (``a<US>b`` keys) with a < b: by count, then a, then b.
+
+    Only the keys with the largest counts are split: those at or above the
+    k-th largest count, k growing until ``limit`` of them have a < b.
+    """
+    if limit < 1 or not pairs:
+        return []
+    counts = sorted(pairs.values(), reverse=True)
+    wanted = 2 * limit
+    while True:
+        threshold = counts[min(wanted, len(counts)) - 1]
+        rows = [(a, b, count) for key, count in pairs.items() if count >= threshold
+                for a, b in (key.split(PAIR_SEPARATOR, 1),) if a < b]
+        if len(rows) >= limit or wanted >= len(counts):
+            return heapq.nsmallest(limit, rows, key=lambda row: (-row[2], row[0], row[1]))
+        wanted *= 4
 
 
 class PairLedger:
@@ -194,8 +230,10 @@ class PairLedger:
         self.pair_capacity = pair_capacity
         self.buckets: dict[BucketKey, PairBucket] = {}
         self._dirty: set[BucketKey] = set()
+        self._stale: list[str] = []  # logs a new base replaced: deleted once it is durable
 
-    def apply(self, message: Mapping[str, Any]) -> bool:
+    def apply(self, message: Mapping[str, Any], received: bytes | None = None) -> bool:
+        """Fold in one pairs message (``received``: its JSON as it came, logged as is); False if not applied."""
         key = (str(message["horizon"]), float(message["bucket"]))
         if key[0] not in self.horizons:
             return False
@@ -204,6 +242,7 @@ class PairLedger:
             bucket = self.buckets[key] = PairBucket.empty(self.product_capacity, self.pair_capacity)
         applied = bucket.apply(message)
         if applied:
+            bucket.pending.append(received if received is not None else orjson.dumps(message))
             self._dirty.add(key)
         return applied
 
@@ -214,21 +253,39 @@ class PairLedger:
             yield key, bucket.pairs, self.pair_capacity
 
     def mark_changed(self, key: BucketKey) -> None:
-        """The bucket is written again at the next flush (after the budget dropped some of its items)."""
-        if key in self.buckets:
+        """The next flush writes the bucket's base: the budget changed it, and its logs no longer replay to it."""
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket.rebase = True
             self._dirty.add(key)
 
-    def take_changes(self) -> tuple[dict[str, bytes | dict[str, Any]], list[str]]:
-        writes: dict[str, Any] = {}
+    def take_changes(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """The table writes and deletes that make the changelog hold the buckets as they are now."""
+        writes: dict[str, dict[str, Any]] = {}
+        deletes, self._stale = self._stale, []  # the bases that replaced them are durable since the last flush
         for key in self._dirty:
             bucket = self.buckets.get(key)
-            if bucket is not None:
-                writes[self.table_key(key)] = bucket.to_dict()
+            if bucket is None:
+                continue
+            name = self.table_key(key)
+            pending = sum(len(message) for message in bucket.pending)
+            if bucket.rebase or 2 * (bucket.logged + pending) > bucket.json_size():
+                self._stale += _log_keys(name, bucket)
+                bucket.generation, bucket.logs, bucket.logged, bucket.rebase = bucket.generation + 1, 0, 0, False
+                writes[name] = bucket.to_dict()
+            else:
+                writes[f"{name}/{bucket.generation}.{bucket.logs}"] = {
+                    "messages": [orjson.Fragment(message) for message in bucket.pending]}
+                bucket.logs += 1
+                bucket.logged += pending
+            bucket.pending = []
         self._dirty = set()
-        deletes = [self.table_key(key) for key in self._expire()]
+        for key, bucket in self._expire():
+            name = self.table_key(key)
+            deletes += [name, *_log_keys(name, bucket)]
         return writes, deletes
 
-    def _expire(self) -> list[BucketKey]:
+    def _expire(self) -> list[tuple[BucketKey, PairBucket]]:
         expired = []
         for horizon, seconds in self.horizons.items():
             starts = [start for (h, start) in self.buckets if h == horizon]
@@ -236,9 +293,7 @@ class PairLedger:
                 continue
             oldest = max(starts) - seconds
             expired += [(horizon, start) for start in starts if start <= oldest]
-        for key in expired:
-            del self.buckets[key]
-        return expired
+        return [(key, self.buckets.pop(key)) for key in expired]
 
     def table_key(self, key: BucketKey) -> str:
         start = key[1]
@@ -255,10 +310,32 @@ class PairLedger:
     @classmethod
     def restore(cls, partition: int, horizons: Mapping[str, float], slots: int, product_capacity: int | None,
                 pair_capacity: int | None, items: Iterable[tuple[str, Any]]) -> PairLedger:
-        """The ledger as its changelog holds it, in the current form or the one before the memory budget."""
+        """The ledger as its changelog holds it: bases with the logs of their generation applied.
+
+        Bases written before logs (and before the memory budget) restore too.
+        Logs of another generation, or without a base, are deleted at the next flush.
+        """
         ledger = cls(partition, horizons, slots, product_capacity, pair_capacity)
+        logs: list[tuple[BucketKey, int, int, str, Any]] = []
         for key, value in items:
             parts = key.split("/")
             if len(parts) == 3:  # <partition>/<horizon>/<bucket start>; not the flush marker
                 ledger.buckets[(parts[1], float(parts[2]))] = PairBucket.from_dict(value)
+            elif len(parts) == 4:  # .../<generation>.<n>
+                written_on, _, nth = parts[3].partition(".")
+                logs.append(((parts[1], float(parts[2])), int(written_on), int(nth), key, value))
+        for bucket_key, generation, number, key, value in sorted(logs, key=lambda log: log[:3]):
+            bucket = ledger.buckets.get(bucket_key)
+            if bucket is None or generation != bucket.generation or number != bucket.logs:
+                ledger._stale.append(key)
+                continue
+            for message in value["messages"]:
+                bucket.apply(message)
+            bucket.logs += 1
+            bucket.logged += len(orjson.dumps(value))
         return ledger
+
+
+def _log_keys(name: str, bucket: PairBucket) -> list[str]:
+    """The keys of the logs written on the bucket's current base."""
+    return [f"{name}/{bucket.generation}.{n}" for n in range(bucket.logs)]

@@ -243,7 +243,7 @@ class PairProcessor:
         ledger = self.ledgers.get(event.message.partition)
         if ledger is None:  # revoked while in flight: the owner replays it
             return
-        if ledger.apply(orjson.loads(event.value)):
+        if ledger.apply(orjson.loads(event.value), event.value):
             self.budget.enforce(self.ledgers.values())
         self.unacked.append(event)
 
@@ -311,8 +311,9 @@ class Recommender:
         ranked = []
         top_pairs_rows: dict[tuple[int, str], list[dict[str, Any]]] = {}
         for q, view in self._views():
-            grouped = view.companions(self.settings.min_support)
-            top_pairs_rows[(q, view.horizon)] = self._pair_rows(view, grouped)
+            pairs = view.guaranteed_pairs()
+            grouped = view.companions(self.settings.min_support, pairs)
+            top_pairs_rows[(q, view.horizon)] = self._pair_rows(view, top_pairs(pairs, self.settings.top_pairs))
             ranked.append((q, view, grouped))
         self._top_pairs = top_pairs_rows
         self._ranked_at = time.monotonic()
@@ -376,9 +377,10 @@ class Recommender:
         rows.sort(key=lambda row: (-row["count"], row["product"], row["companion"]))
         return rows[:limit]
 
-    def _pair_rows(self, view: HorizonView, grouped: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    @staticmethod
+    def _pair_rows(view: HorizonView, top: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
         rows = []
-        for product, companion, count in top_pairs(grouped, self.settings.top_pairs):
+        for product, companion, count in top:
             n_a, n_b = view.orders_with(product), view.orders_with(companion)
             for c in view.ranked(product, {companion: count}, 1, 1):
                 rows.append({"product": product, "companion": companion, "count": c.count, "orders": view.orders,

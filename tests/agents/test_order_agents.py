@@ -234,10 +234,11 @@ async def test_pair_counts_beyond_the_memory_budget_are_published_as_guaranteed_
     listed = 0
     for record in read_all(broker.bootstrap, topic):
         message = orjson.loads(record.value())
-        assert (message["exact"], message["error_bound"]) == (False, bound)
+        # The bound of the product's pairs partition; the metric has the largest of the worker's.
+        assert message["exact"] is False and 0 < message["error_bound"] <= bound
         for companion in message["companions"]:
             true = together[(message["product_id"], companion["product_id"])]
-            assert true - bound <= companion["count"] <= true
+            assert true - message["error_bound"] <= companion["count"] <= true
             listed += 1
     assert listed > 100
 

@@ -6,7 +6,8 @@ a bucket could hold before the memory budget (the old fixed capacity), so the
 old worker would have approximated; together they fit CROSSSELL_PAIR_MEMORY_MB.
 The truth is brute force over the orders sent (no project code), and every
 list of both horizons on the recommendations topics must equal it, with
-``exact`` true, with one worker and with two.
+``exact`` true, with one worker and with two; and after a restart, the lists
+of a worker that restored the buckets from their bases and logs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from streams.pairs.outbox import owner_partition
 from tests.harness import Cluster, cluster, read_partitions, wait_until
 
 ORDERS = 8000
+TAIL = 100  # sent after the others were counted and flushed
 HOURS = 6
 TOP_K = 10
 MIN_SUPPORT = 2
@@ -161,9 +163,12 @@ def run_workers(tmp: Path, orders: list[dict[str, object]], workers: int) -> Ite
         if workers > 1:
             wait_until(lambda: sum(w.sample("crosssell_partitions_assigned") or 0 for w in started) == 4, 60,
                        "partitions split between the workers")
-        running.produce((str(o["order_id"]).encode(), orjson.dumps(o), None) for o in orders)
-        wait_until(lambda: sum(w.sample("crosssell_orders_total") or 0 for w in started) == len(orders), 120,
-                   "every order applied")
+        # Most orders at once, then the last few after a pair flush: flushes write bases, then logs.
+        for part, count in ((orders[:-TAIL], len(orders) - TAIL), (orders[-TAIL:], len(orders))):
+            running.produce((str(o["order_id"]).encode(), orjson.dumps(o), None) for o in part)
+            wait_until(lambda count=count: sum(w.sample("crosssell_orders_total") or 0 for w in started) == count,
+                       120, f"{count} orders applied")
+            time.sleep(6)  # CROSSSELL_PAIR_FLUSH_INTERVAL_SECONDS (5s) and then some
         seen = [-1.0]
 
         def settled() -> bool:
@@ -187,3 +192,20 @@ def test_pairs_that_fit_the_budget_give_the_lists_of_exact_counting(
     for running in run_workers(tmp_path_factory.mktemp(f"budget{workers}"), orders, workers):
         assert_lists_are_exact(running, expected)
         assert_live_scores_are_exact(running, expected)
+        if workers == 1:
+            # A new worker restores the buckets from their bases and logs in the changelog.
+            changelog = read_partitions(running.bootstrap, f"{running.settings.app_id}-pairs-changelog", 4,
+                                        at_least=1)
+            logs = [value for records in changelog.values() for _, value, _ in records
+                    if value is not None and value.startswith(b'{"messages":')]
+            assert logs, "no flush wrote a log: the restart would not read one"
+            restart(running)
+            assert_live_scores_are_exact(running, expected)
+
+
+def restart(running: Cluster) -> None:
+    """Stop the one worker and start another, until it restored its state."""
+    running.workers.pop(0).stop()
+    restarted = running.worker().start().wait_serving()
+    wait_until(lambda: restarted.sample("crosssell_partitions_assigned") == 4, 90, "partitions assigned")
+    wait_until(lambda: (restarted.sample("crosssell_pair_state_bytes") or 0) > 0, 90, "pair state restored")

@@ -24,7 +24,7 @@ from streams.pairs.budget import (
     cut_capacity,
     summary_bytes,
 )
-from streams.pairs.ledger import PairBucket, PairLedger
+from streams.pairs.ledger import PairBucket, PairLedger, top_pairs
 from streams.pairs.outbox import outbox_messages, owner_partition
 from streams.pairs.sketch import SpaceSaving
 
@@ -143,6 +143,22 @@ def test_a_summary_costs_more_per_entry_once_it_dropped_items() -> None:
 def test_a_budget_below_one_byte_is_refused(limit: int) -> None:
     with pytest.raises(ValueError, match="at least 1 byte"):
         PairMemoryBudget(limit)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "limit", "expected"),
+    [
+        ({}, 3, []),
+        ({"a\x1fb": 1}, 0, []),
+        ({"a\x1fb": 2, "b\x1fa": 2, "c\x1fd": 5}, 1, [("c", "d", 5)]),
+        ({"b\x1fa": 9, "a\x1fc": 1}, 2, [("a", "c", 1)]),  # b -> a is counted where a lives
+        ({"a\x1fc": 3, "b\x1fc": 3, "a\x1fb": 3}, 2, [("a", "b", 3), ("a", "c", 3)]),  # ties by a, then b
+        ({**{f"z{n}\x1fa": 100 for n in range(50)}, "a\x1fb": 1}, 1, [("a", "b", 1)]),  # past many b -> a
+    ],
+)
+def test_top_pairs_are_the_largest_counts_of_pairs_a_before_b(
+        pairs: dict[str, int], limit: int, expected: list[tuple[str, str, int]]) -> None:
+    assert top_pairs(pairs, limit) == expected
 
 
 # --- within the budget: exact ----------------------------------------------------------

@@ -6,8 +6,8 @@ ledgers of every pairs partition, one worker's memory budget after each
 message, and the changelog table's copy of every bucket as the flush writes
 it). Exact counting would take about twice the default budget
 (CROSSSELL_PAIR_MEMORY_MB), so the budget has to cut; at every flush the
-ledgers and the table's copy, as tracemalloc measures them, take at most the
-budget (README: memory bound).
+ledgers and the table's copy (bases and logs), as tracemalloc measures them,
+take at most the budget (README: memory bound).
 """
 
 from __future__ import annotations
