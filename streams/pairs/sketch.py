@@ -8,14 +8,16 @@ the summary's *floor*, the largest count it ever dropped. The pairs ledger
 keeps one for products and one for pairs per time bucket.
 
 Nothing here knows about Kafka, Faust or Prometheus; ``to_dict``/``from_dict``
-give the JSON form a changelog stores.
+give the JSON form a changelog stores (read back by streams.pairs.sketch_state).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeGuard
+from typing import Any
+
+from streams.pairs.sketch_state import is_int, read_state
 
 
 class SpaceSaving:
@@ -23,8 +25,8 @@ class SpaceSaving:
 
     Each monitored item has a count (its estimate) and an error (how much of the
     count may belong to items dropped before it came). The *floor* F is the
-    largest count ever dropped, by an eviction, :meth:`resize` or :meth:`merge`;
-    0 until then, and the summary is exact while F is 0. For every item x:
+    largest count ever dropped, by an eviction or :meth:`resize`; 0 until then,
+    and the summary is exact while F is 0. For every item x:
 
     * ``true(x) <= estimate(x) <= true(x) + F``; an unmonitored item estimates F;
     * ``guaranteed(x) = estimate(x) - error(x) <= true(x)``, and ``error(x) <= F``;
@@ -34,8 +36,9 @@ class SpaceSaving:
     F bounds an unmonitored item because its true count is at most what it had
     when it was last dropped. An item that comes in while counters are free but
     the summary is no longer exact (its capacity was raised) starts, like an
-    evicting one, at F plus its count, with error F. The bounds survive
-    :meth:`merge` and :meth:`resize`.
+    evicting one, at F plus its count, with error F. Summaries of disjoint
+    streams add up: the sums of their guaranteed counts and of their floors
+    bound the union (streams.pairs.ledger.HorizonView).
 
     Counts live in a dict, errors only where they are not 0 (none while exact),
     so an exact summary costs one dict entry per item. Items are filed by
@@ -75,7 +78,7 @@ class SpaceSaving:
 
     @property
     def total(self) -> int:
-        """N: the sum of every count ever added (and merged in)."""
+        """N: the sum of every count ever added."""
         return self._total
 
     @property
@@ -294,7 +297,7 @@ class SpaceSaving:
         """Set the capacity; returns how many items that dropped (their largest count raises the floor).
 
         A lower capacity than the items held keeps the largest counts, ties to
-        the smaller items, as :meth:`merge` does.
+        the smaller items.
         """
         self._capacity = _checked_capacity(capacity)
         if capacity is None or len(self._counts) <= capacity:
@@ -314,29 +317,6 @@ class SpaceSaving:
         self._load(((item, count, errors.get(item, 0)) for item, count in counts.items() if item not in gone),
                    max(self._floor, largest))
         return len(dropped)
-
-    def merge(self, other: SpaceSaving) -> None:
-        """Fold ``other`` into this summary, keeping the documented bounds against the union.
-
-        Mergeable summaries (Agarwal et al. 2012) in the combine-and-prune form
-        for Space-Saving (Cafaro et al. 2016): for every item of either summary,
-        add the two estimates and the two errors, an item missing from one side
-        counting as that side's floor, so estimates stay upper bounds; the floor
-        of the union is the sum of the floors. Then, if this summary's capacity
-        is exceeded, :meth:`resize` keeps the largest.
-        """
-        mine, theirs = self._floor, other._floor
-        merged: list[tuple[str, int, int]] = []
-        for item in self._counts.keys() | other._counts.keys():
-            merged.append((
-                item,
-                self._counts.get(item, mine) + other._counts.get(item, theirs),
-                (self._errors.get(item, 0) if item in self._counts else mine)
-                + (other._errors.get(item, 0) if item in other._counts else theirs),
-            ))
-        self._total += other._total
-        self._load(merged, floor=mine + theirs)
-        self.resize(self._capacity)
 
     def _load(self, entries: Iterable[tuple[str, int, int]], floor: int) -> None:
         self._counts = {}
@@ -370,72 +350,16 @@ class SpaceSaving:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpaceSaving:
-        """Rebuild a summary from :meth:`to_dict`, or from the form before floors; ValueError naming the bad field.
-
-        The earlier form has ``exact`` instead of ``floor`` and ``counters``, a
-        list of [item, count, error]: its floor was the smallest count once not exact.
-        """
-        capacity = data.get("capacity")
-        if capacity is not None:
-            capacity = _field_int(data, "capacity", "SpaceSaving", minimum=1)
-        summary = cls(capacity)
-        total = _field_int(data, "total", "SpaceSaving", minimum=0)
-        if "counts" in data:
-            entries, floor = _current_entries(data)
-        else:
-            entries, floor = _earlier_entries(data)
-        if capacity is not None and len(entries) > capacity:
-            raise ValueError(f"SpaceSaving state: {len(entries)} counters, more than 'capacity' ({capacity})")
-        counted = sum(count for _, count, _ in entries)
-        certain = counted - sum(error for _, _, error in entries)
-        if certain > total or (floor == 0 and counted != total):
-            raise ValueError(
-                f"SpaceSaving state: the counts add up to {counted} ({certain} without their errors), which does"
-                f" not fit 'total' {total} (more than it without errors, or different while exact)"
-            )
-        if any(count < floor or error > floor for _, count, error in entries):
-            raise ValueError(f"SpaceSaving state: a counter is below the floor {floor} or has an error above it")
-        summary._total = total
-        summary._load(entries, floor)
+        """Rebuild a summary from :meth:`to_dict`, or from the form before floors (streams.pairs.sketch_state)."""
+        state = read_state(data)
+        summary = cls(state.capacity)
+        summary._total = state.total
+        summary._load(state.entries, state.floor)
         return summary
 
 
-def _current_entries(data: Mapping[str, Any]) -> tuple[list[tuple[str, int, int]], int]:
-    counts, errors = data.get("counts"), data.get("errors", {})
-    _require(isinstance(counts, dict) and isinstance(errors, dict),
-             f"SpaceSaving state: 'counts' and 'errors' must be objects, got {type(counts).__name__} and"
-             f" {type(errors).__name__}")
-    assert isinstance(counts, dict) and isinstance(errors, dict)
-    for item, count in counts.items():
-        if not (_is_int(count) and count >= 1):
-            raise ValueError(f"SpaceSaving state: each count must be an integer >= 1, got {item!r}: {count!r}")
-    for item, error in errors.items():
-        if not (_is_int(error) and 1 <= error <= counts.get(item, 0)):
-            raise ValueError(f"SpaceSaving state: each error must be 1 to its item's count, got {item!r}: {error!r}")
-    floor = _field_int(data, "floor", "SpaceSaving", minimum=0)
-    return [(item, count, errors.get(item, 0)) for item, count in counts.items()], floor
-
-
-def _earlier_entries(data: Mapping[str, Any]) -> tuple[list[tuple[str, int, int]], int]:
-    counters = data.get("counters")
-    _require(isinstance(counters, list), f"SpaceSaving state: 'counts' or 'counters' expected, got {counters!r}")
-    assert isinstance(counters, list)
-    entries: list[tuple[str, int, int]] = []
-    for entry in counters:
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_int(entry[1])
-                and _is_int(entry[2]) and 0 <= entry[2] <= entry[1] and entry[1] >= 1):
-            raise ValueError(
-                f"SpaceSaving state: each counter must be [item, count >= 1, 0 <= error <= count], got {entry!r}")
-        entries.append((entry[0], entry[1], entry[2]))
-    if len({item for item, _, _ in entries}) != len(entries):
-        raise ValueError("SpaceSaving state: 'counters' lists an item twice")
-    exact = data.get("exact")
-    _require(isinstance(exact, bool), f"SpaceSaving state: 'exact' must be true or false, got {exact!r}")
-    return entries, 0 if exact else min((count for _, count, _ in entries), default=0)
-
-
 def _checked_capacity(capacity: object) -> int | None:
-    if capacity is None or (_is_int(capacity) and capacity >= 1):
+    if capacity is None or (is_int(capacity) and capacity >= 1):
         return capacity
     raise ValueError(f"SpaceSaving capacity must be a positive integer or None (no limit), got {capacity!r}")
 
@@ -447,20 +371,3 @@ def _bad_count(item: str, count: int) -> ValueError:
 def _by_count_then_item(entry: tuple[str, int]) -> tuple[int, str]:
     return -entry[1], entry[0]
 
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require(ok: bool, message: str) -> None:
-    # Stored state and messages that do not fit are a ValueError whatever the
-    # reason, so a caller has one exception to route to its dead letters.
-    if not ok:
-        raise ValueError(message)
-
-
-def _field_int(data: Mapping[str, Any], name: str, what: str, *, minimum: int) -> int:
-    value = data.get(name)
-    if _is_int(value) and value >= minimum:
-        return value
-    raise ValueError(f"{what}: {name!r} must be an integer >= {minimum}, got {value!r}")

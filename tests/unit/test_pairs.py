@@ -127,7 +127,7 @@ def test_space_saving_without_a_capacity_counts_everything_exactly() -> None:
 def test_space_saving_resized_below_its_items_keeps_the_largest_and_raises_the_floor() -> None:
     summary = _summary(None, ["a", "a", "a", "b", "b", "c", "d", "d"])
     assert summary.resize(2) == 2
-    # a=3 stays; b and d tie at 2 for the last counter: the smaller item stays, as in merge.
+    # a=3 stays; b and d tie at 2 for the last counter: the smaller item stays.
     assert summary.entries() == [("a", 3, 0), ("b", 2, 0)]
     assert (summary.floor, summary.estimate("d"), summary.guaranteed("d"), summary.key_chars) == (2, 2, 0, 2)
     summary.add("e")  # evicts b at 2
@@ -170,40 +170,6 @@ def test_space_saving_rejects_a_capacity_that_is_not_a_positive_integer(capacity
 def test_space_saving_rejects_a_count_below_one(count: int) -> None:
     with pytest.raises(ValueError, match="count must be at least 1"):
         SpaceSaving(2).add("a", count)
-
-
-def test_space_saving_merge_of_fitting_summaries_is_exact() -> None:
-    left = _summary(4, ["a", "b", "a"])
-    right = _summary(4, ["b", "c"])
-    left.merge(right)
-    assert left.top(4) == [("a", 2), ("b", 2), ("c", 1)]
-    assert left.is_exact
-    assert left.total == 5
-
-
-def test_space_saving_merge_counts_a_missing_item_at_the_other_sides_floor() -> None:
-    left = _summary(2, ["a", "a", "b", "c"])  # a=2, c=2 (error 1): floor 1
-    right = _summary(2, ["d", "d", "d"])  # exact: floor 0
-    left.merge(right)
-    # d: 1 (left floor, error 1) + 3; a: 2 + 0; c: 2 + 0 (error 1); keep 2, dropping c at 2.
-    assert left.entries() == [("d", 4, 1), ("a", 2, 0)]
-    assert (left.total, left.floor) == (7, 2)
-    assert not left.is_exact
-
-
-def test_space_saving_merge_dropping_items_of_exact_summaries_makes_it_lossy() -> None:
-    left = _summary(2, ["a", "a", "b"])
-    right = _summary(2, ["c"])
-    left.merge(right)
-    assert left.top(2) == [("a", 2), ("b", 1)]
-    assert not left.is_exact
-    assert left.estimate("c") == 1  # c had 1, at most the new smallest count
-
-
-def test_space_saving_merge_keeps_its_own_capacity() -> None:
-    left = _summary(2, ["a"])
-    left.merge(_summary(3, ["b", "c", "c"]))
-    assert (left.capacity, left.entries(), left.floor) == (2, [("c", 2, 0), ("a", 1, 0)], 1)
 
 
 def test_space_saving_round_trips_through_its_dict_and_keeps_evicting_the_same_way() -> None:
@@ -289,17 +255,21 @@ def test_space_saving_bounds_hold_for_any_stream(capacity: int, stream: list[tup
 
 
 @settings(database=None, deadline=None, max_examples=300)
-@given(capacity=st.integers(1, 8), parts=st.lists(_streams, min_size=1, max_size=4))
-def test_space_saving_bounds_hold_after_merging_any_summaries(
-    capacity: int, parts: list[list[tuple[str, int]]]
+@given(parts=st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 8)), _streams), min_size=1, max_size=4))
+def test_summaries_of_disjoint_streams_add_up_to_bounds_on_their_union(
+    parts: list[tuple[int | None, list[tuple[str, int]]]]
 ) -> None:
-    merged = SpaceSaving(capacity)
-    for part in parts:
+    # What a horizon view does with the buckets of a horizon (streams.pairs.ledger.HorizonView).
+    summaries = []
+    for capacity, part in parts:
         summary = SpaceSaving(capacity)
-        for item, count in part:
-            summary.add(item, count)
-        merged.merge(summary)
-    _assert_space_saving_bounds(merged, _truth([entry for part in parts for entry in part]))
+        summary.add_many(part)
+        summaries.append(summary)
+    floors = sum(summary.floor for summary in summaries)
+    for item, true in _truth([entry for _, part in parts for entry in part]).items():
+        guaranteed = sum(summary.guaranteed(item) for summary in summaries)
+        assert guaranteed <= true <= guaranteed + floors
+        assert true <= sum(summary.estimate(item) for summary in summaries) <= true + floors
 
 
 @settings(database=None, deadline=None, max_examples=100)
@@ -328,7 +298,6 @@ _resizes = st.one_of(st.none(), st.integers(1, 8))
 
 @settings(database=None, deadline=None, max_examples=300)
 @given(steps=st.lists(st.one_of(st.tuples(st.just("add"), _streams), st.tuples(st.just("resize"), _resizes),
-                                st.tuples(st.just("merge"), st.tuples(_resizes, _streams)),
                                 st.tuples(st.just("restore"), st.none())), max_size=12))
 def test_space_saving_floor_bounds_every_count_whatever_the_capacity_does(steps: list[Any]) -> None:
     summary = SpaceSaving(None)
@@ -339,12 +308,6 @@ def test_space_saving_floor_bounds_every_count_whatever_the_capacity_does(steps:
             added += argument
         elif kind == "resize":
             summary.resize(argument)
-        elif kind == "merge":
-            capacity, part = argument
-            other = SpaceSaving(capacity)
-            other.add_many(part)
-            summary.merge(other)
-            added += part
         else:
             summary = SpaceSaving.from_dict(summary.to_dict())
         _assert_floor_bounds(summary, _truth(added))
@@ -380,8 +343,8 @@ class _TextbookSpaceSaving:
         self.total += count
         if item in self.counts:
             self.counts[item] += count
-        elif len(self.counts) < self.capacity:
-            self.counts[item], self.errors[item] = count, 0
+        elif len(self.counts) < self.capacity:  # a free counter: at the floor, 0 unless the capacity was raised
+            self.counts[item], self.errors[item] = self.floor + count, self.floor
         else:
             evicted = min(self.counts, key=lambda key: (self.counts[key], key))
             floor = self.counts.pop(evicted)
@@ -413,7 +376,7 @@ _steps = st.lists(
         st.tuples(st.just("add_many"), st.lists(_counts, max_size=30)),
         st.tuples(st.just("read"), st.sampled_from(_WIDE_ITEMS)),  # finds the minimum between adds
         st.tuples(st.just("restore"), st.none()),
-        st.tuples(st.just("merge"), st.lists(_counts, max_size=30)),
+        st.tuples(st.just("resize"), st.integers(1, 10)),
     ),
     max_size=40,
 )
@@ -438,11 +401,9 @@ def test_space_saving_evicts_as_the_textbook_algorithm_step_by_step(capacity: in
             assert summary.floor == textbook.floor
         elif kind == "restore":
             summary = SpaceSaving.from_dict(summary.to_dict())
-        else:  # merge keeps its own rule; the summary must then go on evicting as the textbook
-            other = SpaceSaving(capacity)
-            other.add_many(argument)
-            summary.merge(other)
-            textbook = _TextbookSpaceSaving(capacity, summary.to_dict())
+        else:  # resize keeps its own rule; the summary must then go on evicting as the textbook
+            summary.resize(argument)
+            textbook = _TextbookSpaceSaving(argument, summary.to_dict())
         assert summary.to_dict() == textbook.to_dict()
 
 
