@@ -6,7 +6,7 @@ each: decode (``streams.orders.contract.decode_order``), apply
 (``PartitionLedger.apply``), flush (``take_changes``, every
 ``--flush-every`` events, as the worker's flush does) and the pairs side
 (``PairLedger.apply`` of the outbox messages those flushes produce, through
-JSON as on the pairs topic), with the orders spread over ``--partitions``
+JSON as on the pairs topic, and the memory budget after each), with the orders spread over ``--partitions``
 ledgers as the worker spreads them.
 
 Use it to compare a change of the hot path with the code before it, in one
@@ -29,6 +29,7 @@ from streams.ops.traffic import TrafficShape
 from streams.orders.config import window_config
 from streams.orders.contract import Limits, decode_order
 from streams.orders.ledger import PartitionLedger
+from streams.pairs.budget import PairMemoryBudget
 from streams.pairs.ledger import PairLedger
 from streams.settings import Settings, duration_label
 
@@ -48,8 +49,8 @@ def run(events: int, flush_every: int, seed: int, span: float, partitions: int) 
     limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
     ledgers = [PartitionLedger(p, window_config(settings)) for p in range(partitions)]
     horizons = {duration_label(h): h for h in settings.pair_horizons}
-    pair_ledgers = [PairLedger(q, horizons, settings.pair_slots, settings.pair_product_capacity,
-                               settings.pair_capacity) for q in range(partitions)]
+    pair_ledgers = [PairLedger(q, horizons, settings.pair_slots) for q in range(partitions)]
+    budget = PairMemoryBudget(settings.pair_memory_bytes)  # one worker owning every pairs partition
     produced_at = now + 1.0
 
     gc.collect()
@@ -67,7 +68,8 @@ def run(events: int, flush_every: int, seed: int, span: float, partitions: int) 
         flush_s += time.process_time() - started
         started = time.process_time()
         for message in (m for c in changes if c is not None for m in c.outbox):
-            pair_ledgers[message["partition"]].apply(orjson.loads(orjson.dumps(message)))
+            if pair_ledgers[message["partition"]].apply(orjson.loads(orjson.dumps(message))):
+                budget.enforce(pair_ledgers)
         pairs_s += time.process_time() - started
     per_event = 1e6 / events
     return {"decode_us": decode_s * per_event, "apply_us": apply_s * per_event,

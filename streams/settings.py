@@ -106,13 +106,16 @@ class Settings:
     max_tracked_values: int = 200
     top_pairs: int = 20
 
-    # Frequently bought together: each horizon is split into `pair_slots` buckets;
-    # per pairs partition and bucket, at most `pair_product_capacity` products and
-    # `pair_capacity` pairs are counted (Space-Saving): memory does not grow with the catalogue.
+    # Frequently bought together: each horizon is split into `pair_slots` buckets. The
+    # product and pair counts of every bucket of the partitions a worker owns share
+    # `pair_memory_mb` (10^6 bytes): exact while they fit, Space-Saving beyond
+    # (streams/pairs/budget.py), so memory does not grow with the catalogue.
     pair_horizons: tuple[float, ...] = (86400.0, 604800.0)
     pair_slots: int = 12
-    pair_product_capacity: int = 1000
-    pair_capacity: int = 3000
+    pair_memory_mb: int = 128
+    # Deprecated (the fixed capacities before the budget): caps per bucket on top of it; 0 = none.
+    pair_product_capacity: int = 0
+    pair_capacity: int = 0
     # A pair bucket is rewritten whole on each flush; less often than the orders' state.
     pair_flush_interval_seconds: float = 5.0
     max_basket: int = 50
@@ -162,6 +165,10 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return not self.broker_url
+
+    @property
+    def pair_memory_bytes(self) -> int:
+        return self.pair_memory_mb * 1_000_000
 
     @property
     def horizon_labels(self) -> tuple[str, ...]:
@@ -230,10 +237,12 @@ class Settings:
             value = getattr(self, name)
             _require(bool(_TOPIC_NAME.match(value)), name.upper(), value, "1-249 characters of A-Z a-z 0-9 . _ -")
         for name in ("max_event_bytes", "max_items", "max_quantity", "flush_max_events", "max_label_values",
-                     "max_tracked_values", "top_pairs", "pair_slots", "pair_product_capacity", "pair_capacity",
-                     "max_basket",
+                     "max_tracked_values", "top_pairs", "pair_slots", "pair_memory_mb", "max_basket",
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
+        for name in ("pair_product_capacity", "pair_capacity"):
+            _require(getattr(self, name) >= 0, name.upper(), getattr(self, name),
+                     "a whole number >= 0 (0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state)")
         _require(
             MIN_MESSAGE_BYTES <= self.max_message_bytes <= MAX_MESSAGE_BYTES,
             "MAX_MESSAGE_BYTES", self.max_message_bytes,

@@ -63,6 +63,16 @@ def latest(consumer: Consumer, topics: list[str], partitions: int) -> dict[tuple
     return found
 
 
+def current_lists(bootstrap: str, topics: list[str], partitions: int, *,
+                  security: Mapping[str, str] | None = None) -> dict[tuple[str, bytes], bytes | None]:
+    """The newest value of every (topic, product) in ``topics``, read from their start (None: a tombstone)."""
+    consumer = _consumer(bootstrap, topics, partitions, security or {})
+    try:
+        return latest(consumer, topics, partitions)
+    finally:
+        consumer.close()
+
+
 def print_recommendations(bootstrap: str, topics: list[str], partitions: int, product: str | None, *,
                           security: Mapping[str, str], follow: bool = False, out: IO[str] = sys.stdout) -> int:
     """Print the current lists (one JSON line each), then with ``follow`` every update; returns lines printed."""

@@ -49,21 +49,16 @@ def lift(n_ab: float, n_a: float, n_b: float, n: float) -> float:
 class Companion:
     """A product bought with the recommended one.
 
-    ``count`` is the Space-Saving estimate of the orders containing both (an
-    upper bound), ``error`` how much of it may be overestimation, so the true
-    count lies in ``[count - error, count]``.
+    ``count`` is the guaranteed number of orders containing both: the true
+    count while counting is exact, and never above it once it is not (then at
+    most the view's error bound below it). Confidence and lift are computed
+    from it.
     """
 
     product_id: str
     count: int
     confidence: float
     lift: float
-    error: int = 0
-
-    @property
-    def guaranteed(self) -> int:
-        """Orders containing both that are certain: count - error."""
-        return self.count - self.error
 
 
 def changed_materially(
@@ -109,15 +104,21 @@ def recommendation_message(
     *,
     orders_with_product: int,
     total_orders: int,
+    exact: bool,
+    error_bound: int,
 ) -> dict[str, Any]:
     """The value of a recommendations-topic message for ``product`` (schemas/recommendation.schema.json).
 
     ``computed_at`` must carry a time zone; it is written in UTC, RFC 3339.
+    ``exact`` and ``error_bound`` describe the counts: exact, or guaranteed
+    (never above the truth) and at most ``error_bound`` below it.
     """
     if HORIZON_LABEL.fullmatch(horizon) is None:
         raise ValueError(f"recommendation horizon must be a duration label such as 24h or 7d, got {horizon!r}")
     if computed_at.tzinfo is None or computed_at.utcoffset() is None:
         raise ValueError(f"computed_at must be time-zone aware (e.g. datetime.now(UTC)), got {computed_at!r}")
+    if error_bound < 0 or (exact and error_bound):
+        raise ValueError(f"error_bound must be >= 0, and 0 when exact, got {error_bound!r} (exact={exact!r})")
     if len(companions) > MAX_COMPANIONS:
         raise ValueError(
             f"a recommendation holds at most {MAX_COMPANIONS} companions, got {len(companions)} for {product!r}:"
@@ -129,6 +130,8 @@ def recommendation_message(
         "computed_at": _rfc3339(computed_at),
         "orders_with_product": orders_with_product,
         "total_orders": total_orders,
+        "exact": exact,
+        "error_bound": error_bound,
         "companions": [
             {
                 "product_id": companion.product_id,

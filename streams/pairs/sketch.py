@@ -1,81 +1,100 @@
 """Space-Saving: the most frequent items of a stream in bounded memory (Metwally et al.).
 
-A summary of capacity m counts exactly while it holds fewer than m distinct
-items; beyond that it keeps the m most frequent, each count at most M/m above
-the truth (M = everything counted), never below. The pairs ledger keeps one
-for products and one for pairs per time bucket.
+A summary counts exactly until it has to drop an item: while its capacity is
+unset (the pairs ledger leaves it unset while the memory budget allows), or
+while it holds fewer distinct items than its capacity. Beyond that it keeps the
+most frequent items, each count never below the truth and above it by at most
+the summary's *floor*, the largest count it ever dropped. The pairs ledger
+keeps one for products and one for pairs per time bucket.
 
 Nothing here knows about Kafka, Faust or Prometheus; ``to_dict``/``from_dict``
-give the JSON form a changelog stores.
+give the JSON form a changelog stores (read back by streams.pairs.sketch_state).
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeGuard
+from typing import Any
+
+from streams.pairs.sketch_state import is_int, read_state
 
 
 class SpaceSaving:
-    """Space-Saving heavy-hitter summary (Metwally, Agrawal, El Abbadi 2005) with ``capacity`` counters.
+    """Space-Saving heavy-hitter summary (Metwally, Agrawal, El Abbadi 2005).
 
     Each monitored item has a count (its estimate) and an error (how much of the
-    count may belong to items it replaced). With N = :attr:`total`, the sum of
-    all counts added, and m = :attr:`capacity`, for every item x:
+    count may belong to items dropped before it came). The *floor* F is the
+    largest count ever dropped, by an eviction or :meth:`resize`; 0 until then,
+    and the summary is exact while F is 0. For every item x:
 
-    * ``true(x) <= estimate(x) <= true(x) + N/m``;
-    * ``guaranteed(x) = estimate(x) - error(x) <= true(x)``, and ``error(x) <= N/m``;
-    * every item with ``true(x) > N/m`` is monitored (so it appears in :meth:`top`).
+    * ``true(x) <= estimate(x) <= true(x) + F``; an unmonitored item estimates F;
+    * ``guaranteed(x) = estimate(x) - error(x) <= true(x)``, and ``error(x) <= F``;
+    * with N = :attr:`total` and a capacity m that never changed, F <= N/m, so
+      every item with ``true(x) > N/m`` is monitored.
 
-    Until a counter is first evicted by :meth:`add` or dropped by :meth:`merge`
-    (so at least while fewer than m items were ever seen) the summary is exact:
-    every error is 0 and unseen items estimate 0. After that an unmonitored item
-    estimates the smallest count, which bounds what it can have had. The bounds
-    survive :meth:`merge`.
+    F bounds an unmonitored item because its true count is at most what it had
+    when it was last dropped. An item that comes in while counters are free but
+    the summary is no longer exact (its capacity was raised) starts, like an
+    evicting one, at F plus its count, with error F. Summaries of disjoint
+    streams add up: the sums of their guaranteed counts and of their floors
+    bound the union (streams.pairs.ledger.HorizonView).
 
-    Counts live in a dict. Every monitored item is also filed under one *level*,
-    a count it had (``_levels``: count -> items); as counts only grow, the
-    level may lag behind the item's count, and an increment costs no more than
-    the dict update. Only finding the minimum (for an eviction, or the estimate
-    of an unmonitored item) looks at the lowest level: sorted once when it
-    becomes the lowest, its smallest item is the minimum if its count is still
-    that level, else it is refiled under its count (paid for by an earlier
-    increment). When the lowest level runs empty the next one (a small heap of
-    level numbers) takes over. An evicted item's successor is filed above the
-    lowest level, so an eviction is a few dict and list operations: with most
-    adds evicting, this beats a heap of (count, item) keys, whose every push and
-    pop compares tuples of equal counts by their items. Ties for the minimum go
-    to the smaller item, so state restored by :meth:`from_dict` evicts exactly
-    as the original.
+    Counts live in a dict, errors only where they are not 0 (none while exact),
+    so an exact summary costs one dict entry per item. Items are filed by
+    *level* (``_levels``: count -> items) only from the first eviction on; as
+    counts only grow, a level may lag behind its item's count, and an increment
+    costs no more than the dict update. Finding the minimum looks at the lowest
+    level only: sorted once when it becomes the lowest, its smallest item is the
+    minimum if its count is still that level, else it is refiled under its count
+    (paid for by an earlier increment). When the lowest level runs empty the
+    next one (a small heap of level numbers) takes over. An evicted item's
+    successor is filed above the lowest level, so an eviction is a few dict and
+    list operations: with most adds evicting, this beats a heap of (count, item)
+    keys, whose every push and pop compares tuples of equal counts by their
+    items. Ties for the minimum go to the smaller item, so state restored by
+    :meth:`from_dict` evicts exactly as the original.
     """
 
-    __slots__ = ("_capacity", "_counts", "_errors", "_exact", "_level_heap", "_levels", "_sorted_level", "_total")
+    __slots__ = ("_capacity", "_counts", "_errors", "_floor", "_key_chars", "_level_heap", "_levelled", "_levels",
+                 "_sorted_level", "_total")
 
-    def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"SpaceSaving capacity must be a positive integer, got {capacity!r}")
-        self._capacity = capacity
+    def __init__(self, capacity: int | None = None) -> None:
+        self._capacity = _checked_capacity(capacity)
         self._counts: dict[str, int] = {}
-        self._errors: dict[str, int] = {}
+        self._errors: dict[str, int] = {}  # only errors above 0
+        self._floor = 0
+        self._key_chars = 0  # characters of the monitored items: what their strings take
         self._levels: dict[int, list[str]] = {}  # count -> items filed there (at most their count)
         self._level_heap: list[int] = []  # the keys of _levels
         self._sorted_level: int | None = None  # the level whose items are sorted, descending
+        self._levelled = False  # whether _levels files every item (built at the first eviction)
         self._total = 0
-        self._exact = True
 
     @property
-    def capacity(self) -> int:
+    def capacity(self) -> int | None:
+        """The most items monitored; None: no limit (exact whatever comes)."""
         return self._capacity
 
     @property
     def total(self) -> int:
-        """N: the sum of every count ever added (and merged in)."""
+        """N: the sum of every count ever added."""
         return self._total
 
     @property
+    def floor(self) -> int:
+        """F: the largest count ever dropped, which bounds every overcount; 0 while exact."""
+        return self._floor
+
+    @property
     def is_exact(self) -> bool:
-        """True while no counter has been evicted or dropped: every estimate is the true count."""
-        return self._exact
+        """True while no counter has been dropped: every estimate is the true count."""
+        return self._floor == 0
+
+    @property
+    def key_chars(self) -> int:
+        """The characters of the monitored items' names (for memory accounting)."""
+        return self._key_chars
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -89,7 +108,7 @@ class SpaceSaving:
         return (
             self._capacity == other._capacity
             and self._total == other._total
-            and self._exact == other._exact
+            and self._floor == other._floor
             and self._counts == other._counts
             and self._errors == other._errors
         )
@@ -97,7 +116,8 @@ class SpaceSaving:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"SpaceSaving(capacity={self._capacity}, total={self._total}, top={self.top(3)!r})"
+        return (f"SpaceSaving(capacity={self._capacity}, total={self._total}, floor={self._floor},"
+                f" top={self.top(3)!r})")
 
     def add(self, item: str, count: int = 1) -> None:
         """Count ``count`` more occurrences of ``item``."""
@@ -110,12 +130,14 @@ class SpaceSaving:
         attribute lookups per item, which dominate when most adds evict.
         """
         pending = iter(counts)
-        if len(self._counts) < self._capacity:
-            self._fill(pending)
+        capacity = self._capacity
+        if (capacity is None or len(self._counts) < capacity) and not self._fill(pending):
+            return  # every item found a counter
         monitored = self._counts
         errors = self._errors
         levels = self._levels
         total = self._total
+        key_chars = self._key_chars
         # The lowest level, sorted: its last item is the minimum unless that one has grown.
         floor = 0
         floor_items: list[str] = []
@@ -134,7 +156,8 @@ class SpaceSaving:
                     floor_items = levels[floor]
                 evicted = floor_items.pop()
                 del monitored[evicted]
-                del errors[evicted]
+                errors.pop(evicted, None)
+                key_chars += len(item) - len(evicted)
                 monitored[item] = raised = floor + count
                 errors[item] = floor
                 above = levels.get(raised)  # above the lowest level, which stays sorted
@@ -147,12 +170,21 @@ class SpaceSaving:
         finally:
             # As far as the adds got, should an item fail (add() would have got as far).
             self._total = total
+            self._key_chars = key_chars
             if evicting:
-                self._exact = False
+                # The minimum never decreases, so the last count evicted is the largest.
+                self._floor = max(self._floor, floor)
 
-    def _fill(self, pending: Iterator[tuple[str, int]]) -> None:
-        """Add from ``pending`` while a counter is free: a new item takes one, with no error."""
+    def _fill(self, pending: Iterator[tuple[str, int]]) -> bool:
+        """Add from ``pending`` while a counter is free; True when they ran out first (the rest evicts).
+
+        A new item takes a counter at the floor plus its count, with the floor as
+        its error: 0 while the summary is exact.
+        """
         monitored = self._counts
+        capacity = self._capacity
+        floor = self._floor
+        levelled = self._levelled
         for item, count in pending:
             if count < 1:
                 raise _bad_count(item, count)
@@ -161,11 +193,15 @@ class SpaceSaving:
             if current is not None:
                 monitored[item] = current + count
                 continue
-            monitored[item] = count
-            self._errors[item] = 0
-            self._file(item, count)
-            if len(monitored) == self._capacity:
-                return
+            monitored[item] = floor + count
+            self._key_chars += len(item)
+            if floor:
+                self._errors[item] = floor
+            if levelled:
+                self._file(item, floor + count)
+            if capacity is not None and len(monitored) == capacity:
+                return True
+        return False
 
     def _file(self, item: str, level: int) -> None:
         items = self._levels.get(level)
@@ -177,12 +213,24 @@ class SpaceSaving:
             if level == self._sorted_level:
                 self._sorted_level = None
 
+    def _build_levels(self) -> None:
+        # In place: add_many holds references to both.
+        self._levels.clear()
+        for item, count in self._counts.items():
+            self._levels.setdefault(count, []).append(item)
+        self._level_heap[:] = self._levels
+        heapq.heapify(self._level_heap)
+        self._sorted_level = None
+        self._levelled = True
+
     def _minimum(self) -> tuple[int, str]:
         """The monitored (count, item) with the smallest count, ties to the smaller item.
 
         It is the last item of the lowest level (sorted), once items whose count
         grew past their level are refiled under their count.
         """
+        if not self._levelled:
+            self._build_levels()
         counts = self._counts
         levels = self._levels
         level_heap = self._level_heap
@@ -208,23 +256,31 @@ class SpaceSaving:
         """The smallest monitored count; 0 when empty."""
         return self._minimum()[0] if self._counts else 0
 
-    def _unmonitored_bound(self) -> int:
-        # What an item that is not monitored can have had at most.
-        return 0 if self._exact else self.min_count
-
     def estimate(self, item: str) -> int:
         """Upper bound of the item's true count (exact while :attr:`is_exact`)."""
         count = self._counts.get(item)
-        return count if count is not None else self._unmonitored_bound()
+        return count if count is not None else self._floor
 
     def error(self, item: str) -> int:
-        """How much :meth:`estimate` may exceed the true count (at most N/m)."""
-        error = self._errors.get(item)
-        return error if error is not None else self._unmonitored_bound()
+        """How much :meth:`estimate` may exceed the true count (at most :attr:`floor`)."""
+        if item in self._counts:
+            return self._errors.get(item, 0)
+        return self._floor
 
     def guaranteed(self, item: str) -> int:
-        """Lower bound of the item's true count: estimate - error."""
+        """Lower bound of the item's true count: estimate - error (0 for an unmonitored item)."""
         return self.estimate(item) - self.error(item)
+
+    def guaranteed_counts(self, prefix: str = "") -> dict[str, int]:
+        """The monitored items (those starting with ``prefix``) with their guaranteed counts (at least 1)."""
+        if prefix:
+            errors = self._errors
+            return {item: count - errors.get(item, 0) for item, count in self._counts.items()
+                    if item.startswith(prefix)}
+        guaranteed = dict(self._counts)
+        for item, error in self._errors.items():
+            guaranteed[item] -= error
+        return guaranteed
 
     def top(self, k: int) -> list[tuple[str, int]]:
         """The ``k`` largest (item, estimate), by estimate descending then item ascending."""
@@ -234,99 +290,78 @@ class SpaceSaving:
 
     def entries(self) -> list[tuple[str, int, int]]:
         """Every monitored (item, estimate, error), in :meth:`top` order."""
-        return [(item, count, self._errors[item]) for item, count in self.top(len(self._counts))]
+        errors = self._errors
+        return [(item, count, errors.get(item, 0)) for item, count in self.top(len(self._counts))]
 
-    def merge(self, other: SpaceSaving) -> None:
-        """Fold ``other`` (same capacity) into this summary, keeping the documented bounds against the union.
+    def resize(self, capacity: int | None) -> int:
+        """Set the capacity; returns how many items that dropped (their largest count raises the floor).
 
-        Mergeable summaries (Agarwal et al. 2012) in the combine-and-prune form
-        for Space-Saving (Cafaro et al. 2016): for every item of either summary,
-        add the two estimates and the two errors, an item missing from one side
-        counting as that side's bound for unmonitored items (its smallest count,
-        or 0 while exact), so estimates stay upper bounds; then keep the m
-        largest (ties to the smaller item). Per-side overestimation is at most
-        N_i/m, so at most N/m in total; and the kept estimates sum to at most N,
-        so the new smallest count is at most N/m.
+        A lower capacity than the items held keeps the largest counts, ties to
+        the smaller items.
         """
-        if other._capacity != self._capacity:
-            raise ValueError(
-                f"cannot merge SpaceSaving summaries of capacity {self._capacity} and {other._capacity}:"
-                " build every summary of one stream with the same capacity"
-            )
-        mine_bound = self._unmonitored_bound()
-        their_bound = other._unmonitored_bound()
-        merged: dict[str, tuple[int, int]] = {}
-        for item in self._counts.keys() | other._counts.keys():
-            merged[item] = (
-                self._counts.get(item, mine_bound) + other._counts.get(item, their_bound),
-                self._errors.get(item, mine_bound) + other._errors.get(item, their_bound),
-            )
-        kept = heapq.nsmallest(self._capacity, merged.items(), key=lambda entry: (-entry[1][0], entry[0]))
-        self._exact = self._exact and other._exact and len(kept) == len(merged)
-        self._total += other._total
-        self._load((item, count, error) for item, (count, error) in kept)
+        self._capacity = _checked_capacity(capacity)
+        if capacity is None or len(self._counts) <= capacity:
+            return 0
+        counts = self._counts
+        ranked = sorted(counts.values(), reverse=True)
+        threshold = ranked[capacity - 1]  # the smallest count kept
+        room_at_threshold = capacity - sum(1 for count in ranked[:capacity] if count > threshold)
+        kept_at_threshold = set(sorted(item for item, count in counts.items() if count == threshold)
+                                [:room_at_threshold])
+        dropped = [item for item, count in counts.items()
+                   if count < threshold or (count == threshold and item not in kept_at_threshold)]
+        largest = max(counts[item] for item in dropped)
+        gone = set(dropped)
+        errors = self._errors
+        # Rebuilt rather than deleted from: a dict keeps its size when items leave it.
+        self._load(((item, count, errors.get(item, 0)) for item, count in counts.items() if item not in gone),
+                   max(self._floor, largest))
+        return len(dropped)
 
-    def _load(self, entries: Iterable[tuple[str, int, int]]) -> None:
+    def _load(self, entries: Iterable[tuple[str, int, int]], floor: int) -> None:
         self._counts = {}
         self._errors = {}
+        self._key_chars = 0
         for item, count, error in entries:
             self._counts[item] = count
-            self._errors[item] = error
+            self._key_chars += len(item)
+            if error:
+                self._errors[item] = error
+        self._floor = floor
         self._levels = {}
-        for item, count in self._counts.items():
-            self._levels.setdefault(count, []).append(item)
-        self._level_heap = list(self._levels)
-        heapq.heapify(self._level_heap)
+        self._level_heap = []
         self._sorted_level = None
+        self._levelled = False
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly state: capacity, total, exact, and [item, count, error] in :meth:`top` order."""
+        """JSON-friendly state: capacity (null: none), total, floor, counts by item, and the errors that are not 0.
+
+        Plain dicts (copies), in no particular order: a bucket is rewritten on
+        every flush, and lists per counter, or sorting, would cost more than
+        the writing.
+        """
         return {
             "capacity": self._capacity,
             "total": self._total,
-            "exact": self._exact,
-            "counters": [[item, count, error] for item, count, error in self.entries()],
+            "floor": self._floor,
+            "counts": dict(self._counts),
+            "errors": dict(self._errors),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpaceSaving:
-        """Rebuild a summary from :meth:`to_dict`; ValueError naming the bad field otherwise."""
-        summary = cls(_field_int(data, "capacity", "SpaceSaving", minimum=1))
-        summary._total = _field_int(data, "total", "SpaceSaving", minimum=0)
-        exact = data.get("exact")
-        _require(isinstance(exact, bool), f"SpaceSaving state: 'exact' must be true or false, got {exact!r}")
-        summary._exact = bool(exact)
-        counters = data.get("counters")
-        if not isinstance(counters, list) or len(counters) > summary._capacity:
-            raise ValueError(
-                f"SpaceSaving state: 'counters' must be a list of at most 'capacity' ({summary._capacity})"
-                f" entries, got {counters!r}"
-            )
-        entries: list[tuple[str, int, int]] = []
-        for entry in counters:
-            if not (
-                isinstance(entry, list)
-                and len(entry) == 3
-                and isinstance(entry[0], str)
-                and _is_int(entry[1])
-                and _is_int(entry[2])
-                and 0 <= entry[2] <= entry[1]
-                and entry[1] >= 1
-            ):
-                raise ValueError(
-                    f"SpaceSaving state: each counter must be [item, count >= 1, 0 <= error <= count], got {entry!r}"
-                )
-            entries.append((entry[0], entry[1], entry[2]))
-        if len({item for item, _, _ in entries}) != len(entries):
-            raise ValueError("SpaceSaving state: 'counters' lists an item twice")
-        counted = sum(count for _, count, _ in entries)
-        if counted > summary._total or (exact and counted != summary._total):
-            raise ValueError(
-                f"SpaceSaving state: the counts add up to {counted}, which does not fit 'total'"
-                f" {summary._total} (more than it, or different while 'exact')"
-            )
-        summary._load(entries)
+        """Rebuild a summary from :meth:`to_dict`, or from the form before floors (streams.pairs.sketch_state)."""
+        state = read_state(data)
+        summary = cls(state.capacity)
+        summary._total = state.total
+        summary._load(state.entries, state.floor)
         return summary
+
+
+def _checked_capacity(capacity: object) -> int | None:
+    if capacity is None or (is_int(capacity) and capacity >= 1):
+        return capacity
+    raise ValueError(f"SpaceSaving capacity must be a positive integer or None (no limit), got {capacity!r}")
 
 
 def _bad_count(item: str, count: int) -> ValueError:
@@ -336,20 +371,3 @@ def _bad_count(item: str, count: int) -> ValueError:
 def _by_count_then_item(entry: tuple[str, int]) -> tuple[int, str]:
     return -entry[1], entry[0]
 
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require(ok: bool, message: str) -> None:
-    # Stored state and messages that do not fit are a ValueError whatever the
-    # reason, so a caller has one exception to route to its dead letters.
-    if not ok:
-        raise ValueError(message)
-
-
-def _field_int(data: Mapping[str, Any], name: str, what: str, *, minimum: int) -> int:
-    value = data.get(name)
-    if _is_int(value) and value >= minimum:
-        return value
-    raise ValueError(f"{what}: {name!r} must be an integer >= {minimum}, got {value!r}")

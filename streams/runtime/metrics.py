@@ -28,6 +28,14 @@ PREFIX = "crosssell_"
 class PairSource(Protocol):
     updates: int
 
+    @property
+    def state_bytes(self) -> int: ...
+
+    @property
+    def budget_bytes(self) -> int: ...
+
+    def accuracy(self, horizon: str) -> tuple[bool, int]: ...
+
     def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]: ...
 
 
@@ -185,3 +193,21 @@ def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:
     yield orders
     yield confidence
     yield lift
+    exact = GaugeMetricFamily(PREFIX + "pair_counts_exact", "1 when every product and pair count of the horizon "
+                              "on this worker's partitions is exact; 0 once the memory budget made them "
+                              "approximate (then listed counts are guaranteed: never above the truth).",
+                              labels=["horizon"])
+    bound = GaugeMetricFamily(PREFIX + "pair_count_error_bound", "The most a listed companion count of the "
+                              "horizon may be below the true count, and the most orders a companion missing "
+                              "from the pair counts can have (largest over this worker's partitions); 0 when exact.",
+                              labels=["horizon"])
+    for horizon in settings.horizon_labels:
+        is_exact, error_bound = pairs.accuracy(horizon)
+        exact.add_metric([horizon], 1.0 if is_exact else 0.0)
+        bound.add_metric([horizon], error_bound)
+    yield exact
+    yield bound
+    yield GaugeMetricFamily(PREFIX + "pair_state_bytes", "Memory the product and pair counts of this worker take, "
+                            "as the memory budget accounts it.", value=pairs.state_bytes)
+    yield GaugeMetricFamily(PREFIX + "pair_state_budget_bytes", "The memory budget of the product and pair counts "
+                            "(CROSSSELL_PAIR_MEMORY_MB).", value=pairs.budget_bytes)

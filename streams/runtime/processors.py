@@ -9,7 +9,6 @@ the events, so Faust never commits an offset the state does not hold.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
 from streams.orders.ledger import PartitionLedger, Verdict
 from streams.orders.snapshot import Snapshot, take_snapshot
-from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger
+from streams.pairs.budget import PairMemoryBudget
+from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger, top_pairs
 from streams.pairs.outbox import owner_partition
 from streams.pairs.recommendations import (
     Decision,
@@ -215,7 +215,12 @@ class OrderProcessor:
 
 
 class PairProcessor:
-    """Pairs topic (repartitioned by product) → per-partition pair ledgers → `pairs` table."""
+    """Pairs topic (repartitioned by product) → per-partition pair ledgers → `pairs` table.
+
+    The ledgers of every partition this worker owns share one memory budget
+    (CROSSSELL_PAIR_MEMORY_MB, streams/pairs/budget.py), enforced after each
+    message: the state grows by at most one message beyond it.
+    """
 
     def __init__(self, settings: Settings, table: PartitionedTable) -> None:
         self.settings = settings
@@ -224,14 +229,25 @@ class PairProcessor:
         self.ledgers: dict[int, PairLedger] = {}
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
+        self.budget = PairMemoryBudget(settings.pair_memory_bytes)
+        # Deprecated fixed capacities, now caps under the budget (0: none).
+        self.product_cap = settings.pair_product_capacity or None
+        self.pair_cap = settings.pair_capacity or None
+        for name, value in (("PAIR_PRODUCT_CAPACITY", self.product_cap), ("PAIR_CAPACITY", self.pair_cap)):
+            if value is not None:
+                log.warning("CROSSSELL_%s=%d is deprecated: it caps every pair bucket's summary even when "
+                            "CROSSSELL_PAIR_MEMORY_MB (%d) would let it count exactly; unset it to count "
+                            "exactly while the budget allows", name, value, settings.pair_memory_mb)
 
     def restore(self, partitions: set[int]) -> None:
         s = self.settings
         for partition in partitions:
             self.ledgers[partition] = PairLedger.restore(
-                partition, self.horizons, s.pair_slots, s.pair_product_capacity, s.pair_capacity,
+                partition, self.horizons, s.pair_slots, self.product_cap, self.pair_cap,
                 self.table.items_of_partition(partition))
-        log.info("pair ledgers restored for partitions %s", sorted(partitions))
+        self.budget.enforce(self.ledgers.values())
+        log.info("pair ledgers restored for partitions %s (%.1f MB of pair state)", sorted(partitions),
+                 self.budget.usage.bytes / 1e6)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
@@ -241,8 +257,14 @@ class PairProcessor:
         ledger = self.ledgers.get(event.message.partition)
         if ledger is None:  # revoked while in flight: the owner replays it
             return
-        ledger.apply(orjson.loads(event.value))
+        if ledger.apply(orjson.loads(event.value), event.value):
+            self.budget.enforce(self.ledgers.values())
         self.unacked.append(event)
+
+    def accuracy(self, horizon: str) -> tuple[bool, int]:
+        """Whether every pair count of ``horizon`` this worker holds is exact, and the largest error bound."""
+        views = [ledger.view(horizon) for ledger in list(self.ledgers.values())]
+        return all(view.exact for view in views), max((view.error_bound for view in views), default=0)
 
     async def flush(self) -> None:
         async with self.lock:
@@ -274,40 +296,64 @@ class Recommender:
         self.throttle = RecommendationThrottle(settings.recommendation_interval_seconds,
                                                min_relative_count_change=settings.recommendation_min_change)
         self.published: dict[tuple[str, str], PublishedState] = {}
-        self.views: dict[tuple[int, str], HorizonView] = {}
-        self.views_at = 0.0
         self.updates = 0
-        self._top_pairs_cache: dict[tuple[str, int], tuple[float, list[dict[str, Any]]]] = {}
+        # The top pairs of each (pairs partition, horizon), from the last ranking of all lists.
+        self._top_pairs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        self._ranked_at = -float("inf")
+        self._ranking_seconds = 0.0
 
-    # Merging a horizon's buckets costs up to slots x capacity adds per partition:
-    # scrapes and the live page reuse views younger than this.
+    # Ranking reads every pair the worker holds: scrapes and the live page reuse the last
+    # ranking while it is younger than this, or than 20 rankings took (at most 5 % of a core).
     VIEW_MAX_AGE = 10.0
 
-    def refresh_views(self) -> None:
-        self.views = {(q, h): ledger.view(h) for q, ledger in list(self.pairs.ledgers.items())
-                      for h in self.pairs.horizons}
-        self.views_at = time.monotonic()
-        self._top_pairs_cache = {}
+    @property
+    def state_bytes(self) -> int:
+        return self.pairs.budget.usage.bytes
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.pairs.budget.limit_bytes
+
+    def accuracy(self, horizon: str) -> tuple[bool, int]:
+        return self.pairs.accuracy(horizon)
+
+    def _views(self) -> list[tuple[int, HorizonView]]:
+        return [(q, ledger.view(h)) for q, ledger in list(self.pairs.ledgers.items()) for h in self.pairs.horizons]
+
+    def _rank(self) -> list[tuple[int, HorizonView, dict[str, dict[str, int]]]]:
+        """Every view with its companions above the minimum support; keeps their top pairs."""
+        started = time.monotonic()
+        ranked = []
+        top_pairs_rows: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for q, view in self._views():
+            pairs = view.guaranteed_pairs()
+            grouped = view.companions(self.settings.min_support, pairs)
+            top_pairs_rows[(q, view.horizon)] = self._pair_rows(view, top_pairs(pairs, self.settings.top_pairs))
+            ranked.append((q, view, grouped))
+        self._top_pairs = top_pairs_rows
+        self._ranked_at = time.monotonic()
+        self._ranking_seconds = self._ranked_at - started
+        return ranked
 
     async def publish(self, now: datetime | None = None) -> int:
         """Send the changed lists of the products this worker owns; returns messages sent."""
         now = now or datetime.now(UTC)
-        self.refresh_views()
         s = self.settings
         sends: list[asyncio.Future[Any]] = []
-        for (q, horizon), view in self.views.items():
-            grouped = view.companions()
+        for q, view, grouped in self._rank():
+            horizon = view.horizon
             candidates = set(grouped) | {
                 product for (h, product), state in self.published.items()
                 if h == horizon and state.companions and owner_partition(product, s.partitions) == q}
+            exact, error_bound = view.exact, view.error_bound
             for product in sorted(candidates):
-                ranked = view.ranked(product, grouped.get(product, ()), s.recommendation_top_k, s.min_support)
+                ranked = view.ranked(product, grouped.get(product, {}), s.recommendation_top_k, s.min_support)
                 last = self.published.get((horizon, product))
                 decision = self.throttle.decide(ranked, last, now)
                 if decision is Decision.PUBLISH:
                     value: bytes | None = orjson.dumps(recommendation_message(
-                        product, horizon, now, ranked, orders_with_product=view.products.estimate(product),
-                        total_orders=view.orders))
+                        product, horizon, now, ranked, orders_with_product=view.orders_with(product),
+                        total_orders=view.orders, exact=exact, error_bound=error_bound))
                 elif decision is Decision.TOMBSTONE:
                     value = None
                 else:
@@ -332,45 +378,30 @@ class Recommender:
         result: dict[str, Any] = {"product_id": product, "horizons": {}}
         for horizon in self.pairs.horizons:
             view = ledger.view(horizon)
-            entries = view.companions().get(product, [])
-            ranked = view.ranked(product, entries, s.recommendation_top_k, s.min_support)
+            ranked = view.ranked(product, view.companions_of(product), s.recommendation_top_k, s.min_support)
             result["horizons"][horizon] = recommendation_message(
-                product, horizon, datetime.now(UTC), ranked, orders_with_product=view.products.estimate(product),
-                total_orders=view.orders)
+                product, horizon, datetime.now(UTC), ranked, orders_with_product=view.orders_with(product),
+                total_orders=view.orders, exact=view.exact, error_bound=view.error_bound)
         return result
-
-    # /metrics may be scraped far more often than pairs change.
-    TOP_PAIRS_MAX_AGE = 1.0
 
     def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
         """The most frequent product pairs (a < b) this worker holds, with A→B confidence and lift."""
-        now = time.monotonic()
-        if now - self.views_at > self.VIEW_MAX_AGE:
-            self.refresh_views()
-        cached = self._top_pairs_cache.get((horizon, limit))
-        if cached is not None and now - cached[0] < self.TOP_PAIRS_MAX_AGE:
-            return cached[1]
-        rows = self._rank_top_pairs(horizon, limit)
-        self._top_pairs_cache[(horizon, limit)] = (now, rows)
-        return rows
+        age = time.monotonic() - self._ranked_at
+        if age > max(self.VIEW_MAX_AGE, 20 * self._ranking_seconds):
+            self._rank()
+        rows = [row for (_, h), rows in self._top_pairs.items() if h == horizon for row in rows]
+        rows.sort(key=lambda row: (-row["count"], row["product"], row["companion"]))
+        return rows[:limit]
 
-    def _rank_top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
-        candidates: list[tuple[int, str, str, int, HorizonView]] = []
-        for (_, h), view in self.views.items():
-            if h != horizon:
-                continue
-            for product, entries in view.companions().items():
-                for companion, estimate, error in entries:
-                    if product < companion:
-                        candidates.append((estimate, product, companion, error, view))
-        best = heapq.nsmallest(limit, candidates, key=lambda c: (-c[0], c[1], c[2]))
+    @staticmethod
+    def _pair_rows(view: HorizonView, top: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
         rows = []
-        for estimate, product, companion, error, view in best:
-            for c in view.ranked(product, [(companion, estimate, error)], 1, 1):
-                n_a, n_b = view.products.estimate(product), view.products.estimate(companion)
+        for product, companion, count in top:
+            n_a, n_b = view.orders_with(product), view.orders_with(companion)
+            for c in view.ranked(product, {companion: count}, 1, 1):
                 rows.append({"product": product, "companion": companion, "count": c.count, "orders": view.orders,
                              "orders_with_product": n_a, "orders_with_companion": n_b,
                              "support": c.count / view.orders if view.orders else 0.0,
                              "confidence": c.confidence, "confidence_reverse": confidence(c.count, n_b),
-                             "lift": c.lift, "horizon": horizon})
+                             "lift": c.lift, "horizon": view.horizon})
         return rows

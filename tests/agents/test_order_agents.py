@@ -12,9 +12,11 @@ import random
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import combinations
 from typing import Any
 
 import faust
@@ -23,15 +25,19 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
+from prometheus_client import CollectorRegistry
 
 from streams.ops.admin import ensure_topics
 from streams.ops.broker import EmbeddedBroker
 from streams.ops.traffic import rfc3339
 from streams.orders.ledger import PartitionLedger
+from streams.pairs.basket import PairAccumulator
+from streams.pairs.outbox import outbox_messages
 from streams.pairs.recommendations import Companion, PublishedState
 from streams.runtime import store
 from streams.runtime.app import Pipeline, create_pipeline
 from streams.runtime.fastpath import MessageBatch
+from streams.runtime.metrics import CrossSellCollector
 from streams.settings import Settings
 from tests.harness import unique
 
@@ -200,7 +206,46 @@ async def test_pair_messages_applied_by_the_pairs_agent_count_once(
         await agent.put(orjson.dumps(message), partition=0)  # a resent outbox
     view = pipeline.pairs.ledgers[0].view("24h")
     assert view.orders == 3
-    assert view.pairs.estimate("a\x1fb") == 2
+    assert view.companions_of("a") == {"b": 2}
+    assert view.exact
+
+
+async def test_pair_counts_beyond_the_memory_budget_are_published_as_guaranteed_never_above_the_truth(
+        broker: EmbeddedBroker, tmp_path: Any) -> None:
+    rng = random.Random(9)
+    catalogue = [f"product-{n:04d}" for n in range(1500)]
+    baskets = [tuple(sorted(set(rng.sample(catalogue, 4)))) for _ in range(6000)]
+    together: Counter[tuple[str, str]] = Counter()
+    for basket in baskets:
+        for a, b in combinations(basket, 2):
+            together.update([(a, b), (b, a)])
+    async with built_pipeline(broker, tmp_path, pair_memory_mb=1, min_support=1) as built:
+        async with built.app.agents["pairs"].test_context() as agent:
+            for sequence, first in enumerate(range(0, len(baskets), 500), start=1):
+                accumulator = PairAccumulator()
+                accumulator.add_baskets(baskets[first:first + 500])
+                for message in outbox_messages(0, sequence, {("24h", 0.0): accumulator}, PARTITIONS):
+                    await agent.put(orjson.dumps(message), partition=message["partition"])
+        budget = built.pairs.budget
+        assert budget.usage.cuts > 0 and budget.usage.bytes <= budget.limit_bytes
+        exact, bound = built.pairs.accuracy("24h")
+        assert not exact and bound > 0
+        assert await built.recommender.publish() > 0
+        registry = CollectorRegistry()
+        registry.register(CrossSellCollector(built.orders.snapshot, built.orders.settings, built.recommender))
+        assert registry.get_sample_value("crosssell_pair_counts_exact", {"horizon": "24h"}) == 0
+        assert registry.get_sample_value("crosssell_pair_count_error_bound", {"horizon": "24h"}) == bound
+        topic = built.orders.settings.recommendations_topic_for("24h")
+    listed = 0
+    for record in read_all(broker.bootstrap, topic):
+        message = orjson.loads(record.value())
+        # The bound of the product's pairs partition; the metric has the largest of the worker's.
+        assert message["exact"] is False and 0 < message["error_bound"] <= bound
+        for companion in message["companions"]:
+            true = together[(message["product_id"], companion["product_id"])]
+            assert true - message["error_bound"] <= companion["count"] <= true
+            listed += 1
+    assert listed > 100
 
 
 def record_sizes(messages: list[Any]) -> list[int]:

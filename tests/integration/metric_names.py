@@ -48,6 +48,11 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_product_pair_orders": frozenset({"horizon", "product", "companion"}),
         "crosssell_product_pair_lift": frozenset({"horizon", "product", "companion"}),
         "crosssell_product_pair_confidence": frozenset({"horizon", "product", "companion"}),
+        # Pair counting per horizon: exact or not, and how far a listed count may be below the truth.
+        "crosssell_pair_counts_exact": frozenset({"horizon"}),
+        "crosssell_pair_count_error_bound": frozenset({"horizon"}),
+        "crosssell_pair_state_bytes": frozenset(),
+        "crosssell_pair_state_budget_bytes": frozenset(),
         # Pipeline state.
         "crosssell_event_time_watermark_seconds": frozenset(),
         "crosssell_consumer_lag_messages": frozenset({"partition"}),

@@ -32,9 +32,6 @@ SETTINGS = {
     "CROSSSELL_RECOMMENDATION_MIN_CHANGE": "0",
     "CROSSSELL_RECOMMENDATION_TOP_K": str(TOP_K),
     "CROSSSELL_MIN_SUPPORT": str(MIN_SUPPORT),
-    # Capacities above the catalogue: the summaries are exact, so the truth is exact.
-    "CROSSSELL_PAIR_PRODUCT_CAPACITY": "1000",
-    "CROSSSELL_PAIR_CAPACITY": "20000",
 }
 
 

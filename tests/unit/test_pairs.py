@@ -67,7 +67,7 @@ def test_lift_compares_together_with_chance_and_is_zero_on_zero_denominators(
 # --- SpaceSaving ------------------------------------------------------------
 
 
-def _summary(capacity: int, stream: Sequence[str | tuple[str, int]]) -> SpaceSaving:
+def _summary(capacity: int | None, stream: Sequence[str | tuple[str, int]]) -> SpaceSaving:
     summary = SpaceSaving(capacity)
     for entry in stream:
         if isinstance(entry, str):
@@ -110,12 +110,36 @@ def test_space_saving_evicts_the_smaller_item_among_tied_minimums() -> None:
     assert summary.top(2) == [("c", 2), ("b", 1)]
 
 
-def test_space_saving_unmonitored_item_estimates_the_smallest_count_once_lossy() -> None:
+def test_space_saving_unmonitored_item_estimates_the_largest_count_dropped_once_lossy() -> None:
     summary = _summary(2, ["a", "a", "a", "b", "c", "d"])
-    # b was evicted by c, c by d: d holds 3 with error 2, the smallest count.
+    # b was evicted by c (at 1), c by d (at 2): d holds 3 with error 2.
     assert summary.top(2) == [("a", 3), ("d", 3)]
-    assert summary.min_count == 3
-    assert (summary.estimate("b"), summary.error("b"), summary.guaranteed("b")) == (3, 3, 0)
+    assert (summary.min_count, summary.floor) == (3, 2)
+    assert (summary.estimate("b"), summary.error("b"), summary.guaranteed("b")) == (2, 2, 0)
+
+
+def test_space_saving_without_a_capacity_counts_everything_exactly() -> None:
+    summary = _summary(None, [f"p{n % 500}" for n in range(2000)])
+    assert (len(summary), summary.is_exact, summary.floor, summary.capacity) == (500, True, 0, None)
+    assert summary.guaranteed_counts() == {f"p{n}": 4 for n in range(500)}
+
+
+def test_space_saving_resized_below_its_items_keeps_the_largest_and_raises_the_floor() -> None:
+    summary = _summary(None, ["a", "a", "a", "b", "b", "c", "d", "d"])
+    assert summary.resize(2) == 2
+    # a=3 stays; b and d tie at 2 for the last counter: the smaller item stays.
+    assert summary.entries() == [("a", 3, 0), ("b", 2, 0)]
+    assert (summary.floor, summary.estimate("d"), summary.guaranteed("d"), summary.key_chars) == (2, 2, 0, 2)
+    summary.add("e")  # evicts b at 2
+    assert summary.entries() == [("a", 3, 0), ("e", 3, 2)]
+
+
+def test_space_saving_raised_capacity_takes_new_items_at_the_floor_plus_their_count() -> None:
+    summary = _summary(1, ["a", "a", "b"])  # b evicted a at 2: b=3, error 2
+    summary.resize(None)
+    summary.add("c", 4)
+    assert summary.entries() == [("c", 6, 2), ("b", 3, 2)]
+    assert (summary.guaranteed("c"), summary.floor, summary.is_exact) == (4, 2, False)
 
 
 def test_space_saving_full_but_never_evicted_is_still_exact() -> None:
@@ -136,9 +160,9 @@ def test_space_saving_top_returns_at_most_k_by_count_then_item(k: int) -> None:
     assert summary.top(k) == [("y", 2), ("z", 2), ("w", 1), ("x", 1)][:k]
 
 
-@pytest.mark.parametrize("capacity", [0, -1, 1.5, True])
+@pytest.mark.parametrize("capacity", [0, -1, 1.5, True, "3"])
 def test_space_saving_rejects_a_capacity_that_is_not_a_positive_integer(capacity: Any) -> None:
-    with pytest.raises(ValueError, match="capacity must be a positive integer"):
+    with pytest.raises(ValueError, match="capacity must be a positive integer or None"):
         SpaceSaving(capacity)
 
 
@@ -146,39 +170,6 @@ def test_space_saving_rejects_a_capacity_that_is_not_a_positive_integer(capacity
 def test_space_saving_rejects_a_count_below_one(count: int) -> None:
     with pytest.raises(ValueError, match="count must be at least 1"):
         SpaceSaving(2).add("a", count)
-
-
-def test_space_saving_merge_of_fitting_summaries_is_exact() -> None:
-    left = _summary(4, ["a", "b", "a"])
-    right = _summary(4, ["b", "c"])
-    left.merge(right)
-    assert left.top(4) == [("a", 2), ("b", 2), ("c", 1)]
-    assert left.is_exact
-    assert left.total == 5
-
-
-def test_space_saving_merge_counts_a_missing_item_at_the_other_sides_floor() -> None:
-    left = _summary(2, ["a", "a", "b", "c"])  # a=2, c=2 (error 1): floor 2
-    right = _summary(2, ["d", "d", "d"])  # exact: floor 0
-    left.merge(right)
-    # d: 2 (left floor, error 2) + 3; a: 2 + 0; c: 2 + 0 (error 1); keep 2.
-    assert left.entries() == [("d", 5, 2), ("a", 2, 0)]
-    assert left.total == 7
-    assert not left.is_exact
-
-
-def test_space_saving_merge_dropping_items_of_exact_summaries_makes_it_lossy() -> None:
-    left = _summary(2, ["a", "a", "b"])
-    right = _summary(2, ["c"])
-    left.merge(right)
-    assert left.top(2) == [("a", 2), ("b", 1)]
-    assert not left.is_exact
-    assert left.estimate("c") == 1  # c had 1, at most the new smallest count
-
-
-def test_space_saving_merge_refuses_different_capacities() -> None:
-    with pytest.raises(ValueError, match="same capacity"):
-        SpaceSaving(2).merge(SpaceSaving(3))
 
 
 def test_space_saving_round_trips_through_its_dict_and_keeps_evicting_the_same_way() -> None:
@@ -198,12 +189,23 @@ def test_space_saving_round_trips_through_its_dict_and_keeps_evicting_the_same_w
         ({"capacity": 0, "total": 0, "exact": True, "counters": []}, "'capacity' must be an integer >= 1"),
         ({"capacity": 2, "total": -1, "exact": True, "counters": []}, "'total' must be an integer >= 0"),
         ({"capacity": 2, "total": 0, "exact": "yes", "counters": []}, "'exact' must be true or false"),
-        ({"capacity": 1, "total": 2, "exact": True, "counters": [["a", 1, 0], ["b", 1, 0]]}, "at most 'capacity'"),
+        ({"capacity": 1, "total": 2, "exact": True, "counters": [["a", 1, 0], ["b", 1, 0]]}, "more than 'capacity'"),
         ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 2, 3]]}, "0 <= error <= count"),
         ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 0, 0]]}, "count >= 1"),
         ({"capacity": 2, "total": 2, "exact": True, "counters": [["a", 1, 0], ["a", 1, 0]]}, "an item twice"),
         ({"capacity": 2, "total": 1, "exact": False, "counters": [["a", 2, 0]]}, "add up to 2"),
         ({"capacity": 2, "total": 3, "exact": True, "counters": [["a", 2, 0]]}, "add up to 2"),
+        # The form the budget writes: counts and errors by item, and the floor.
+        ({"capacity": None, "total": 1, "floor": 0, "counts": [["a", 1]]}, "must be objects"),
+        ({"capacity": None, "total": 1, "floor": 0, "counts": {"a": 0}}, "integer >= 1, got 'a': 0"),
+        ({"capacity": None, "total": 1, "floor": 1, "counts": {"a": 2}, "errors": {"a": 3}}, "1 to its item's count"),
+        ({"capacity": None, "total": 1, "floor": 1, "counts": {"a": 2}, "errors": {"b": 1}}, "1 to its item's count"),
+        ({"capacity": None, "total": 1, "floor": -1, "counts": {"a": 1}}, "'floor' must be an integer >= 0"),
+        ({"capacity": None, "total": 3, "floor": 0, "counts": {"a": 2}}, "different while exact"),
+        ({"capacity": None, "total": 1, "floor": 1, "counts": {"a": 3}, "errors": {"a": 1}}, "more than it"),
+        ({"capacity": None, "total": 9, "floor": 2, "counts": {"a": 1}}, "below the floor 2"),
+        ({"capacity": None, "total": 9, "floor": 1, "counts": {"a": 3}, "errors": {"a": 2}}, "error above it"),
+        ({"capacity": 1, "total": 2, "floor": 0, "counts": {"a": 1, "b": 1}}, "2 counters, more than 'capacity'"),
     ],
 )
 def test_space_saving_from_dict_rejects_inconsistent_state_naming_the_field(
@@ -253,17 +255,21 @@ def test_space_saving_bounds_hold_for_any_stream(capacity: int, stream: list[tup
 
 
 @settings(database=None, deadline=None, max_examples=300)
-@given(capacity=st.integers(1, 8), parts=st.lists(_streams, min_size=1, max_size=4))
-def test_space_saving_bounds_hold_after_merging_any_summaries(
-    capacity: int, parts: list[list[tuple[str, int]]]
+@given(parts=st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 8)), _streams), min_size=1, max_size=4))
+def test_summaries_of_disjoint_streams_add_up_to_bounds_on_their_union(
+    parts: list[tuple[int | None, list[tuple[str, int]]]]
 ) -> None:
-    merged = SpaceSaving(capacity)
-    for part in parts:
+    # What a horizon view does with the buckets of a horizon (streams.pairs.ledger.HorizonView).
+    summaries = []
+    for capacity, part in parts:
         summary = SpaceSaving(capacity)
-        for item, count in part:
-            summary.add(item, count)
-        merged.merge(summary)
-    _assert_space_saving_bounds(merged, _truth([entry for part in parts for entry in part]))
+        summary.add_many(part)
+        summaries.append(summary)
+    floors = sum(summary.floor for summary in summaries)
+    for item, true in _truth([entry for _, part in parts for entry in part]).items():
+        guaranteed = sum(summary.guaranteed(item) for summary in summaries)
+        assert guaranteed <= true <= guaranteed + floors
+        assert true <= sum(summary.estimate(item) for summary in summaries) <= true + floors
 
 
 @settings(database=None, deadline=None, max_examples=100)
@@ -274,6 +280,45 @@ def test_space_saving_with_room_for_every_item_counts_exactly(stream: list[tuple
         summary.add(item, count)
     assert summary.is_exact
     assert {item: summary.estimate(item) for item in _ITEMS} == _truth(stream)
+
+
+def _assert_floor_bounds(summary: SpaceSaving, truth: dict[str, int]) -> None:
+    floor = summary.floor
+    assert summary.total == sum(truth.values())
+    for item, true in truth.items():
+        assert summary.guaranteed(item) <= true <= summary.estimate(item) <= true + floor
+        assert summary.error(item) <= floor
+    assert summary.is_exact == (floor == 0)
+    if summary.is_exact:
+        assert summary.guaranteed_counts() == {item: true for item, true in truth.items() if true}
+
+
+_resizes = st.one_of(st.none(), st.integers(1, 8))
+
+
+@settings(database=None, deadline=None, max_examples=300)
+@given(steps=st.lists(st.one_of(st.tuples(st.just("add"), _streams), st.tuples(st.just("resize"), _resizes),
+                                st.tuples(st.just("restore"), st.none())), max_size=12))
+def test_space_saving_floor_bounds_every_count_whatever_the_capacity_does(steps: list[Any]) -> None:
+    summary = SpaceSaving(None)
+    added: list[tuple[str, int]] = []
+    for kind, argument in steps:
+        if kind == "add":
+            summary.add_many(argument)
+            added += argument
+        elif kind == "resize":
+            summary.resize(argument)
+        else:
+            summary = SpaceSaving.from_dict(summary.to_dict())
+        _assert_floor_bounds(summary, _truth(added))
+
+
+def test_space_saving_reads_the_state_written_before_floors() -> None:
+    # As the ledger wrote it before the memory budget: capacity, exact, [item, count, error] by count.
+    lossy = SpaceSaving.from_dict({"capacity": 2, "total": 6, "exact": False, "counters": [["a", 3, 0], ["d", 3, 2]]})
+    assert (lossy.floor, lossy.capacity, lossy.estimate("b"), lossy.guaranteed("d")) == (3, 2, 3, 1)
+    exact = SpaceSaving.from_dict({"capacity": 3, "total": 3, "exact": True, "counters": [["a", 2, 0], ["b", 1, 0]]})
+    assert (exact.is_exact, exact.estimate("c"), exact.capacity) == (True, 0, 3)
 
 
 # --- SpaceSaving against the textbook algorithm --------------------------------
@@ -288,38 +333,38 @@ class _TextbookSpaceSaving:
         self.counts: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.total = 0
-        self.exact = True
+        self.floor = 0  # the largest count evicted
         if state is not None:
-            self.total, self.exact = state["total"], state["exact"]
-            for item, count, error in state["counters"]:
-                self.counts[item], self.errors[item] = count, error
+            self.total, self.floor = state["total"], state["floor"]
+            for item, count in state["counts"].items():
+                self.counts[item], self.errors[item] = count, state["errors"].get(item, 0)
 
     def add(self, item: str, count: int) -> None:
         self.total += count
         if item in self.counts:
             self.counts[item] += count
-        elif len(self.counts) < self.capacity:
-            self.counts[item], self.errors[item] = count, 0
+        elif len(self.counts) < self.capacity:  # a free counter: at the floor, 0 unless the capacity was raised
+            self.counts[item], self.errors[item] = self.floor + count, self.floor
         else:
             evicted = min(self.counts, key=lambda key: (self.counts[key], key))
             floor = self.counts.pop(evicted)
             del self.errors[evicted]
             self.counts[item], self.errors[item] = floor + count, floor
-            self.exact = False
+            self.floor = max(self.floor, floor)
 
     def min_count(self) -> int:
         return min(self.counts.values(), default=0)
 
     def estimate(self, item: str) -> int:
-        return self.counts.get(item, 0 if self.exact else self.min_count())
+        return self.counts.get(item, self.floor)
 
     def to_dict(self) -> dict[str, Any]:
-        ranked = sorted(self.counts, key=lambda key: (-self.counts[key], key))
         return {
             "capacity": self.capacity,
             "total": self.total,
-            "exact": self.exact,
-            "counters": [[item, self.counts[item], self.errors[item]] for item in ranked],
+            "floor": self.floor,
+            "counts": dict(self.counts),
+            "errors": {item: error for item, error in self.errors.items() if error},
         }
 
 
@@ -331,7 +376,7 @@ _steps = st.lists(
         st.tuples(st.just("add_many"), st.lists(_counts, max_size=30)),
         st.tuples(st.just("read"), st.sampled_from(_WIDE_ITEMS)),  # finds the minimum between adds
         st.tuples(st.just("restore"), st.none()),
-        st.tuples(st.just("merge"), st.lists(_counts, max_size=30)),
+        st.tuples(st.just("resize"), st.integers(1, 10)),
     ),
     max_size=40,
 )
@@ -353,13 +398,12 @@ def test_space_saving_evicts_as_the_textbook_algorithm_step_by_step(capacity: in
         elif kind == "read":
             assert summary.min_count == textbook.min_count()
             assert summary.estimate(argument) == textbook.estimate(argument)
+            assert summary.floor == textbook.floor
         elif kind == "restore":
             summary = SpaceSaving.from_dict(summary.to_dict())
-        else:  # merge keeps its own rule; the summary must then go on evicting as the textbook
-            other = SpaceSaving(capacity)
-            other.add_many(argument)
-            summary.merge(other)
-            textbook = _TextbookSpaceSaving(capacity, summary.to_dict())
+        else:  # resize keeps its own rule; the summary must then go on evicting as the textbook
+            summary.resize(argument)
+            textbook = _TextbookSpaceSaving(argument, summary.to_dict())
         assert summary.to_dict() == textbook.to_dict()
 
 

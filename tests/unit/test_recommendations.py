@@ -129,15 +129,18 @@ def test_schema_describes_every_field(schema: dict[str, Any]) -> None:
 
 
 def test_recommendation_message_follows_the_schema(validator: Draft202012Validator) -> None:
-    companions = [Companion("b", 6, 0.6, 2.0, error=1), Companion("c", 3, 1 / 3, 4.123456789)]
+    companions = [Companion("b", 6, 0.6, 2.0), Companion("c", 3, 1 / 3, 4.123456789)]
     computed_at = datetime(2026, 11, 22, 19, 30, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
-    message = recommendation_message("a", "24h", computed_at, companions, orders_with_product=10, total_orders=100)
+    message = recommendation_message("a", "24h", computed_at, companions, orders_with_product=10, total_orders=100,
+                                     exact=False, error_bound=2)
     assert message == {
         "product_id": "a",
         "horizon": "24h",
         "computed_at": "2026-11-22T18:30:00.123Z",
         "orders_with_product": 10,
         "total_orders": 100,
+        "exact": False,
+        "error_bound": 2,
         "companions": [
             {"product_id": "b", "count": 6, "confidence": 0.6, "lift": 2.0},
             {"product_id": "c", "count": 3, "confidence": 0.333333, "lift": 4.123457},
@@ -147,7 +150,8 @@ def test_recommendation_message_follows_the_schema(validator: Draft202012Validat
 
 
 def test_empty_companion_list_is_a_valid_message(validator: Draft202012Validator) -> None:
-    message = recommendation_message("a", "7d", NOW, [], orders_with_product=0, total_orders=0)
+    message = recommendation_message("a", "7d", NOW, [], orders_with_product=0, total_orders=0, exact=True,
+                                     error_bound=0)
     assert list(validator.iter_errors(message)) == []
 
 
@@ -157,6 +161,8 @@ _VALID: dict[str, Any] = {
     "computed_at": "2026-11-22T18:30:00.000Z",
     "orders_with_product": 3,
     "total_orders": 9,
+    "exact": True,
+    "error_bound": 0,
     "companions": [{"product_id": "b", "count": 2, "confidence": 0.5, "lift": 1.5}],
 }
 
@@ -176,6 +182,9 @@ _VALID: dict[str, Any] = {
         pytest.param({"companions": [{"product_id": "b", "count": 1, "confidence": 0.1}]}, id="no-lift"),
         pytest.param({"companions": [_VALID["companions"][0] | {"error": 1}]}, id="unknown-companion-field"),
         pytest.param({"companions": _VALID["companions"] * 101}, id="too-many-companions"),
+        pytest.param({"exact": "yes"}, id="exact-not-a-boolean"),
+        pytest.param({"error_bound": -1}, id="negative-error-bound"),
+        pytest.param({"error_bound": 0.5}, id="fractional-error-bound"),
     ],
 )
 def test_schema_rejects_a_message_outside_the_contract(validator: Draft202012Validator, change: dict[str, Any]) -> None:
@@ -189,12 +198,21 @@ def test_schema_rejects_a_message_outside_the_contract(validator: Draft202012Val
         ({"horizon": "one day"}, "horizon must be a duration label"),
         ({"computed_at": datetime(2026, 11, 22, 18, 30)}, "time-zone aware"),  # naive: the case under test
         ({"companions": [_companion("b", 1)] * 101}, "at most 100 companions"),
+        ({"error_bound": -1}, "error_bound must be >= 0"),
+        ({"exact": True, "error_bound": 3}, "0 when exact"),
     ],
 )
 def test_recommendation_message_rejects_what_the_schema_would(arguments: dict[str, Any], message: str) -> None:
-    call: dict[str, Any] = {"product": "a", "horizon": "24h", "computed_at": NOW, "companions": []}
+    call: dict[str, Any] = {"product": "a", "horizon": "24h", "computed_at": NOW, "companions": [], "exact": False,
+                            "error_bound": 0}
     with pytest.raises(ValueError, match=message):
         recommendation_message(**(call | arguments), orders_with_product=1, total_orders=1)
+
+
+def test_every_message_field_is_required_by_the_schema(schema: dict[str, Any]) -> None:
+    message = recommendation_message("a", "24h", NOW, [_companion("b", 2)], orders_with_product=3, total_orders=9,
+                                     exact=True, error_bound=0)
+    assert set(schema["required"]) == set(message) == set(schema["properties"])
 
 
 # --- RecommendationThrottle -------------------------------------------------

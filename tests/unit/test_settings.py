@@ -84,6 +84,8 @@ def test_duration_variables_accept_every_unit(raw: str, seconds: float) -> None:
         ("CROSSSELL_LOG_LEVEL", "DEBUG", "log_level", "debug"),
         ("CROSSSELL_ORDERS_TOPIC", " shop.orders ", "orders_topic", "shop.orders"),
         ("CROSSSELL_RECOMMENDATION_MIN_CHANGE", "0.5", "recommendation_min_change", 0.5),
+        ("CROSSSELL_PAIR_MEMORY_MB", "512", "pair_memory_bytes", 512_000_000),
+        ("CROSSSELL_PAIR_CAPACITY", "3000", "pair_capacity", 3000),  # deprecated: a cap under the budget
         ("CROSSSELL_BROKER_URL", "kafka://broker:9092", "broker_url", "kafka://broker:9092"),
         ("CROSSSELL_SESSION_TIMEOUT_SECONDS", "3s", "heartbeat_interval_seconds", 1.0),
     ],
@@ -195,6 +197,9 @@ INVALID: list[tuple[str, dict[str, str], str, str, str]] = [
         "30s",
         "at least the window (60s)",
     ),
+    ("no memory for pair counts", {"CROSSSELL_PAIR_MEMORY_MB": "0"}, "CROSSSELL_PAIR_MEMORY_MB", "0", ">= 1"),
+    ("negative deprecated pair capacity", {"CROSSSELL_PAIR_CAPACITY": "-1"}, "CROSSSELL_PAIR_CAPACITY", "-1",
+     "0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state"),
 ]
 
 
