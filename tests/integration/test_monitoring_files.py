@@ -474,10 +474,22 @@ def test_every_dashboard_query_is_valid_promql(path: Path, tmp_path: Path) -> No
         }
         for panel in query_panels(load_dashboard(path))
         for target in panel["targets"]
+    ] + [
+        {"record": f"dashboard:annotation_{index}:check", "expr": substitute_variables(annotation["expr"])}
+        for index, annotation in enumerate(load_dashboard(path)["annotations"]["list"]) if "expr" in annotation
     ]
     rule_file = tmp_path / "dashboard-queries.yml"
     rule_file.write_text(json.dumps({"groups": [{"name": path.stem, "rules": rules}]}))
     run_tool(PROMTOOL, "check", "rules", rule_file)
+
+
+def test_the_dashboard_marks_firing_alerts_and_lists_them() -> None:
+    dashboard = load_dashboard(REPO / "grafana" / "dashboards" / "crosssell.json")
+    exprs = [a.get("expr", "") for a in dashboard["annotations"]["list"] if a.get("enable")]
+    assert any("ALERTS{" in expr and 'alertstate="firing"' in expr for expr in exprs)
+    lists = [p for p in iter_panels(dashboard["panels"]) if p["type"] == "alertlist"]
+    assert lists and lists[0]["options"]["alertName"] == "CrossSell"
+    assert lists[0]["options"]["datasource"] == re.search(r"name:\s*(\S+)", DATASOURCE_FILE.read_text())[1]
 
 
 # --- docker-compose ------------------------------------------------------------
