@@ -31,6 +31,8 @@ class Snapshot:
     # Highest orders-topic offset applied per owned partition: progress that a stale
     # highwater cannot hide (a paused partition's lag stands still; this does too).
     applied_offsets: dict[int, int] = field(default_factory=dict)
+    # When this worker took each owned partition (an opaque label value; "" when unknown).
+    assignments: dict[int, str] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
