@@ -21,7 +21,8 @@ left out (counted in ``dropped``): fewer orders, no bias.
 
 The baseline of a segment is its own rate over the trailing day, ending an
 hour (``baseline_lag``) before the tick, so a drop in progress does not pull
-it down; while a segment is in alarm it ends where the drop began. It is taken
+it down; while a segment has evidence of a drop it ends where the evidence
+began, and the ticks of an alarm never count in it. It is taken
 one standard error lower than measured, so that its own noise cannot page.
 Until the lagged day holds ``min_baseline_orders``, the total uses
 ``expected_rate`` when configured, and every segment the data older than
@@ -33,8 +34,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streams.orders.windows import WindowTotals
 
@@ -52,9 +54,10 @@ class DetectionConfig:
     # Thresholds of those CUSUMs, in log-likelihood-ratio units. Over a simulated week
     # (diurnal 0.2-20 orders/s, 18 segments) thresholds of 10 gave 28 alarms, about a third
     # from each; each unit more divides false alarms by e. (14, 15, 16) still gave one, from
-    # the 90 % CUSUM (85 orders, 2 cross-sells, against 25 %). The 25 % CUSUM needs the lowest
-    # to stay near 2x its limit; the 90 % one detects a collapse within ~1.6x its limit at 19.
-    thresholds: tuple[float, ...] = (14.0, 16.0, 19.0)
+    # the 90 % CUSUM (85 orders, 2 cross-sells, against 25 %); (14, 16, 19) none. The 25 % and
+    # 50 % CUSUMs need the lowest to stay near 2x their limits; the 90 % one detects a
+    # collapse within ~1.6x its limit at 19.
+    thresholds: tuple[float, ...] = (14.0, 15.0, 19.0)
     cap: float = 1.5  # a statistic stops growing at cap x its threshold
     baseline_span: float = 86400.0
     baseline_lag: float = 3600.0
@@ -63,7 +66,7 @@ class DetectionConfig:
     expected_rate: float = 0.0  # 0: none
     idle: float = 600.0  # a partition this far behind the newest one does not hold the clock back
     max_values: int = 20  # tested values per kind, the rest summed into "other"
-    episodes_kept: int = 200
+    episodes_kept: int = 1000
 
 
 @dataclass(slots=True)
@@ -88,6 +91,12 @@ class SegmentState:
     baseline: float | None = None
     baseline_orders: int = 0
     episode: Episode | None = None
+    past: list[tuple[float, float]] = field(default_factory=list)  # (change, ended) of recent episodes
+
+    def in_episode(self, moment: float) -> bool:
+        if self.episode is not None and self.episode.change <= moment:
+            return True
+        return any(change <= moment < ended for change, ended in self.past)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,9 @@ class DropDetector:
         self._seen: dict[str, set[str]] = {}
         # Cumulative [orders, cross] per segment, with a copy at every minute for the baseline sums.
         self._cumulative: dict[Segment, list[int]] = {}
+        # Tested ticks wait ``short_lag`` before they count in a baseline: by then a sharp drop
+        # in them has been detected, and the ticks of an alarm (from its change point) are left out.
+        self._maturing: deque[tuple[float, Mapping[Segment, list[int]]]] = deque()
         self._mark_ends: list[float] = []
         self._marks: list[dict[Segment, tuple[int, int]]] = []
         self._baseline_cache: dict[tuple[Segment, float, float], tuple[float | None, int]] = {}
@@ -197,7 +209,9 @@ class DropDetector:
             state.baseline, state.baseline_orders = p0, base_orders
             if p0 is not None and 0.0 < p0 < 1.0:
                 self._update(segment, state, start, end, n, c, p0)
-        self._count(end, counts)
+        self._maturing.append((end, counts))
+        while self._maturing and self._maturing[0][0] <= end - config.short_lag:
+            self._count(*self._maturing.popleft())
 
     def _update(self, segment: Segment, state: SegmentState, start: float, end: float, n: int, c: int,
                 p0: float) -> None:
@@ -226,12 +240,16 @@ class DropDetector:
             del self.episodes[:-config.episodes_kept]
         elif not alarm and state.episode is not None:
             state.episode.ended = end
+            state.past = [*state.past[-9:], (state.episode.change, end)]
             state.episode = None
 
     # -- the baseline ------------------------------------------------------------
     def _count(self, end: float, counts: Mapping[Segment, list[int]]) -> None:
         cumulative = self._cumulative
         for segment, (n, c) in counts.items():
+            state = self.segments.get(segment)
+            if state is not None and state.in_episode(end):
+                continue
             entry = cumulative.get(segment)
             if entry is None:
                 cumulative[segment] = [n, c]
@@ -320,11 +338,20 @@ def window_counts(windows: Iterable[WindowTotals]) -> dict[Segment, list[int]]:
     return counts
 
 
-def low_watermark(watermarks: Iterable[float | None], idle: float) -> float | None:
-    """The event-time clock of several partitions: the oldest watermark among those not idle
-    (more than ``idle`` behind the newest), so one quiet partition cannot stop the tests."""
-    known = [w for w in watermarks if w is not None]
+def low_watermark(partitions: Iterable[tuple[float | None, bool]], idle: float) -> float | None:
+    """The event-time clock of several partitions, each (watermark, has messages waiting).
+
+    The oldest watermark among the partitions that have messages waiting or are within
+    ``idle`` of the newest: a quiet partition (nothing waiting, far behind) cannot stop the
+    tests, and one that is only slower to be read (a backlog, a replay) holds them back,
+    so its orders are not left out. None while a partition with messages waiting has none
+    applied yet.
+    """
+    listed = list(partitions)
+    if any(watermark is None and waiting for watermark, waiting in listed):
+        return None
+    known = [(w, waiting) for w, waiting in listed if w is not None]
     if not known:
         return None
-    newest = max(known)
-    return min(w for w in known if w >= newest - idle)
+    newest = max(w for w, _ in known)
+    return min(w for w, waiting in known if waiting or w >= newest - idle)

@@ -107,7 +107,9 @@ class OrderProcessor:
         self.detector.replay(((start, size, window_counts(by_start[start])) for start in sorted(by_start)), clock)
 
     def _event_clock(self) -> float | None:
-        return low_watermark([ledger.meta.watermark for ledger in self.ledgers.values()], self.detection.idle)
+        highwaters = self.highwaters()
+        return low_watermark([(ledger.meta.watermark, highwaters.get(p, 0) > ledger.meta.offset + 1)
+                              for p, ledger in self.ledgers.items()], self.detection.idle)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:

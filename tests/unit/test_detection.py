@@ -182,15 +182,17 @@ def test_replaying_the_windows_rebuilds_the_baseline_and_the_alarm() -> None:
     assert abs(rebuilt.episodes[0].started - live.episodes[0].started) <= 60
 
 
-@pytest.mark.parametrize(("watermarks", "idle", "expected"), [
-    ([], 600, None),
-    ([None, None], 600, None),
-    ([100.0, None, 90.0], 600, 90.0),
-    ([5000.0, 4990.0, 1000.0], 600, 4990.0),  # a partition quiet for over 10 minutes is left out
-    ([5000.0, 4400.0], 600, 4400.0),
+@pytest.mark.parametrize(("partitions", "expected"), [
+    ([], None),
+    ([(None, False), (None, False)], None),
+    ([(100.0, False), (None, False), (90.0, False)], 90.0),  # a partition without orders yet is quiet
+    ([(100.0, False), (None, True)], None),  # ... unless it has messages waiting
+    ([(5000.0, False), (4990.0, False), (1000.0, False)], 4990.0),  # quiet for over 10 minutes: left out
+    ([(5000.0, False), (4990.0, False), (1000.0, True)], 1000.0),  # behind with messages waiting: waited for
+    ([(5000.0, False), (4400.0, False)], 4400.0),
 ])
-def test_low_watermark(watermarks: list[float | None], idle: float, expected: float | None) -> None:
-    assert low_watermark(watermarks, idle) == expected
+def test_low_watermark(partitions: list[tuple[float | None, bool]], expected: float | None) -> None:
+    assert low_watermark(partitions, idle=600.0) == expected
 
 
 @pytest.mark.parametrize("config", [DetectionConfig(tick=7.0), DetectionConfig(thresholds=(1.0,))])
