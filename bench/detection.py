@@ -94,13 +94,17 @@ def segment_label(kind: str, value: str) -> str:
     return "total" if kind == "total" else f"{kind}={value}"
 
 
-def timeline(week_days: float, rates: Sequence[float], baseline: Baseline) -> list[Phase]:
-    phases = [Phase("normal week" if week_days == 7 else f"normal {week_days:g} days",
-                    Scenario(diurnal=(0.2, 20.0)), week_days * DAY)] if week_days > 0 else []
+def timeline(week_days: float, rates: Sequence[float], baseline: Baseline,
+             drops: Sequence[float] = DROPS, quick: bool = False) -> list[Phase]:
+    if quick:  # the integration test's: half an hour at 5 orders/s, then collapses at 5 orders/s
+        phases = [Phase("normal 30 min at 5/s", Scenario(5.0), 1800.0)]
+    else:
+        phases = [Phase("normal week" if week_days == 7 else f"normal {week_days:g} days",
+                        Scenario(diurnal=(0.2, 20.0)), week_days * DAY)] if week_days > 0 else []
     for rate in rates:
         settle = min(16 * 3600.0, max(900.0, 3000 / (rate * baseline.share["category"])))
         for kind, value, segment in (("total", "all", "total"), ("primary_category", CATEGORY, "category")):
-            for fraction in DROPS:
+            for fraction in drops:
                 limit = baseline.limit(segment, fraction, rate)
                 drop = Drop(kind, value, fraction, 0.0, 2.5 * limit + 300)
                 phases.append(Phase(f"drop {fraction:.0%} {segment_label(kind, value)} at {rate:g}/s",
@@ -268,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES),
                         help="orders per second of the drop scenarios, comma-separated (default 50,5,0.2; "
                              "empty: none)")
+    parser.add_argument("--quick", action="store_true",
+                        help="half an hour of normal traffic at 5/s, then total collapses in the total and in "
+                             "the category at 5/s (a minute; the integration test's)")
     parser.add_argument("--offline", action="store_true",
                         help="through the detector alone (no broker, no worker): fast, for tuning")
     parser.add_argument("--seed", type=int, default=1)
@@ -276,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results (default %(default)s)")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    rates = [5.0] if args.quick else [float(r) for r in args.rates.split(",") if r.strip()]
     baseline = measure_baseline(args.seed)
-    phases = timeline(args.week_days, rates, baseline)
+    phases = timeline(args.week_days, rates, baseline, drops=(1.0,) if args.quick else DROPS, quick=args.quick)
     span = sum(p.seconds for p in phases)
     origin = time.time() - span - 60  # ends a minute ago: no event time ahead of the worker's clock
     print(f"detection: {len(phases)} phases over {span / DAY:.1f} days of event time; p0 total "
