@@ -229,6 +229,8 @@ class Settings:
             f"a duration >= the window ({self.window_seconds:g}s)",
         )
         _require(self.grace_seconds >= 0, "GRACE_SECONDS", self.grace_seconds, "a duration >= 0")
+        _require(self.expected_rate < 1, "EXPECTED_RATE", self.expected_rate,
+                 "a cross-sell rate below 1, e.g. 0.26 (0: none)")
         for view in self.rolling_views:
             _require(
                 self.window_seconds <= view <= self.retention_seconds and view % self.window_seconds == 0,
