@@ -24,9 +24,14 @@ Prints a table and writes bench/results/detection.json (a JSON list: one
 object per drop with scenario, rate_per_s, drop, segment, detect_s, limit_s,
 target_s; one per normal run with false_alarms). ``--offline`` runs the same
 timeline through the detector alone, without broker or worker (seconds, for
-tuning). ``--week-days`` and ``--rates`` make a shorter run (the integration
-test's). All processes and the broker are stopped on exit, Ctrl-C and errors
-included.
+tuning). ``--quick`` is the integration test's short run; ``--week-days`` and
+``--rates`` make others. All processes and the broker are stopped on exit,
+Ctrl-C and errors included.
+
+The default run sends 6.66 million orders (12.1 days of event time) and took
+14 min 21 s on two shared cores (8 min 35 s to send them, the worker ~6,000
+orders/s behind); the embedded broker keeps every message in memory and
+peaked at about 6 GB. ``--offline`` takes about 3 minutes for the same timeline.
 """
 
 from __future__ import annotations
@@ -227,7 +232,9 @@ def results(phases: Sequence[Phase], episodes: list[dict[str, Any]], origin: flo
             rows.append({"scenario": phase.name, "rate_per_s": "0.2-20", "drop": None, "segment": None,
                          "detect_s": None, "limit_s": None, "days": phase.seconds / DAY,
                          "false_alarms": len(within),
-                         "alarms": [f"{e['kind']}={e['value']} at +{e['started'] - begin:.0f}s" for e in within]})
+                         "alarms": [f"{e['kind']}={e['value']} at +{e['started'] - begin:.0f}s for "
+                                    f"{(e['ended'] or end) - e['started']:.0f}s ({e['orders']} orders at "
+                                    f"{e['rate']:.3f} against {e['baseline']:.3f})" for e in within]})
             continue
         drop = phase.drop
         segment = "total" if drop.kind == "total" else "category"
