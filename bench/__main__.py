@@ -57,6 +57,8 @@ MODULES = {"raw": "bench.contenders.raw_client", "bare": "bench.contenders.faust
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
 SMOKE_EVENTS = 5000
 SMOKE_LATENCY_SECONDS = 5.0
+# The latency phase's rate when (4)'s rate could not be timed (a smoke run): low enough for any worker.
+UNTIMED_LATENCY_RATE = 500.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
                 continue
             _note(f"{name}: starting")
             results[name] = run_contender(kids, name, args, bootstrap, settings.orders_topic, run_id, log_dir)
-            _note(f"{name}: {results[name].events_per_second:,.0f} events/s")
+            _note(f"{name}: {results[name].rate_text()}")
 
         broker_pid = broker.process.pid if broker.process is not None else None
         if "pipeline" in wanted:
@@ -199,8 +201,11 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
             print(f"broker CPU during {label}: {broker_cpu:.1f} s per million events")
     if "workers" in document:
         two = document["workers"]
-        print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
-              f"{two['ratio_to_one_worker']:.2f}x one worker")
+        if two["ratio_to_one_worker"] is None:
+            print(f"two workers: {results['pipeline x2'].rate_text()}; no ratio to one worker")
+        else:
+            print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
+                  f"{two['ratio_to_one_worker']:.2f}x one worker")
     print(f"load average (1, 5, 15 min) at start {document['machine']['load_average_at_start']}, "
           f"at end {document['machine']['load_average_at_end']}; 2 cores are shared with the broker and harness")
     print()
@@ -222,11 +227,15 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
     throughput = pipeline.measure_throughput(workers, args.events, args.timeout, broker_pid=broker_pid)
     if profiler is not None:
         _stop_profiler(profiler)
-    results[label] = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
-                            max(throughput.peak_rss_mb), extra=_broker_cpu(throughput))
-    _note(f"{label}: {throughput.events_per_second:,.0f} events/s")
+    result = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
+                    max(throughput.peak_rss_mb))
+    result.extra.update(_broker_cpu(throughput, result))
+    results[label] = result
+    _note(f"{label}: {result.rate_text()}")
     if args.latency_seconds > 0:
-        rate = max(1.0, throughput.events_per_second / 2)
+        rate = result.events_per_second / 2 if result.timed else UNTIMED_LATENCY_RATE
+        if not result.timed:
+            _note(f"{label}: no measured rate to halve; the latency phase sends {rate:g} events/s")
         count = max(1, int(rate * args.latency_seconds))
         _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
         live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
@@ -247,9 +256,9 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
         kids.stop(worker.child)
 
 
-def _broker_cpu(throughput: pipeline.Throughput) -> dict[str, float]:
+def _broker_cpu(throughput: pipeline.Throughput, result: Result) -> dict[str, float]:
     """The broker's CPU seconds per million events over the span: its share of the 2 cores."""
-    if not throughput.events:
+    if not result.timed:
         return {}
     return {"broker_cpu_seconds_per_million_events": round(throughput.broker_cpu_seconds / throughput.events * 1e6, 2)}
 
@@ -341,16 +350,18 @@ def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, e
         raise ChildFailed(f"two workers counted {counted} events of {args.events}")
     result = Result("pipeline", throughput.events, throughput.seconds, throughput.cpu_seconds,
                     max(throughput.peak_rss_mb), processes=2,
-                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb],
-                           **_broker_cpu(throughput)})
+                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb]})
+    result.extra.update(_broker_cpu(throughput, result))
     results["pipeline x2"] = result
     one = results.get("pipeline")
-    ratio = result.events_per_second / one.events_per_second if one and one.events_per_second else 0.0
+    ratio = result.events_per_second / one.events_per_second if one and one.timed and result.timed else None
     for worker in workers:
         kids.stop(worker.child)
-    _note(f"two workers: {result.events_per_second:,.0f} events/s combined ({ratio:.2f}x one)")
-    return {"events_per_second": round(result.events_per_second, 1), "ratio_to_one_worker": round(ratio, 3),
-            "final_count": counted, "cpu_seconds_per_million_events": round(result.cpu_seconds_per_million, 2),
+    _note(f"two workers: {result.rate_text()} combined" + (f" ({ratio:.2f}x one)" if ratio is not None else ""))
+    return {"events_per_second": round(result.events_per_second, 1) if result.timed else None,
+            "ratio_to_one_worker": round(ratio, 3) if ratio is not None else None,
+            "final_count": counted,
+            "cpu_seconds_per_million_events": round(result.cpu_seconds_per_million, 2) if result.timed else None,
             "peak_rss_mb_each": result.extra["peak_rss_mb_each"],
             "partitions_each": [c[1] if c else None for c in final]}
 
