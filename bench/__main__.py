@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -50,10 +51,17 @@ from streams.ops.broker import BrokerError, EmbeddedBroker, free_port
 from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.settings import Settings
 
-CONTENDERS = ("raw", "bare", "naive", "pipeline")
+CONTENDERS = ("raw", "bare", "naive", "quix", "quix-windowed", "pipeline")
 OPTIONAL = ("bare-fastpath",)  # the bare agent on FastPathApp: what Faust still costs per event
 MODULES = {"raw": "bench.contenders.raw_client", "bare": "bench.contenders.faust_bare",
-           "naive": "bench.contenders.faust_naive", "bare-fastpath": "bench.contenders.faust_bare"}
+           "naive": "bench.contenders.faust_naive", "bare-fastpath": "bench.contenders.faust_bare",
+           "quix": "bench.contenders.quix", "quix-windowed": "bench.contenders.quix"}
+CONTENDER_ARGUMENTS = {"bare-fastpath": ("--fastpath",), "quix": ("--mode", "stateless"),
+                       "quix-windowed": ("--mode", "windowed")}
+# The peer framework is a benchmark-only dependency (the bench extra): left out of the default
+# contenders when it is not installed, an error when asked for by name.
+PEER = ("quix", "quix-windowed")
+PEER_INSTALL = "pip install -e '.[bench]' (or make bench)"
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
 SMOKE_EVENTS = 5000
 SMOKE_LATENCY_SECONDS = 5.0
@@ -77,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="share of re-sent orders (default 0.005)")
     parser.add_argument("--event-time-span", type=float, default=600.0,
                         help="event times of the preloaded orders spread over the last this many seconds")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS),
-                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all), or none "
-                             f"(with --variant); also {','.join(OPTIONAL)}: the bare agent on FastPathApp")
+    parser.add_argument("--contenders", default=None,
+                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all; the quix ones "
+                             f"when quixstreams is installed), or none (with --variant); also "
+                             f"{','.join(OPTIONAL)}: the bare agent on FastPathApp")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds of live traffic for the latency of (4) (default 20; 5 with --smoke; 0 skips)")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
@@ -107,12 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.latency_seconds = SMOKE_LATENCY_SECONDS if args.smoke else 20.0
     if args.timeout is None:
         args.timeout = 120 + args.events / 400
-    wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    peer_installed = importlib.util.find_spec("quixstreams") is not None
+    if args.contenders is None:
+        wanted = [c for c in CONTENDERS if peer_installed or c not in PEER]
+        if not peer_installed:
+            _note(f"quixstreams is not installed: the peer's contenders are left out; {PEER_INSTALL} adds them")
+    else:
+        wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if "none" in wanted:
         wanted = []
     unknown = set(wanted) - set(CONTENDERS) - set(OPTIONAL)
     if unknown or (not wanted and not args.variant):
         print(f"bench: --contenders {args.contenders!r}: expected a subset of {','.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+    if set(wanted) & set(PEER) and not peer_installed:
+        print(f"bench: --contenders {args.contenders!r}: quixstreams is not installed; {PEER_INSTALL}", file=sys.stderr)
         return 2
     if args.events < 1 or args.partitions < 1:
         print("bench: --events and --partitions must be at least 1", file=sys.stderr)
@@ -291,7 +309,7 @@ def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap
         MODULES[name], "--bootstrap", bootstrap, "--topic", topic, "--partitions", str(args.partitions),
         "--events", str(args.events), "--group", f"bench-{run_id}-{name}", "--progress", str(progress_path),
         "--web-port", str(free_port()), "--data-dir", str(log_dir / f"{name}-data"),
-        *(["--fastpath"] if name == "bare-fastpath" else []),
+        *CONTENDER_ARGUMENTS.get(name, ()),
     )
     child = kids.start(name, command)
     deadline = time.monotonic() + args.timeout

@@ -18,6 +18,8 @@ NAMES = {
     "naive": "(3) Faust naive: json stream + windowed tables",
     "pipeline": "(4) crosssell worker (python -m streams worker)",
     "bare-fastpath": "(2b) Faust agent, iterate only, on FastPathApp",
+    "quix": "(5) Quix Streams: decode, primary item, cross-sell",
+    "quix-windowed": "(5w) Quix Streams: + 1-min tumbling count/sum",
 }
 
 # A span shorter than this (or without events) is not a rate: the pipeline's /metrics is polled every
@@ -96,7 +98,7 @@ def ratios(results: dict[str, Result]) -> dict[str, float]:
     pipeline = results.get("pipeline")
     if pipeline is None or not pipeline.events_per_second:
         return out
-    for other, label in (("raw", "4/1"), ("bare", "4/2"), ("naive", "4/3")):
+    for other, label in (("raw", "4/1"), ("bare", "4/2"), ("naive", "4/3"), ("quix", "4/5"), ("quix-windowed", "4/5w")):
         if other in results and results[other].events_per_second:
             out[label] = round(pipeline.events_per_second / results[other].events_per_second, 3)
     return out
