@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-# attr-defined with confluent-kafka 2.13+, unused before it (the bench extra's Quix Streams pins <2.13).
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined,unused-ignore]
 
 from streams.ops.security import librdkafka_config, ssl_context

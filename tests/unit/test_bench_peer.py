@@ -9,12 +9,13 @@ import pytest
 
 pytest.importorskip("quixstreams", reason="the peer framework is the bench extra: pip install -e '.[bench]'")
 
-from bench.contenders.quix import KAFKA_TOPIC_DEFAULTS, BrokerDefaultsAdmin, classify, event_time_ms  # noqa: E402
-from bench.load import make_events, order_maker  # noqa: E402
-from quixstreams.models import TimestampType, TopicConfig  # noqa: E402
-from streams.ops.traffic import TrafficShape  # noqa: E402
-from streams.orders.contract import Order, decode_order  # noqa: E402
-from streams.orders.facts import order_facts, primary_item  # noqa: E402
+from quixstreams.models import TimestampType, TopicConfig
+
+from bench.contenders.quix import KAFKA_TOPIC_DEFAULTS, BrokerDefaultsAdmin, classify, event_time_ms
+from bench.load import make_events, order_maker
+from streams.ops.traffic import TrafficShape
+from streams.orders.contract import Order, decode_order
+from streams.orders.facts import order_facts, primary_item
 
 
 def test_the_peer_classifies_every_order_as_the_worker_does() -> None:
