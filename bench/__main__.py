@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                              f"{','.join(OPTIONAL)}: the bare agent on FastPathApp")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds of live traffic for the latency of (4) (default 20; 5 with --smoke; 0 skips)")
+    parser.add_argument("--latency-rate", type=float, default=None, metavar="EVENTS_PER_SECOND",
+                        help="send the latency phase at this rate instead of half (4)'s measured rate: "
+                             "latency without queueing at a low rate, against the rate")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
                         help="2: also run (4) as two worker processes sharing the partitions")
     parser.add_argument("--smoke", action="store_true",
@@ -131,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if set(wanted) & set(PEER) and not peer_installed:
         print(f"bench: --contenders {args.contenders!r}: quixstreams is not installed; {PEER_INSTALL}", file=sys.stderr)
+        return 2
+    if args.latency_rate is not None and args.latency_rate <= 0:
+        print(f"bench: --latency-rate {args.latency_rate:g}: expected events per second > 0", file=sys.stderr)
         return 2
     if args.events < 1 or args.partitions < 1:
         print("bench: --events and --partitions must be at least 1", file=sys.stderr)
@@ -211,7 +217,8 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
     for label, lat in document.get("latency", {}).items():
         print(f"latency of {label} at {lat['rate']:,.0f} events/s: p50 {lat['p50_seconds'] * 1000:.0f} ms, "
               f"p99 {lat['p99_seconds'] * 1000:.0f} ms, max {lat['max_seconds'] * 1000:.0f} ms "
-              f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms); "
+              f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms, one answer took "
+            f"p50 {lat['scrape_p50_seconds'] * 1000:.0f} ms, p99 {lat['scrape_p99_seconds'] * 1000:.0f} ms); "
               f"peak RSS {lat['peak_rss_mb_after']:.0f} MB after these {lat['sent']:,} more events")
     for label, result in results.items():
         broker_cpu = result.extra.get("broker_cpu_seconds_per_million_events")
@@ -252,7 +259,9 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
     _note(f"{label}: {result.rate_text()}")
     if args.latency_seconds > 0:
         rate = result.events_per_second / 2 if result.timed else UNTIMED_LATENCY_RATE
-        if not result.timed:
+        if args.latency_rate is not None:
+            rate = args.latency_rate
+        elif not result.timed:
             _note(f"{label}: no measured rate to halve; the latency phase sends {rate:g} events/s")
         count = max(1, int(rate * args.latency_seconds))
         _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
@@ -268,6 +277,7 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
             "measured": latency.measured, "not_reflected": latency.lost,
             "p50_seconds": round(latency.p50, 4), "p99_seconds": round(latency.p99, 4),
             "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
+            "scrape_p50_seconds": round(latency.scrape_p50, 4), "scrape_p99_seconds": round(latency.scrape_p99, 4),
             "peak_rss_mb_after": round(rss, 1),
         }
     for worker in workers:
