@@ -60,6 +60,7 @@ BASKETS = (1, 2, 5, 10, 20, 50)
 CATALOGUES = (1_000, 10_000, 100_000, 1_000_000)
 PARTITIONS = (1, 2, 4, 8, 16)
 DEDUP_IDS = (10_000, 100_000, 1_000_000)
+DEDUP_RATE = 1000.0  # orders per second of event time in the dedup points
 CATEGORIES = 12
 DEFAULT_PRODUCTS = 200_004
 DEFAULT_PARTITIONS = 4
@@ -154,13 +155,17 @@ def dedup_child(ids: int, seed: int) -> None:
     ledger = PartitionLedger(0, window_config(settings))
     limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
     maker = order_maker(seed, TrafficShape(categories=CATEGORIES, products_per_category=1000))
+    # Event times advance through the run at DEDUP_RATE orders/s: a chunk that started the span
+    # again would be late for windows the previous chunks closed, and never reach the dedup ids.
     now = time.time()
+    first_time = now - ids / DEDUP_RATE
     chunk = settings.flush_max_events
     gc.collect()
     before = _rss_kb()
     for first in range(0, ids, chunk):
         count = min(chunk, ids - first)
-        values = [v for _, v in make_events(maker, count, now - EVENT_TIME_SPAN, now)]
+        start = first_time + first / DEDUP_RATE
+        values = [v for _, v in make_events(maker, count, start, start + (count - 1) / DEDUP_RATE)]
         for offset, value in enumerate(values, first):
             ledger.apply(offset, decode_order(value, limits), now + 1.0)
         ledger.take_changes()  # its pair deltas are dropped here, as the worker drops them once sent
