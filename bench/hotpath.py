@@ -74,8 +74,9 @@ def measure(values: list[bytes], flush_every: int, settings: Settings, now: floa
         flush_s += time.process_time() - started
         started = time.process_time()
         for message in (m for c in changes if c is not None for m in c.outbox):
-            if pair_ledgers[message["partition"]].apply(orjson.loads(orjson.dumps(message))):
-                budget.enforce(pair_ledgers)
+            pair_ledger = pair_ledgers[message["partition"]]
+            if pair_ledger.apply(orjson.loads(orjson.dumps(message))):
+                budget.enforce(pair_ledgers, changed=pair_ledger)
         pairs_s += time.process_time() - started
     per_event = 1e6 / events
     return {"decode_us": decode_s * per_event, "apply_us": apply_s * per_event,
