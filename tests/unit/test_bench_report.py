@@ -45,3 +45,18 @@ def test_ratios_leave_out_untimed_contenders() -> None:
     results = {"raw": Result("raw", 5000, 0.01, 0.0, 50.0), "bare": Result("bare", 4000, 1.0, 0.5, 60.0),
                "pipeline": Result("pipeline", 8000, 1.0, 0.2, 100.0)}
     assert ratios(results) == {"4/2": 2.0}
+
+
+def test_asking_for_the_peer_without_its_package_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    import bench.__main__ as bench_main
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "quixstreams" else real_find_spec(name, *a))
+    assert bench_main.main(["--contenders", "quix,pipeline"]) == 2
+    assert "quixstreams is not installed" in capsys.readouterr().err
+    assert bench_main.main(["--latency-rate", "0"]) == 2
+    assert "--latency-rate" in capsys.readouterr().err
