@@ -299,7 +299,7 @@ class PairProcessor:
         if ledger is None:  # revoked while in flight: the owner replays it
             return
         if ledger.apply(orjson.loads(event.value), event.value):
-            self.budget.enforce(self.ledgers.values())
+            self.budget.enforce(self.ledgers.values(), changed=ledger)
         self.unacked.append(event)
 
     def accuracy(self, horizon: str) -> tuple[bool, int]:
@@ -316,6 +316,7 @@ class PairProcessor:
                 if writes or deletes:
                     changed.append(partition)
                 self.table.write(writes, deletes)
+            self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
             await self.table.wait_written()
             # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
             # the first offset of its last batch + 1, so recovery would skip the rest of a
