@@ -125,11 +125,12 @@ class Settings:
     recommendation_interval_seconds: float = 60.0
     recommendation_min_change: float = field(default=0.2, metadata={"parse": "fraction"})
 
-    # Customer-level cross-sell (streams/customers/): applied orders re-keyed by customer, one
+    # Customer-level cross-sell (streams/customers/), off by default: it costs the worker about four
+    # times the CPU per event (python -m bench.customers). Applied orders re-keyed by customer, one
     # state per customer over the horizon in a RocksDB table on disk (CROSSSELL_DATA_DIR), counts
     # in event-time buckets of `customer_bucket_seconds`. `customer_cache_mb` is RocksDB's block
     # cache per customer partition (its write buffers take half as much again): the memory bound.
-    customers: bool = True
+    customers: bool = False
     customer_horizon_seconds: float = 30 * 86400.0
     customer_bucket_seconds: float = 3600.0
     customer_max_categories: int = 8

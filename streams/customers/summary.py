@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from streams.customers.ledger import CustomerView
 from streams.customers.state import SERIES
-from streams.orders.windows import bounded_labels, ratio
+from streams.orders.windows import OTHER, ratio
 
 
 @dataclass
@@ -44,7 +45,21 @@ def summarize(views: Mapping[int, CustomerView], horizon: str, max_labels: int) 
         for index, series in enumerate(SERIES):
             for category, count in view.by_first_category[series].items():
                 by_category.setdefault(category, [0] * len(SERIES))[index] += count
-    bounded = bounded_labels(by_category, max_labels)  # ranked by customers, the first series
+    bounded = _bounded(by_category, max_labels)
     return CustomerSummary(
         horizon, {p: v.watermark for p, v in views.items()}, {p: dict(v.totals) for p, v in views.items()}, totals,
         {category: dict(zip(SERIES, counts, strict=True)) for category, counts in bounded.items()})
+
+
+def _bounded(counts: dict[str, list[int]], limit: int) -> dict[str, list[int]]:
+    """The ``limit`` first categories with most customers (ties by name), the rest summed into "other"."""
+    if len(counts) <= limit:
+        return counts
+    kept = set(heapq.nsmallest(limit, counts, key=lambda c: (-counts[c][0], c))) - {OTHER}
+    bounded = {category: counts[category] for category in kept}
+    rest = bounded[OTHER] = [0] * len(SERIES)
+    for category, values in counts.items():
+        if category not in kept:
+            for i, value in enumerate(values):
+                rest[i] += value
+    return bounded

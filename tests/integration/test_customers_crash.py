@@ -30,6 +30,7 @@ PARTITIONS = 4
 KILLS = 3
 ENV = {
     "CROSSSELL_PARTITIONS": str(PARTITIONS),
+    "CROSSSELL_CUSTOMERS": "true",
     "CROSSSELL_CUSTOMER_MAX_CATEGORIES": "12",
     # Frequent, small flushes: more kills land between a flush's steps.
     "CROSSSELL_FLUSH_INTERVAL_SECONDS": "200ms",

@@ -20,6 +20,7 @@ from tests.harness.customers import customer_truth, worker_partitions
 PARTITIONS = 4
 ENV = {
     "CROSSSELL_PARTITIONS": str(PARTITIONS),
+    "CROSSSELL_CUSTOMERS": "true",
     "CROSSSELL_CUSTOMER_HORIZON_SECONDS": "2m",
     "CROSSSELL_CUSTOMER_BUCKET_SECONDS": "1m",
     # the traffic has 12 categories: every customer's categories are kept by name
