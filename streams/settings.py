@@ -125,9 +125,10 @@ class Settings:
     recommendation_interval_seconds: float = 60.0
     recommendation_min_change: float = field(default=0.2, metadata={"parse": "fraction"})
 
-    # Customer-level cross-sell (streams/customers/), off by default: it costs the worker about four
-    # times the CPU per event (python -m bench.customers). Applied orders re-keyed by customer, one
-    # state per customer over the horizon in a RocksDB table on disk (CROSSSELL_DATA_DIR), counts
+    # Customer-level cross-sell (streams/customers/), off by default: it costs the worker about six
+    # times the CPU per event (python -m bench.customers: 133 against 21 CPU s per million events).
+    # Applied orders re-keyed by customer, one state per customer over the horizon in a RocksDB
+    # table on disk (CROSSSELL_DATA_DIR), counts
     # in event-time buckets of `customer_bucket_seconds`. `customer_cache_mb` is RocksDB's block
     # cache per customer partition (its write buffers take half as much again): the memory bound.
     customers: bool = False

@@ -56,7 +56,10 @@ def test_customer_counts_equal_the_truth(tmp_path: Path, workers: int) -> None:
         while found() != truth and time.monotonic() < deadline:
             time.sleep(0.5)
         assert found() == truth
-        metrics = sum((w.sample("crosssell_customers", horizon="2m") or 0.0) for w in started)
-        assert metrics == sum(t["customers"] for t in truth.values())
+        customers = sum(t["customers"] for t in truth.values())
+        assert sum((w.sample("crosssell_customers", horizon="2m") or 0.0) for w in started) == customers
+        # the live page's source, /api/summary, carries the same counts
+        summaries = [orjson.loads(w.get("/api/summary")) for w in started]
+        assert sum(s["customers"]["totals"]["customers"] for s in summaries) == customers
         for worker in started:
             worker.assert_alive()
