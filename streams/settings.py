@@ -84,6 +84,9 @@ class Settings:
     grace_seconds: float = 120.0
     rolling_views: tuple[float, ...] = (300.0, 3600.0, 86400.0)
     max_future_seconds: float = 300.0
+    # The live page says "no orders since" once the newest event time is this far
+    # behind the worker's clock (the stall alert's threshold in the rules is the same).
+    stale_after_seconds: float = 300.0
 
     # Input limits.
     max_event_bytes: int = 65536
@@ -136,6 +139,11 @@ class Settings:
     customer_bucket_seconds: float = 3600.0
     customer_max_categories: int = 8
     customer_cache_mb: int = 16
+
+    # Drop detection (streams/orders/detection.py): the cross-sell rate the total is tested
+    # against until the worker holds an hour-old baseline of its own (first hour, state lost);
+    # 0 = none: then the data older than 15 minutes, once it holds enough orders.
+    expected_rate: float = field(default=0.0, metadata={"parse": "fraction"})
 
     # Orders delivered in batches through the project's Faust extension (streams/runtime/fastpath.py);
     # false runs plain Faust, one message per order: slower, and independent of Faust's internals.
@@ -237,6 +245,8 @@ class Settings:
             f"a duration >= the window ({self.window_seconds:g}s)",
         )
         _require(self.grace_seconds >= 0, "GRACE_SECONDS", self.grace_seconds, "a duration >= 0")
+        _require(self.expected_rate < 1, "EXPECTED_RATE", self.expected_rate,
+                 "a cross-sell rate below 1, e.g. 0.26 (0: none)")
         for view in self.rolling_views:
             _require(
                 self.window_seconds <= view <= self.retention_seconds and view % self.window_seconds == 0,
@@ -273,6 +283,7 @@ class Settings:
                      "dedup_horizon_seconds", "broker_check_timeout_seconds"):
             _require(getattr(self, name) > 0, name.upper(), getattr(self, name), "a duration > 0")
         _require(self.max_future_seconds >= 0, "MAX_FUTURE_SECONDS", self.max_future_seconds, "a duration >= 0")
+        _require(self.stale_after_seconds > 0, "STALE_AFTER_SECONDS", self.stale_after_seconds, "a duration > 0")
         _require(self.tracemalloc_seconds == 0 or self.tracemalloc_seconds >= 1, "TRACEMALLOC_SECONDS",
                  self.tracemalloc_seconds, "0 (off) or a duration >= 1s; snapshots are slow, minutes apart suit")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streams.orders.detection import Episode, SegmentReport
 from streams.orders.ledger import Counters, PartitionLedger
 from streams.orders.windows import WindowTotals, merge, result, top_pairs, window_start
 from streams.settings import Settings, duration_label
@@ -31,6 +32,18 @@ class Snapshot:
     # Highest orders-topic offset applied per owned partition: progress that a stale
     # highwater cannot hide (a paused partition's lag stands still; this does too).
     applied_offsets: dict[int, int] = field(default_factory=dict)
+    # When this worker took each owned partition (an opaque label value; "" when unknown).
+    assignments: dict[int, str] = field(default_factory=dict)
+    # Drop detection (streams/orders/detection.py): per segment, the alarms so far, and how far it tested.
+    detection: list[SegmentReport] = field(default_factory=list)
+    drop_episodes: list[Episode] = field(default_factory=list)
+    detected_until: float | None = None
+    detection_skipped: int = 0
+
+    def detection_json(self) -> dict[str, Any]:
+        return {"detected_until": self.detected_until, "skipped": self.detection_skipped,
+                "segments": [asdict(report) for report in self.detection],
+                "episodes": [asdict(episode) for episode in self.drop_episodes]}
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {

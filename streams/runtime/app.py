@@ -11,6 +11,7 @@ Thin wiring: records are raw bytes, the work is done by the processors
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,11 +224,18 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     @app.page("/api/summary")
     async def summary(web: Any, request: Any) -> Any:
         data = pipeline.orders.snapshot().as_json()
+        # The page compares the newest event time with the worker's clock, not the browser's.
+        data["clock"] = time.time()
+        data["stale_after_seconds"] = settings.stale_after_seconds
         data["top_product_pairs"] = pipeline.recommender.top_pairs(settings.horizon_labels[0], settings.top_pairs) \
             if settings.horizon_labels else []
         if pipeline.customers is not None:
             data["customers"] = pipeline.customers.summary().as_json()
         return json_response(data)
+
+    @app.page("/api/detection")
+    async def detection(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().detection_json())
 
     @app.page("/api/pairs/categories")
     async def category_pairs(web: Any, request: Any) -> Any:

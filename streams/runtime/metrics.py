@@ -54,7 +54,8 @@ class CrossSellCollector(Collector):
         snap = self._snapshot()
         yield from _counters(snap)
         yield from _views(snap, self._settings)
-        yield from _health(snap)
+        yield from _health(snap, self._settings)
+        yield from _detection(snap)
         if self._pairs is not None:
             yield from _product_pairs(self._pairs, self._settings)
 
@@ -67,7 +68,10 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 # partition moves to another worker its series moves with it, whole, so that
 # sum(rate(...)) over the workers stays the true rate through any rebalance. Totals
 # per worker (no label) would show a moved partition's history as a jump on the new
-# owner and a reset on the old one, and rate() would count both.
+# owner and a reset on the old one, and rate() would count both. The label
+# ``assignment`` (when this worker took the partition) makes each spell of ownership
+# a series of its own: a partition that comes back to the same worker starts a new
+# series instead of resuming the old one with what another worker counted meanwhile.
 _PARTITION_COUNTERS = (
     ("events", "Events read from the orders topic, valid or not.", "events"),
     ("orders", "Orders applied to the windows (valid, on time, not duplicate).", "orders"),
@@ -81,17 +85,20 @@ _PARTITION_COUNTERS = (
 
 
 def _counters(snap: Snapshot) -> Iterator[Metric]:
-    owned = sorted(snap.partition_counters.items())
+    owned = [((str(partition), snap.assignments.get(partition, "")), counters)
+             for partition, counters in sorted(snap.partition_counters.items())]
     for name, doc, attribute in _PARTITION_COUNTERS:
-        family = CounterMetricFamily(PREFIX + name, doc + " Per orders partition.", labels=["partition"])
-        for partition, counters in owned:
-            family.add_metric([str(partition)], getattr(counters, attribute))
+        family = CounterMetricFamily(PREFIX + name, doc + " Per orders partition and spell of ownership.",
+                                     labels=["partition", "assignment"])
+        for labels, counters in owned:
+            family.add_metric(labels, getattr(counters, attribute))
         yield family
-    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason and "
-                                  "orders partition.", labels=["reason", "partition"])
-    for partition, counters in owned:
+    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason, "
+                                  "orders partition and spell of ownership.",
+                                  labels=["reason", "partition", "assignment"])
+    for labels, counters in owned:
         for reason in REASONS:
-            invalid.add_metric([reason, str(partition)], counters.invalid.get(reason, 0))
+            invalid.add_metric([reason, *labels], counters.invalid.get(reason, 0))
     yield invalid
     dead = CounterMetricFamily(PREFIX + "dead_letters", "Events published to the dead-letter topic by this "
                                "worker process, by reason.", labels=["reason"])
@@ -155,9 +162,13 @@ def _views(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     yield pairs
 
 
-def _health(snap: Snapshot) -> Iterator[Metric]:
+def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     yield GaugeMetricFamily(PREFIX + "partitions_assigned", "Orders-topic partitions this worker owns.",
                             value=len(snap.partitions))
+    # The worker checked at start that the topic has exactly this many: the sum of
+    # partitions_assigned over the fleet below it means partitions nobody counts.
+    yield GaugeMetricFamily(PREFIX + "orders_topic_partitions", "Partitions of the orders topic.",
+                            value=settings.partitions)
     yield GaugeMetricFamily(PREFIX + "state_windows", "Window buckets held in state.", value=snap.windows_held)
     if snap.watermark is not None:
         yield GaugeMetricFamily(PREFIX + "event_time_watermark_seconds", "Newest event time seen (unix seconds).",
@@ -173,6 +184,45 @@ def _health(snap: Snapshot) -> Iterator[Metric]:
     for partition, offset in sorted(snap.applied_offsets.items()):
         applied.add_metric([str(partition)], offset)
     yield applied
+
+
+def _detection(snap: Snapshot) -> Iterator[Metric]:
+    """Drop detection per segment (streams/orders/detection.py), on this worker's partitions."""
+    labels = ["segment", "value"]
+
+    def gauge(name: str, doc: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(PREFIX + "drop_" + name, doc, labels=labels)
+
+    statistic = gauge("statistic", "The drop test's statistic (CUSUM of the cross-sell rate against the baseline) "
+                      "as a fraction of its threshold: 1 or more is an alarm.")
+    alarm = gauge("alarm", "1 while the segment's cross-sell rate is detected below its baseline, else 0.")
+    baseline = gauge("baseline_ratio", "The rate the segment is tested against (its trailing day, an hour old, "
+                     "less one standard error; or CROSSSELL_EXPECTED_RATE). Absent: no baseline yet.")
+    baseline_orders = gauge("baseline_orders", "Orders the baseline was measured on (0: the expected rate).")
+    recent = gauge("recent_ratio", "Cross-sell rate of the orders since the evidence of a drop began.")
+    recent_orders = gauge("recent_orders", "Orders since the evidence of a drop began (0: no evidence).")
+    since = gauge("since_seconds", "Event time the evidence of a drop began (the estimated start of the drop).")
+    started = gauge("alarm_started_seconds", "Event time the alarm went on (present only during an alarm).")
+    for report in snap.detection:
+        values = [report.kind, report.value]
+        statistic.add_metric(values, report.statistic)
+        alarm.add_metric(values, 1.0 if report.alarm else 0.0)
+        if report.baseline is not None:
+            baseline.add_metric(values, report.baseline)
+        baseline_orders.add_metric(values, report.baseline_orders)
+        recent.add_metric(values, report.recent_rate)
+        recent_orders.add_metric(values, report.recent_orders)
+        if report.since is not None:
+            since.add_metric(values, report.since)
+        if report.alarm_started is not None:
+            started.add_metric(values, report.alarm_started)
+    yield from (statistic, alarm, baseline, baseline_orders, recent, recent_orders, since, started)
+    if snap.detected_until is not None:
+        yield GaugeMetricFamily(PREFIX + "drop_tested_until_seconds", "Event time up to which the drop test "
+                                "has seen every tick (the oldest watermark of this worker's busy partitions).",
+                                value=snap.detected_until)
+    yield _counter("drop_orders_skipped", "Orders that reached this worker process after their tick was tested "
+                   "(left out of the drop test: fewer orders, no bias).", snap.detection_skipped)
 
 
 def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:

@@ -16,16 +16,16 @@ from typing import Final
 # Every crosssell_* series a worker exports, with its label names.
 METRIC_LABELS: Final = MappingProxyType(
     {
-        # Counters: cumulative per worker; they restart when partitions move.
-        "crosssell_orders_total": frozenset({"partition"}),
-        "crosssell_cross_sell_orders_total": frozenset({"partition"}),
-        "crosssell_items_total": frozenset({"partition"}),
-        "crosssell_revenue_total": frozenset({"partition"}),
-        "crosssell_cross_sell_revenue_total": frozenset({"partition"}),
-        "crosssell_events_invalid_total": frozenset({"reason", "partition"}),
-        "crosssell_events_late_total": frozenset({"partition"}),
-        "crosssell_events_duplicate_total": frozenset({"partition"}),
-        "crosssell_events_total": frozenset({"partition"}),
+        # Counters: cumulative per orders partition and spell of ownership (they move with the partition).
+        "crosssell_orders_total": frozenset({"partition", "assignment"}),
+        "crosssell_cross_sell_orders_total": frozenset({"partition", "assignment"}),
+        "crosssell_items_total": frozenset({"partition", "assignment"}),
+        "crosssell_revenue_total": frozenset({"partition", "assignment"}),
+        "crosssell_cross_sell_revenue_total": frozenset({"partition", "assignment"}),
+        "crosssell_events_invalid_total": frozenset({"reason", "partition", "assignment"}),
+        "crosssell_events_late_total": frozenset({"partition", "assignment"}),
+        "crosssell_events_duplicate_total": frozenset({"partition", "assignment"}),
+        "crosssell_events_total": frozenset({"partition", "assignment"}),
         "crosssell_dead_letters_total": frozenset({"reason"}),
         "crosssell_dead_letter_errors_total": frozenset({"reason"}),
         "crosssell_recommendation_updates_total": frozenset(),
@@ -70,7 +70,19 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_consumer_lag_messages": frozenset({"partition"}),
         "crosssell_applied_offset": frozenset({"partition"}),
         "crosssell_partitions_assigned": frozenset(),
+        "crosssell_orders_topic_partitions": frozenset(),
         "crosssell_state_windows": frozenset(),
+        # Drop detection per segment (segment: total, primary_category, channel, variant; value: its label).
+        "crosssell_drop_statistic": frozenset({"segment", "value"}),
+        "crosssell_drop_alarm": frozenset({"segment", "value"}),
+        "crosssell_drop_baseline_ratio": frozenset({"segment", "value"}),
+        "crosssell_drop_baseline_orders": frozenset({"segment", "value"}),
+        "crosssell_drop_recent_ratio": frozenset({"segment", "value"}),
+        "crosssell_drop_recent_orders": frozenset({"segment", "value"}),
+        "crosssell_drop_since_seconds": frozenset({"segment", "value"}),
+        "crosssell_drop_alarm_started_seconds": frozenset({"segment", "value"}),
+        "crosssell_drop_tested_until_seconds": frozenset(),
+        "crosssell_drop_orders_skipped_total": frozenset(),
     }
 )
 

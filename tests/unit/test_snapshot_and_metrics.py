@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from streams.orders.config import window_config
 from streams.orders.contract import NOT_JSON, Item, Rejection
+from streams.orders.detection import DetectionConfig, DropDetector
 from streams.orders.ledger import PartitionLedger
-from streams.orders.snapshot import take_snapshot
+from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.runtime.metrics import CrossSellCollector
 from streams.settings import Settings
 
@@ -57,10 +58,14 @@ def test_the_json_summary_gives_the_rates_a_person_reads() -> None:
     assert [w["orders"] for w in summary["recent_windows"]] == [1, 3]
 
 
-def scrape(snapshot_ledgers: list[PartitionLedger]) -> CollectorRegistry:
+def scrape(snapshot_ledgers: list[PartitionLedger], assignments: dict[int, str] | None = None) -> CollectorRegistry:
+    def snapshot() -> Snapshot:
+        taken = take_snapshot(snapshot_ledgers, SETTINGS, dead_letters={NOT_JSON: 1})
+        taken.assignments = assignments if assignments is not None else {0: "A", 1: "A"}
+        return taken
+
     registry = CollectorRegistry()
-    registry.register(CrossSellCollector(
-        lambda: take_snapshot(snapshot_ledgers, SETTINGS, dead_letters={NOT_JSON: 1}), SETTINGS))
+    registry.register(CrossSellCollector(snapshot, SETTINGS))
     return registry
 
 
@@ -68,17 +73,29 @@ def test_counters_and_views_are_exported_with_their_numerators_and_denominators(
     registry = scrape(ledgers())
     value = registry.get_sample_value
     # Counters per orders partition: a moved partition takes its series with it.
-    assert (value("crosssell_orders_total", {"partition": "0"}), value("crosssell_orders_total", {"partition": "1"})) \
-        == (3, 1)
-    assert value("crosssell_cross_sell_orders_total", {"partition": "0"}) == 2
-    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, "partition": "1"}) == 1
-    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, "partition": "0"}) == 0
+    p0, p1 = {"partition": "0", "assignment": "A"}, {"partition": "1", "assignment": "A"}
+    assert (value("crosssell_orders_total", p0), value("crosssell_orders_total", p1)) == (3, 1)
+    assert value("crosssell_cross_sell_orders_total", p0) == 2
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, **p1}) == 1
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, **p0}) == 0
     assert value("crosssell_dead_letters_total", {"reason": NOT_JSON}) == 1
     assert value("crosssell_window_orders", {"window": "5m"}) == 3
     assert value("crosssell_window_cross_sell_orders", {"window": "5m"}) == 2
     assert value("crosssell_rate_ratio", {"window": "1h"}) == pytest.approx(0.75)
     assert value("crosssell_partitions_assigned") == 2
+    assert value("crosssell_orders_topic_partitions") == SETTINGS.partitions
     assert value("crosssell_event_time_watermark_seconds") == T0 + 30
+
+
+def test_each_spell_of_ownership_of_a_partition_is_a_series_of_its_own() -> None:
+    # Taken again later (another assignment), partition 0's counter is a new series, so that
+    # rate() never sees it resume with what another worker counted meanwhile.
+    before = scrape(ledgers(), {0: "1000", 1: "1000"}).get_sample_value
+    after = scrape(ledgers(), {0: "9000", 1: "1000"}).get_sample_value
+    assert before("crosssell_orders_total", {"partition": "0", "assignment": "1000"}) == 3
+    assert after("crosssell_orders_total", {"partition": "0", "assignment": "1000"}) is None
+    assert after("crosssell_orders_total", {"partition": "0", "assignment": "9000"}) == 3
+    assert after("crosssell_orders_total", {"partition": "1", "assignment": "1000"}) == 1
 
 
 def test_a_breakdown_keeps_the_top_labels_and_folds_the_rest_into_other() -> None:
@@ -93,3 +110,32 @@ def test_no_ledgers_export_zeros_and_no_watermark() -> None:
     assert value("crosssell_orders_total") is None  # no partition, no series
     assert value("crosssell_window_orders", {"window": "5m"}) == 0
     assert value("crosssell_event_time_watermark_seconds") is None
+
+
+def test_drop_detection_is_exported_per_segment() -> None:
+    """A collapse of the total: the alarm, its statistic, baseline, recent orders and event times."""
+    detector = DropDetector(DetectionConfig(expected_rate=0.3))
+    for i in range(300):  # 300 orders without a cross-sell, against an expected 30 %
+        detector.observe(T0 + i, "books", "web", "control", False)
+    detector.advance(T0 + 300)
+    snapshot = take_snapshot(ledgers(), SETTINGS, dead_letters={})
+    snapshot.detection, snapshot.drop_episodes = detector.report(), list(detector.episodes)
+    snapshot.detected_until = detector.closed_until
+    registry = CollectorRegistry()
+    registry.register(CrossSellCollector(lambda: snapshot, SETTINGS))
+    total = {"segment": "total", "value": "all"}
+    assert registry.get_sample_value("crosssell_drop_alarm", total) == 1.0
+    assert registry.get_sample_value("crosssell_drop_statistic", total) >= 1.0
+    assert registry.get_sample_value("crosssell_drop_baseline_ratio", total) == 0.3
+    assert registry.get_sample_value("crosssell_drop_baseline_orders", total) == 0  # the expected rate
+    assert registry.get_sample_value("crosssell_drop_recent_ratio", total) == 0.0
+    assert registry.get_sample_value("crosssell_drop_recent_orders", total) == 300
+    assert registry.get_sample_value("crosssell_drop_since_seconds", total) == T0
+    started = registry.get_sample_value("crosssell_drop_alarm_started_seconds", total)
+    assert started is not None and T0 < started <= T0 + 300
+    assert registry.get_sample_value("crosssell_drop_tested_until_seconds") == T0 + 300
+    # A category without a baseline (no expected rate for segments) is listed, not in alarm.
+    books = {"segment": "primary_category", "value": "books"}
+    assert registry.get_sample_value("crosssell_drop_alarm", books) == 0.0
+    assert registry.get_sample_value("crosssell_drop_baseline_ratio", books) is None
+    assert snapshot.detection_json()["episodes"][0]["kind"] == "total"
