@@ -55,7 +55,7 @@ def run_settings(broker_url: str, partitions: int, app_id: str) -> Settings:
 
 
 def start_workers(children: Children, count: int, *, name: str, settings: Settings, data_dir: Path,
-                  variant: str = "") -> list[Worker]:
+                  variant: str = "", extra_env: dict[str, str] | None = None) -> list[Worker]:
     workers = []
     for i in range(count):
         port = free_port()
@@ -71,6 +71,7 @@ def start_workers(children: Children, count: int, *, name: str, settings: Settin
             "CROSSSELL_WEB_PORT": str(port),
             "CROSSSELL_DATA_DIR": str(data_dir / f"{name}-{i}"),
             "CROSSSELL_LOG_LEVEL": "warning",
+            **(extra_env or {}),
         })
         if variant:
             env["BENCH_VARIANT"] = variant

@@ -69,6 +69,7 @@ class Settings:
     orders_topic: str = "orders"
     dead_letter_topic: str = "orders-dead-letters"
     pairs_topic: str = "crosssell-product-pairs"
+    customers_topic: str = "crosssell-customers"
     recommendations_topic: str = "recommendations"
     partitions: int = 4
     replication_factor: int = 1
@@ -126,6 +127,18 @@ class Settings:
     min_support: int = 3
     recommendation_interval_seconds: float = 60.0
     recommendation_min_change: float = field(default=0.2, metadata={"parse": "fraction"})
+
+    # Customer-level cross-sell (streams/customers/), off by default: it costs the worker about six
+    # times the CPU per event (python -m bench.customers: 133 against 21 CPU s per million events).
+    # Applied orders re-keyed by customer, one state per customer over the horizon in a RocksDB
+    # table on disk (CROSSSELL_DATA_DIR), counts
+    # in event-time buckets of `customer_bucket_seconds`. `customer_cache_mb` is RocksDB's block
+    # cache per customer partition (its write buffers take half as much again): the memory bound.
+    customers: bool = False
+    customer_horizon_seconds: float = 30 * 86400.0
+    customer_bucket_seconds: float = 3600.0
+    customer_max_categories: int = 8
+    customer_cache_mb: int = 16
 
     # Drop detection (streams/orders/detection.py): the cross-sell rate the total is tested
     # against until the worker holds an hour-old baseline of its own (first hour, state lost);
@@ -243,7 +256,8 @@ class Settings:
                 f"and at most the retention ({self.retention_seconds:g}s)",
             )
         _require(self.log_level in _LOG_LEVELS, "LOG_LEVEL", self.log_level, "one of " + ", ".join(_LOG_LEVELS))
-        for name in ("orders_topic", "dead_letter_topic", "pairs_topic", "recommendations_topic", "app_id"):
+        for name in ("orders_topic", "dead_letter_topic", "pairs_topic", "customers_topic", "recommendations_topic",
+                     "app_id"):
             value = getattr(self, name)
             _require(bool(_TOPIC_NAME.match(value)), name.upper(), value, "1-249 characters of A-Z a-z 0-9 . _ -")
         for name in ("max_event_bytes", "max_items", "max_quantity", "flush_max_events", "max_label_values",
@@ -276,6 +290,17 @@ class Settings:
         for horizon in self.pair_horizons:
             _require(horizon >= self.window_seconds, "PAIR_HORIZONS", duration_label(horizon),
                      f"durations of at least the window ({self.window_seconds:g}s), e.g. 24h,7d")
+        _require(self.customer_bucket_seconds >= 60 and self.customer_bucket_seconds % 60 == 0,
+                 "CUSTOMER_BUCKET_SECONDS", duration_label(self.customer_bucket_seconds),
+                 "a whole number of minutes, e.g. 1h")
+        _require(self.customer_horizon_seconds >= self.customer_bucket_seconds
+                 and self.customer_horizon_seconds % self.customer_bucket_seconds == 0,
+                 "CUSTOMER_HORIZON_SECONDS", duration_label(self.customer_horizon_seconds),
+                 "a whole multiple of CROSSSELL_CUSTOMER_BUCKET_SECONDS "
+                 f"({duration_label(self.customer_bucket_seconds)}), e.g. 30d")
+        _require(self.customer_max_categories >= 2, "CUSTOMER_MAX_CATEGORIES", self.customer_max_categories,
+                 "a whole number >= 2 (a cross-sell customer has two categories)")
+        _require(self.customer_cache_mb >= 1, "CUSTOMER_CACHE_MB", self.customer_cache_mb, "a whole number >= 1")
         _require(self.session_timeout_seconds >= 1, "SESSION_TIMEOUT_SECONDS", self.session_timeout_seconds,
                  "a duration >= 1s (a Kafka broker accepts 6s and more by default: group.min.session.timeout.ms)")
         _require(self.rebalance_timeout_seconds >= 1, "REBALANCE_TIMEOUT_SECONDS", self.rebalance_timeout_seconds,

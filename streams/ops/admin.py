@@ -41,6 +41,7 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.orders_topic, settings.partitions, {}),
         TopicSpec(settings.dead_letter_topic, settings.partitions, {}),
         TopicSpec(settings.pairs_topic, settings.partitions, {}),
+        TopicSpec(settings.customers_topic, settings.partitions, {}),
     ] + [
         TopicSpec(settings.recommendations_topic_for(h), settings.partitions, {"cleanup.policy": "compact"})
         for h in settings.horizon_labels

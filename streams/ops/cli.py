@@ -140,17 +140,26 @@ def _traffic_flags(parser: argparse.ArgumentParser, rate: float) -> None:
     parser.add_argument("--categories", type=int, default=12, help="categories in the generated catalogue")
     parser.add_argument("--products-per-category", type=int, default=200,
                         help="products per category (popularity is Zipf-skewed)")
+    parser.add_argument("--customers", type=int, default=50_000, help="distinct customer ids drawn from")
+    parser.add_argument("--return-rate", type=float, default=0.4,
+                        help="share of orders from a customer seen before (the customer-level views need them)")
+    parser.add_argument("--category-drift", type=float, default=0.3,
+                        help="share of a returning customer's orders in a companion of their last category")
 
 
 def _shape(args: argparse.Namespace) -> TrafficShape:
-    for name in ("cross_sell_propensity", "late_share", "invalid_share", "duplicate_share"):
+    for name in ("cross_sell_propensity", "late_share", "invalid_share", "duplicate_share", "return_rate",
+                 "category_drift"):
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise SettingsError(f"--{name.replace('_', '-')}={value} is not allowed: expected 0 to 1.")
+    if args.customers < 1:
+        raise SettingsError(f"--customers={args.customers} is not allowed: expected a whole number >= 1.")
     return TrafficShape(
         cross_sell_propensity=args.cross_sell_propensity, late_share=args.late_share,
         invalid_share=args.invalid_share, duplicate_share=args.duplicate_share,
         categories=args.categories, products_per_category=args.products_per_category,
+        customers=args.customers, return_rate=args.return_rate, category_drift=args.category_drift,
     )
 
 

@@ -84,6 +84,13 @@ class TrafficShape:
     duplicate_share: float = 0.0
     categories: int = 12
     products_per_category: int = 200
+    # Customers: ids drawn from `customers`; with `return_rate` an order comes from a customer seen
+    # before (one of the last `remembered`), whose primary category is, with `category_drift`, a
+    # companion of their last one (a later cross-sell) and otherwise their last one again.
+    customers: int = 50_000
+    return_rate: float = 0.0
+    category_drift: float = 0.3
+    remembered: int = 10_000
 
 
 @dataclass(slots=True)
@@ -93,6 +100,7 @@ class OrderMaker:
     catalogue: Catalogue | None = None
     _sequence: Iterator[int] = field(default_factory=itertools.count)
     _recent: list[tuple[bytes, bytes]] = field(default_factory=list)
+    _returning: list[tuple[str, str]] = field(default_factory=list)  # (customer, last primary category)
 
     def __post_init__(self) -> None:
         if self.catalogue is None:
@@ -102,7 +110,7 @@ class OrderMaker:
         """One valid order placed at ``event_time`` (unix seconds)."""
         rng, shape, catalogue = self.rng, self.shape, self.catalogue
         assert catalogue is not None
-        category = catalogue.pick_category(rng)
+        customer, category = self._customer_and_category(catalogue)
         primary = catalogue.pick_product(rng, category)
         lines = [(primary, rng.choices((1, 2, 3), (0.8, 0.15, 0.05))[0])]
         if rng.random() < shape.upsell_propensity:
@@ -123,7 +131,7 @@ class OrderMaker:
         number = next(self._sequence)
         order: dict[str, object] = {
             "order_id": f"o-{self.rng.getrandbits(48):012x}-{number}",
-            "customer_id": f"c-{rng.randrange(50_000):05d}",
+            "customer_id": customer,
             "occurred_at": rfc3339(event_time),
             "currency": "EUR",
             "channel": rng.choices([c for c, _ in CHANNELS], [w for _, w in CHANNELS])[0],
@@ -135,6 +143,24 @@ class OrderMaker:
             ],
         }
         return order
+
+    def _customer_and_category(self, catalogue: Catalogue) -> tuple[str, str]:
+        """Who orders, and the primary category: a new customer, or a returning one (the customer model)."""
+        rng, shape = self.rng, self.shape
+        if shape.return_rate <= 0:  # the draws of the traffic before the customer model, unchanged
+            category = catalogue.pick_category(rng)
+            return f"c-{rng.randrange(shape.customers):05d}", category
+        if self._returning and rng.random() < shape.return_rate:
+            index = rng.randrange(len(self._returning))
+            customer, last = self._returning[index]
+            category = rng.choice(catalogue.companions[last]) if rng.random() < shape.category_drift else last
+            self._returning[index] = (customer, category)
+            return customer, category
+        customer, category = f"c-{rng.randrange(shape.customers):05d}", catalogue.pick_category(rng)
+        self._returning.append((customer, category))
+        if len(self._returning) > shape.remembered:
+            self._returning.pop(0)
+        return customer, category
 
     def event(self, now: float, adjust: Callable[[dict[str, object]], object] | None = None
               ) -> tuple[str, bytes, bytes]:

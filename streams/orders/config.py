@@ -28,6 +28,10 @@ class WindowConfig:
     pair_slots: int = 12
     pair_partitions: int = 1
     max_basket: int = 50
+    # Customer-level state (streams/customers/): 0 customer partitions = off.
+    customer_partitions: int = 0
+    customer_horizon: float = 30 * 86400.0
+    customer_max_categories: int = 8
     # Pair deltas are sent in parts of at most this many bytes of JSON (room left for the record).
     max_message_bytes: int = 524_288
 
@@ -43,6 +47,8 @@ _FROM_SETTINGS = (
 
 def window_config(settings: Settings) -> WindowConfig:
     return WindowConfig(
+        customer_partitions=settings.partitions if settings.customers else 0,
+        customer_horizon=settings.customer_horizon_seconds, customer_max_categories=settings.customer_max_categories,
         pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
         **{name: getattr(settings, setting) for name, setting in _FROM_SETTINGS},
     )

@@ -29,6 +29,7 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from streams.customers.outbox import customer_messages
 from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
@@ -198,6 +199,9 @@ class PartitionLedger:
         # (event time, basket) of the orders applied since the last flush, for the pair
         # counts: take_changes() counts them per pair bucket, in C, in one go.
         self.pair_orders: list[tuple[float, tuple[str, ...]]] = []
+        # (customer, event time, primary category, categories) of the orders applied since the last
+        # flush, re-keyed by customer at flush time (streams/customers/outbox.py).
+        self.customer_orders: list[tuple[str, float, str, tuple[str, ...]]] = []
         # Set by restore(): the last flush's pair deltas, which may not have been sent.
         self.unsent_outbox: list[dict[str, Any]] = []
 
@@ -259,6 +263,8 @@ class PartitionLedger:
         # after a crash: the outbox of that unfinished flush was never sent.
         if facts.products and config.pair_horizons:
             self.pair_orders.append((event_time, facts.products))
+        if config.customer_partitions:
+            self.customer_orders.append((decoded.customer_id, event_time, facts.primary_category, facts.categories))
         meta.add_order(facts)
         if watermark is None or event_time > watermark:
             meta.watermark = event_time
@@ -297,12 +303,20 @@ class PartitionLedger:
             writes[seen_key(self.partition, sequence)] = {"ids": self._new_seen.ids}
             self._new_seen = SeenSegment()
         outbox: list[dict[str, Any]] = []
-        if self.pair_orders:
+        if self.pair_orders or self.customer_orders:
+            config = self.config
             self.meta.outbox_sequence += 1
-            outbox = outbox_messages(self.partition, self.meta.outbox_sequence, self._pair_batches(),
-                                     self.config.pair_partitions, self.config.max_message_bytes - RECORD_ROOM)
-            writes[outbox_key(self.partition)] = {"sequence": self.meta.outbox_sequence, "messages": outbox}
+            sequence = self.meta.outbox_sequence
+            if self.pair_orders:
+                outbox = outbox_messages(self.partition, sequence, self._pair_batches(), config.pair_partitions,
+                                         config.max_message_bytes - RECORD_ROOM)
+            if self.customer_orders:
+                outbox += customer_messages(self.partition, sequence, self.customer_orders,
+                                            config.customer_partitions, config.customer_horizon,
+                                            config.customer_max_categories, config.max_message_bytes - RECORD_ROOM)
+            writes[outbox_key(self.partition)] = {"sequence": sequence, "messages": outbox}
             self.pair_orders = []
+            self.customer_orders = []
         deletes.extend(self._expire())
         self._dirty = False
         return Changes(writes, deletes, (meta_key(self.partition), self.meta.to_dict()), outbox)

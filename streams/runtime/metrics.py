@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streams.customers.summary import CustomerSummary
 from streams.orders.contract import REASONS
 from streams.orders.snapshot import Snapshot
 from streams.orders.windows import bounded_labels, ratio, top_pairs
@@ -261,3 +262,55 @@ def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:
                             "as the memory budget accounts it.", value=pairs.state_bytes)
     yield GaugeMetricFamily(PREFIX + "pair_state_budget_bytes", "The memory budget of the product and pair counts "
                             "(CROSSSELL_PAIR_MEMORY_MB).", value=pairs.budget_bytes)
+
+
+# Customer-level counts (streams/customers/): series of the summary -> (metric, help).
+_CUSTOMER_GAUGES = (
+    ("customers", "customers", "Customers with an order in the horizon (event time, rolling)."),
+    ("multi", "customers_multi_category", "Customers with orders from two or more categories in the horizon."),
+    ("repeat", "customers_repeat", "Customers with two or more orders in the horizon."),
+    ("single_first", "customers_single_category_first",
+     "Customers whose first order (first since a gap of a whole horizon) is in the horizon and had one category."),
+)
+_LATER = (("later_7d", "7d"), ("later_30d", "30d"))
+
+
+class CustomerCollector(Collector):
+    """The customer counts of the partitions this worker owns: numerators and denominators, and the rate."""
+
+    def __init__(self, summary: Callable[[], CustomerSummary]) -> None:
+        self._summary = summary
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        summary = self._summary()
+        horizon = summary.horizon
+        for series, name, doc in _CUSTOMER_GAUGES:
+            family = GaugeMetricFamily(PREFIX + name, doc, labels=["horizon"])
+            family.add_metric([horizon], summary.totals[series])
+            by = GaugeMetricFamily(PREFIX + name + "_by_first_category", doc + " By the primary category of the "
+                                   "first order (top CROSSSELL_MAX_LABEL_VALUES plus other).",
+                                   labels=["horizon", "first_category"])
+            for category, counts in sorted(summary.by_first_category.items()):
+                by.add_metric([horizon, category], counts[series])
+            yield family
+            yield by
+        later = GaugeMetricFamily(PREFIX + "customers_later_cross_sell", "Of the customers_single_category_first, "
+                                  "those who bought another category within 7 or 30 days of the first order.",
+                                  labels=["horizon", "within"])
+        later_by = GaugeMetricFamily(PREFIX + "customers_later_cross_sell_by_first_category", "Later cross-sell "
+                                     "customers by the first order's category.",
+                                     labels=["horizon", "within", "first_category"])
+        for series, within in _LATER:
+            later.add_metric([horizon, within], summary.totals[series])
+            for category, counts in sorted(summary.by_first_category.items()):
+                later_by.add_metric([horizon, within, category], counts[series])
+        yield later
+        yield later_by
+        rate = GaugeMetricFamily(PREFIX + "customer_cross_sell_ratio", "Customers with two or more categories / "
+                                 "customers with an order, in the horizon, on this worker's partitions (0-1).",
+                                 labels=["horizon"])
+        rate.add_metric([horizon], summary.rates()["cross_sell_rate"])
+        yield rate

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import EventT
 
+from streams.customers.outbox import KIND as CUSTOMERS
 from streams.orders.config import detection_config, window_config
 from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
@@ -65,11 +66,13 @@ class OrderProcessor:
     """Orders topic → per-partition ledgers → `state` table, dead letters and pair deltas."""
 
     def __init__(self, settings: Settings, table: PartitionedTable, dead_letters: faust.TopicT,
-                 pairs: faust.TopicT, clock: Callable[[], float] = time.time) -> None:
+                 pairs: faust.TopicT, clock: Callable[[], float] = time.time,
+                 customers: faust.TopicT | None = None) -> None:
         self.settings = settings
         self.table = table
         self.dead_letters = dead_letters
         self.pairs = pairs
+        self.customers = customers
         self.clock = clock
         self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
         self.config = window_config(settings)
@@ -194,7 +197,15 @@ class OrderProcessor:
                 event.ack()
 
     def _send_pairs(self, message: dict[str, Any]) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = self.pairs.send_soon(
+        """Send one outbox message: pair deltas, or customer summaries (streams/customers/outbox.py)."""
+        topic = self.pairs
+        if message.get("kind") == CUSTOMERS:
+            if self.customers is None:  # left in the outbox before CROSSSELL_CUSTOMERS was turned off
+                done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                done.set_result(None)
+                return done
+            topic = self.customers
+        fut: asyncio.Future[Any] = topic.send_soon(
             key=str(message["source"]).encode(), value=orjson.dumps(message), partition=message["partition"],
             key_serializer="raw", value_serializer="raw")
         return fut

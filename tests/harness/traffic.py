@@ -24,11 +24,13 @@ class Traffic:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, *, seed: int, rate: float,
                  late_share: float = 0.02, invalid_share: float = 0.02, duplicate_share: float = 0.02,
-                 explicit_partitions: bool = True, limit: int | None = None) -> None:
+                 explicit_partitions: bool = True, limit: int | None = None, customers: int = 50_000,
+                 return_rate: float = 0.0) -> None:
         self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.rate, self.limit, self.explicit_partitions = rate, limit, explicit_partitions
         self.maker = OrderMaker(random.Random(seed), TrafficShape(
-            late_share=late_share, invalid_share=invalid_share, duplicate_share=duplicate_share))
+            late_share=late_share, invalid_share=invalid_share, duplicate_share=duplicate_share,
+            customers=customers, return_rate=return_rate))
         self.kinds: Counter[str] = Counter()
         self.sent = 0
         self.delivered = 0

@@ -53,6 +53,18 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_pair_count_error_bound": frozenset({"horizon"}),
         "crosssell_pair_state_bytes": frozenset(),
         "crosssell_pair_state_budget_bytes": frozenset(),
+        # Customer-level counts over the customer horizon (30d), per worker (CROSSSELL_CUSTOMERS).
+        "crosssell_customers": frozenset({"horizon"}),
+        "crosssell_customers_multi_category": frozenset({"horizon"}),
+        "crosssell_customers_repeat": frozenset({"horizon"}),
+        "crosssell_customers_single_category_first": frozenset({"horizon"}),
+        "crosssell_customers_later_cross_sell": frozenset({"horizon", "within"}),
+        "crosssell_customers_by_first_category": frozenset({"horizon", "first_category"}),
+        "crosssell_customers_multi_category_by_first_category": frozenset({"horizon", "first_category"}),
+        "crosssell_customers_repeat_by_first_category": frozenset({"horizon", "first_category"}),
+        "crosssell_customers_single_category_first_by_first_category": frozenset({"horizon", "first_category"}),
+        "crosssell_customers_later_cross_sell_by_first_category": frozenset({"horizon", "within", "first_category"}),
+        "crosssell_customer_cross_sell_ratio": frozenset({"horizon"}),
         # Pipeline state.
         "crosssell_event_time_watermark_seconds": frozenset(),
         "crosssell_consumer_lag_messages": frozenset({"partition"}),

@@ -1,0 +1,228 @@
+"""A customer partition's state: one summary per customer, kept in a disk-backed table, and rolling counts.
+
+Customers are too many to hold in memory: their states live in the table
+(RocksDB on disk, with a changelog) and only those touched since the last flush
+are held here. The counts are histograms over event-time buckets (one dict per
+bucket, a few per horizon), held whole.
+
+Exact after a crash without writing a state twice: a flush writes every changed
+customer and bucket as ``{"f": flush id, "v": new value, "p": value before the
+flush}``, then the meta key (committed flush id, the (sequence, part) applied
+per source partition, watermark, live buckets). A value whose flush id is not
+committed in the meta key reads as its ``p``: the flush it came from is undone,
+and its messages are applied again from the customers topic. A restore burns
+the next flush id (``aborted``), written before the first flush that follows,
+so that a value left by a crashed flush can never be taken for a later one's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.customers.state import SERIES, CustomerState, bucket_of, contributions, merge
+
+META = "meta"
+CUSTOMER = "c"
+BUCKET = "h"
+
+Lookup = Callable[[str], Any]  # a table key -> its JSON value, or None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerConfig:
+    horizon: float = 30 * 86400.0
+    bucket: float = 3600.0
+    max_categories: int = 8
+
+
+def meta_key(partition: int) -> str:
+    return f"{partition}/{META}"
+
+
+def customer_key(partition: int, customer: str) -> str:
+    return f"{partition}/{CUSTOMER}/{customer}"
+
+
+def bucket_key(partition: int, start: float) -> str:
+    return f"{partition}/{BUCKET}/{start:.0f}"
+
+
+@dataclass
+class CustomerMeta:
+    flush: int = 0
+    aborted: list[int] = field(default_factory=list)
+    sources: dict[int, tuple[int, int]] = field(default_factory=dict)  # source -> (sequence, part) applied
+    watermark: float | None = None
+    buckets: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flush": self.flush, "aborted": self.aborted, "watermark": self.watermark, "buckets": self.buckets,
+                "sources": {str(p): list(v) for p, v in self.sources.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CustomerMeta:
+        return cls(int(data["flush"]), [int(a) for a in data["aborted"]],
+                   {int(p): (int(v[0]), int(v[1])) for p, v in data["sources"].items()},
+                   data["watermark"], [float(b) for b in data["buckets"]])
+
+    @property
+    def next_flush(self) -> int:
+        return max([self.flush, *self.aborted]) + 1
+
+    def committed(self, flush: int) -> bool:
+        return flush <= self.flush and flush not in self.aborted
+
+
+@dataclass
+class CustomerChanges:
+    writes: dict[str, Any]  # versioned values, written first
+    meta: tuple[str, dict[str, Any]]  # written once the writes are durable
+    deletes: list[str]  # expired buckets, deleted once the meta key is durable
+
+
+Histogram = dict[str, dict[str, int]]  # series -> first category -> customers
+
+
+@dataclass
+class CustomerView:
+    """The rolling counts of one horizon: totals per series and per first category."""
+
+    watermark: float | None
+    totals: dict[str, int]
+    by_first_category: dict[str, dict[str, int]]
+
+
+class CustomerLedger:
+    def __init__(self, partition: int, config: CustomerConfig, lookup: Lookup) -> None:
+        self.partition = partition
+        self.config = config
+        self.lookup = lookup
+        self.meta = CustomerMeta()
+        self.histograms: dict[float, Histogram] = {}
+        # Touched since the last flush: customer -> (state as of the last flush, state now).
+        self.touched: dict[str, tuple[CustomerState | None, CustomerState | None]] = {}
+        self.bucket_bases: dict[float, Histogram | None] = {}  # buckets as of the last flush, of changed ones
+        # After a restore: the meta key as restored, with the flush id it burned; durable before the next flush.
+        self.burned: dict[str, Any] | None = None
+        self.expired: list[str] = []  # keys of buckets gone past the horizon, deleted after the next meta key
+
+    # -- applying messages ---------------------------------------------------
+    def apply(self, message: dict[str, Any]) -> bool:
+        """Apply one message from the customers topic once; False when it was applied before."""
+        source, position = int(message["source"]), (int(message["sequence"]), int(message["part"]))
+        if position <= self.meta.sources.get(source, (0, -1)):
+            return False
+        self.meta.sources[source] = position
+        config = self.config
+        for customer, data in message["customers"].items():
+            delta = CustomerState.from_json(data)
+            before = self.state(customer)
+            after = merge(before, delta, config.horizon, config.max_categories)
+            self.touched[customer] = (self.touched[customer][0], after)
+            watermark = self.meta.watermark
+            if watermark is None or delta.last_at > watermark:
+                self.meta.watermark = delta.last_at
+            self._count(before, -1)
+            self._count(after, +1)
+        self._expire_buckets()
+        return True
+
+    def state(self, customer: str) -> CustomerState | None:
+        """The customer's state now (read from the table on first touch since the last flush)."""
+        known = self.touched.get(customer)
+        if known is not None:
+            return known[1]
+        value = self.lookup(customer_key(self.partition, customer))
+        data = None if value is None else value["v"] if self.meta.committed(value["f"]) else value["p"]
+        state = None if data is None else CustomerState.from_json(data)
+        self.touched[customer] = (state, state)
+        return state
+
+    def _count(self, state: CustomerState | None, sign: int) -> None:
+        oldest = self.oldest_bucket()
+        for series, start, category in contributions(state, self.config.bucket):
+            if oldest is not None and start < oldest:
+                continue  # outside the horizon for good: no view reads it
+            histogram = self.histograms.get(start)
+            if start not in self.bucket_bases:
+                self.bucket_bases[start] = None if histogram is None else {s: dict(c) for s, c in histogram.items()}
+            if histogram is None:
+                histogram = self.histograms[start] = {}
+            counts = histogram.setdefault(series, {})
+            count = counts.get(category, 0) + sign
+            if count:
+                counts[category] = count
+            else:
+                del counts[category]
+
+    def oldest_bucket(self) -> float | None:
+        """The oldest bucket inside the horizon of the partition's watermark."""
+        watermark = self.meta.watermark
+        if watermark is None:
+            return None
+        return bucket_of(watermark, self.config.bucket) - self.config.horizon + self.config.bucket
+
+    def _expire_buckets(self) -> None:
+        oldest = self.oldest_bucket()
+        if oldest is None:
+            return
+        for start in [start for start in self.histograms if start < oldest]:
+            del self.histograms[start]
+            self.bucket_bases.pop(start, None)
+            self.expired.append(bucket_key(self.partition, start))
+
+    # -- views -----------------------------------------------------------------
+    def view(self) -> CustomerView:
+        totals = dict.fromkeys(SERIES, 0)
+        by_category: dict[str, dict[str, int]] = {series: {} for series in SERIES}
+        for histogram in list(self.histograms.values()):
+            for series, counts in histogram.items():
+                of_series = by_category[series]
+                for category, count in counts.items():
+                    totals[series] += count
+                    of_series[category] = of_series.get(category, 0) + count
+        return CustomerView(self.meta.watermark, totals, by_category)
+
+    # -- flushing ----------------------------------------------------------------
+    def take_changes(self) -> CustomerChanges | None:
+        """The writes of the state as of now: versioned values, then the meta key, then deletions."""
+        if not self.touched and not self.bucket_bases and not self.expired:
+            return None
+        flush = self.meta.next_flush
+        writes: dict[str, Any] = {}
+        for customer, (before, after) in self.touched.items():
+            if before is not after:
+                writes[customer_key(self.partition, customer)] = {
+                    "f": flush, "v": None if after is None else after.to_json(),
+                    "p": None if before is None else before.to_json()}
+        for start, base in self.bucket_bases.items():
+            writes[bucket_key(self.partition, start)] = {"f": flush, "v": self.histograms.get(start), "p": base}
+        self.touched = {}
+        self.bucket_bases = {}
+        self.meta.flush = flush
+        self.meta.buckets = sorted(self.histograms)
+        deletes, self.expired = self.expired, []
+        return CustomerChanges(writes, (meta_key(self.partition), self.meta.to_dict()), deletes)
+
+    def burned_flush(self) -> tuple[str, dict[str, Any]] | None:
+        """After a restore, the meta key that records the burned flush id: durable before the next flush."""
+        burned, self.burned = self.burned, None
+        return None if burned is None else (meta_key(self.partition), burned)
+
+    # -- recovery --------------------------------------------------------------------
+    @classmethod
+    def restore(cls, partition: int, config: CustomerConfig, lookup: Lookup) -> CustomerLedger:
+        """The ledger as of the last committed flush; what a crashed flush wrote reads as undone."""
+        ledger = cls(partition, config, lookup)
+        meta = lookup(meta_key(partition))
+        ledger.meta = CustomerMeta() if meta is None else CustomerMeta.from_dict(meta)
+        for start in ledger.meta.buckets:
+            value = lookup(bucket_key(partition, start))
+            histogram = None if value is None else value["v"] if ledger.meta.committed(value["f"]) else value["p"]
+            if histogram:
+                ledger.histograms[start] = histogram
+        ledger.meta.aborted.append(ledger.meta.next_flush)
+        ledger.burned = ledger.meta.to_dict()
+        return ledger
