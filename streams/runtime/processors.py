@@ -166,18 +166,22 @@ class OrderProcessor:
     async def flush(self) -> None:
         """Write what changed, wait until the changelog holds it, then ack the events."""
         async with self.lock:
-            events, self.unacked = self.unacked, []
-            self.pending = 0
-            dead, self.dead_letter_queue = self.dead_letter_queue, []
+            # The last complete flush's pair deltas must be delivered before this flush
+            # overwrites the outbox key that holds them. First, before anything is taken:
+            # the agent goes on applying events while this awaits.
             resend = [m for ledger in self.ledgers.values() for m in ledger.unsent_outbox]
             for ledger in self.ledgers.values():
                 ledger.unsent_outbox = []
-            changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
-            if not events and not changes and not resend:
-                return
-            # The last complete flush's pair deltas must be delivered before this flush
-            # overwrites the outbox key that holds them.
             await asyncio.gather(*(self._send_pairs(m) for m in resend))
+            # From taking the changes to writing them nothing awaits: the windows' totals
+            # are live objects, and an event applied in between would be stored ahead of
+            # the offset the flush records (and counted again after a crash).
+            events, self.unacked = self.unacked, []
+            self.pending = 0
+            dead, self.dead_letter_queue = self.dead_letter_queue, []
+            changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
+            if not events and not changes:
+                return
             sends = [self._send_dead_letter(letter) for letter in dead]
             for change in changes:
                 self.table.write(change.writes)
