@@ -13,9 +13,12 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from itertools import combinations
-from typing import Any
+from typing import Any, TypeVar
 
+from streams.orders.experiments import add_order, empty_sums
 from streams.orders.facts import PAIR_SEPARATOR, OrderFacts
+
+N = TypeVar("N", int, float)
 
 OTHER = "other"
 
@@ -76,6 +79,9 @@ class WindowTotals(OrderSums):
     by_variant: dict[str, list[int]] = field(default_factory=dict)
     # "a<US>b" (a < b) -> orders containing both categories
     category_pairs: dict[str, int] = field(default_factory=dict)
+    # variant -> the six sums of streams.orders.experiments.SUM_NAMES (same labels as by_variant).
+    # Absent from windows stored before it existed: they load with no experiment sums.
+    variant_sums: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _WINDOW_FIELDS}
@@ -99,6 +105,12 @@ def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTota
     _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
     _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
     _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
+    sums = totals.variant_sums
+    variant = facts.variant
+    if variant not in sums and len(sums) >= max_tracked:
+        variant = OTHER
+    add_order(sums.get(variant) or sums.setdefault(variant, empty_sums()), facts.cross_sell, facts.revenue,
+              facts.items)
     categories = facts.categories
     if len(categories) > 1:
         pairs = totals.category_pairs
@@ -137,6 +149,12 @@ def merge(windows: Iterable[WindowTotals]) -> WindowTotals:
                 entry[1] += cross
         for key, count in window.category_pairs.items():
             view.category_pairs[key] = view.category_pairs.get(key, 0) + count
+        for label, sums in window.variant_sums.items():
+            target_sums = view.variant_sums.get(label)
+            if target_sums is None:
+                view.variant_sums[label] = list(sums)
+            else:
+                view.variant_sums[label] = [a + b for a, b in zip(target_sums, sums, strict=True)]
     return view
 
 
@@ -175,18 +193,17 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def bounded_labels(counts: dict[str, list[int]], limit: int) -> dict[str, list[int]]:
-    """The ``limit`` labels with most orders (ties by name), the rest summed into "other"."""
+def bounded_labels(counts: dict[str, list[N]], limit: int) -> dict[str, list[N]]:
+    """The ``limit`` labels with most orders (the first figure; ties by name), the rest summed into "other"."""
     if len(counts) <= limit:
         return counts
     keep = heapq.nsmallest(limit, counts, key=lambda label: (-counts[label][0], label))
     kept = set(keep) - {OTHER}
-    bounded: dict[str, list[int]] = {label: list(counts[label]) for label in kept}
-    rest = bounded.setdefault(OTHER, [0, 0])
-    for label, (orders, cross) in counts.items():
+    bounded: dict[str, list[N]] = {label: list(counts[label]) for label in kept}
+    for label, figures in counts.items():
         if label not in kept:
-            rest[0] += orders
-            rest[1] += cross
+            rest = bounded.get(OTHER)
+            bounded[OTHER] = list(figures) if rest is None else [a + b for a, b in zip(rest, figures, strict=True)]
     return bounded
 
 
