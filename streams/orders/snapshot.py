@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.ledger import Counters, PartitionLedger
-from streams.orders.windows import WindowTotals, merge, result, top_pairs, window_start
+from streams.orders.windows import WindowTotals, merge, ratio, result, top_pairs, window_start
 from streams.settings import Settings, duration_label
 
 
@@ -31,6 +32,10 @@ class Snapshot:
     # Highest orders-topic offset applied per owned partition: progress that a stale
     # highwater cannot hide (a paused partition's lag stands still; this does too).
     applied_offsets: dict[int, int] = field(default_factory=dict)
+    # Before/after a marker: "before" and "after" -> the windows on either side of the marker's
+    # window start, merged (empty when no marker is set).
+    periods: dict[str, WindowTotals] = field(default_factory=dict)
+    marker: float | None = None  # the marker's window start
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -47,6 +52,60 @@ class Snapshot:
             "windows_held": self.windows_held,
             "dead_letters": self.dead_letters,
         }
+
+    def experiments_json(self, settings: Settings) -> dict[str, Any]:
+        """Every rolling view's variants compared with the control, and the periods before and after the marker."""
+        effect = settings.experiment_effect
+        views = {}
+        for label, totals in self.views.items():
+            groups = variant_groups(totals)
+            views[label] = {
+                "variants": {variant: group_json(sums) for variant, sums in sorted(groups.items())},
+                "comparisons": [row.as_json() for row in compare_variants(groups, settings.experiment_control, effect)],
+            }
+        marker: dict[str, Any] | None = None
+        if self.marker is not None:
+            before, after = (period_group(self.periods.get(name, WindowTotals())) for name in PERIODS)
+            marker = {
+                "label": settings.experiment_marker,
+                "window_start": self.marker,
+                "before": group_json(before),
+                "after": group_json(after),
+                "comparison": compare("before", before, "after", after, effect).as_json()
+                if before.orders and after.orders else None,
+            }
+        return {
+            "control": settings.experiment_control,
+            "effect": effect,
+            "confidence": CONFIDENCE,
+            "benchmark": {"low": settings.benchmark_rate_low, "high": settings.benchmark_rate_high},
+            "views": views,
+            "marker": marker,
+        }
+
+
+PERIODS = ("before", "after")
+
+
+def variant_groups(totals: WindowTotals) -> dict[str, GroupSums]:
+    return {variant: GroupSums.of(sums) for variant, sums in totals.variant_sums.items()}
+
+
+def period_group(totals: WindowTotals) -> GroupSums:
+    """All orders of a period as one group: the sum over its variants."""
+    group = GroupSums()
+    for sums in totals.variant_sums.values():
+        group = group.plus(sums)
+    return group
+
+
+def group_json(sums: GroupSums) -> dict[str, Any]:
+    return {
+        **sums._asdict(),
+        "rate": sums.rate,
+        "average_order_value": ratio(sums.revenue, sums.orders),
+        "items_per_order": ratio(sums.items, sums.orders),
+    }
 
 
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
@@ -69,6 +128,14 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         first = newest - length + size
         views[duration_label(length)] = merge(t for s, ts in by_start.items() if s >= first for t in ts)
     starts = sorted(by_start)[-recent:]
+    marker = settings.experiment_marker_time
+    marker_start = window_start(marker, size) if marker is not None else None
+    periods: dict[str, WindowTotals] = {}
+    if marker_start is not None:
+        periods = {
+            "before": merge(t for s, ts in by_start.items() if s < marker_start for t in ts),
+            "after": merge(t for s, ts in by_start.items() if s >= marker_start for t in ts),
+        }
     return Snapshot(
         partitions=sorted(ledger.partition for ledger in ledgers),
         watermark=watermark,
@@ -80,4 +147,6 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         dead_letter_errors=dict(dead_letter_errors or {}),
         partition_counters={ledger.partition: ledger.meta for ledger in ledgers},
         applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
+        periods=periods,
+        marker=marker_start,
     )

@@ -189,6 +189,10 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
             if settings.horizon_labels else []
         return json_response(data)
 
+    @app.page("/api/experiments")
+    async def experiments(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().experiments_json(settings))
+
     @app.page("/api/pairs/categories")
     async def category_pairs(web: Any, request: Any) -> Any:
         views = pipeline.orders.snapshot().as_json(top=settings.top_pairs)["views"]

@@ -18,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from streams.orders.contract import REASONS
-from streams.orders.snapshot import Snapshot
+from streams.orders.experiments import SUM_NAMES
+from streams.orders.snapshot import Snapshot, period_group
 from streams.orders.windows import bounded_labels, ratio, top_pairs
 from streams.settings import Settings
 
@@ -53,6 +54,7 @@ class CrossSellCollector(Collector):
         snap = self._snapshot()
         yield from _counters(snap)
         yield from _views(snap, self._settings)
+        yield from _experiments(snap, self._settings)
         yield from _health(snap)
         if self._pairs is not None:
             yield from _product_pairs(self._pairs, self._settings)
@@ -152,6 +154,47 @@ def _views(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     for families in by.values():
         yield from families
     yield pairs
+
+
+# The sums an experiment's statistics are computed from (streams/orders/experiments.py), so
+# that Prometheus can add them over workers before deriving rates, differences and intervals.
+_SUM_DOCS = {
+    "orders": "Orders",
+    "cross_sell_orders": "Cross-sell orders",
+    "revenue": "Revenue (sum of order revenue)",
+    "revenue_squares": "Sum of squared order revenue",
+    "items": "Units (sum of order items)",
+    "items_squares": "Sum of squared order items",
+}
+
+
+def _sum_families(prefix: str, what: str, labels: list[str]) -> list[GaugeMetricFamily]:
+    return [GaugeMetricFamily(f"{PREFIX}{prefix}_{name}", f"{_SUM_DOCS[name]} {what}.", labels=labels)
+            for name in SUM_NAMES]
+
+
+def _experiments(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    by_variant = _sum_families("experiment", "in the rolling view by experiment variant (top "
+                               f"{settings.max_label_values} plus other)", ["window", "variant"])
+    for window, totals in snap.views.items():
+        for variant, sums in bounded_labels(totals.variant_sums, settings.max_label_values).items():
+            for family, value in zip(by_variant, sums, strict=True):
+                family.add_metric([window, variant], value)
+    yield from by_variant
+    band = GaugeMetricFamily(PREFIX + "benchmark_rate_ratio", "Reference band of a strong cross-sell programme "
+                             "(CROSSSELL_BENCHMARK_RATE_LOW/HIGH).", labels=["bound"])
+    band.add_metric(["low"], settings.benchmark_rate_low)
+    band.add_metric(["high"], settings.benchmark_rate_high)
+    yield band
+    if snap.marker is None:
+        return
+    yield GaugeMetricFamily(PREFIX + "experiment_marker_seconds", "Start of the window holding the before/after "
+                            "marker (unix seconds).", value=snap.marker)
+    by_period = _sum_families("period", "before and after the marker (windows held)", ["period"])
+    for period, totals in snap.periods.items():
+        for family, value in zip(by_period, period_group(totals), strict=True):
+            family.add_metric([period], value)
+    yield from by_period
 
 
 def _health(snap: Snapshot) -> Iterator[Metric]:
