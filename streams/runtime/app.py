@@ -184,7 +184,9 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
 
     @app.page("/api/summary")
     async def summary(web: Any, request: Any) -> Any:
-        data = pipeline.orders.snapshot().as_json()
+        snapshot = pipeline.orders.snapshot()
+        data = snapshot.as_json()
+        data["experiments"] = snapshot.experiments_json(settings)
         data["top_product_pairs"] = pipeline.recommender.top_pairs(settings.horizon_labels[0], settings.top_pairs) \
             if settings.horizon_labels else []
         return json_response(data)

@@ -238,6 +238,22 @@ def test_live_page_renders_windows_and_the_5m_rate(system: RunningSystem, tmp_pa
 
 @needs_chromium
 @pytest.mark.timeout(240)
+def test_live_page_shows_the_experiment_comparisons_and_the_benchmark_band(system: RunningSystem,
+                                                                            tmp_path: Path) -> None:
+    dom = rendered_dom(system, tmp_path)
+    experiments = system.summary()["experiments"]
+    # The demo traffic sends a control and a treatment variant: one comparison per rolling view.
+    expected_rows = sum(len(view["comparisons"]) for view in experiments["views"].values())
+    assert expected_rows == 3
+    assert int(dom.attrs_by_id["experiments"]["data-rows"]) == expected_rows
+    text = dom.text_by_id["experiments"]
+    assert "treatment vs control" in text and "pp" in text, text
+    assert dom.attrs_by_id["chart"]["data-benchmark"] == "0.15-0.3"
+    assert dom.text_by_id["band-label"] == "benchmark 15%–30%"
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
 def test_live_page_screenshot(system: RunningSystem, tmp_path: Path) -> None:
     target = artifacts_dir() / "live-page.png"
     target.unlink(missing_ok=True)
