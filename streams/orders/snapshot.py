@@ -12,7 +12,16 @@ from typing import Any
 
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.ledger import Counters, PartitionLedger
-from streams.orders.windows import WindowTotals, merge, ratio, result, top_pairs, window_start
+from streams.orders.windows import (
+    ATTRIBUTION_FIGURES,
+    WindowTotals,
+    bounded_labels,
+    merge,
+    ratio,
+    result,
+    top_pairs,
+    window_start,
+)
 from streams.settings import Settings, duration_label
 
 
@@ -84,7 +93,30 @@ class Snapshot:
         }
 
 
+    def attribution_json(self, settings: Settings) -> dict[str, Any]:
+        """Per rolling view: what each recommendation touchpoint sold, and the share of cross-sell it accounts for."""
+        return {label: attribution_of(totals, settings.max_label_values) for label, totals in self.views.items()}
+
+
 PERIODS = ("before", "after")
+
+
+def attribution_of(totals: WindowTotals, limit: int) -> dict[str, Any]:
+    touchpoints = bounded_labels(totals.by_touchpoint, limit)
+    attributed_revenue = sum(figures[3] for figures in totals.by_touchpoint.values())
+    return {
+        "touchpoints": {
+            touchpoint: {**dict(zip(ATTRIBUTION_FIGURES, figures, strict=True)),
+                         "share_of_cross_sell_revenue": ratio(figures[3], totals.cross_sell_revenue)}
+            for touchpoint, figures in sorted(touchpoints.items(), key=lambda kv: (-kv[1][2], kv[0]))
+        },
+        "attributed_cross_sell_orders": totals.attributed_cross_sell_orders,
+        "attributed_cross_sell_revenue": attributed_revenue,
+        "cross_sell_orders": totals.cross_sell_orders,
+        "cross_sell_revenue": totals.cross_sell_revenue,
+        "share_of_cross_sell_orders": ratio(totals.attributed_cross_sell_orders, totals.cross_sell_orders),
+        "share_of_cross_sell_revenue": ratio(attributed_revenue, totals.cross_sell_revenue),
+    }
 
 
 def variant_groups(totals: WindowTotals) -> dict[str, GroupSums]:

@@ -16,7 +16,7 @@ from itertools import combinations
 from typing import Any, TypeVar
 
 from streams.orders.experiments import add_order, empty_sums
-from streams.orders.facts import PAIR_SEPARATOR, OrderFacts
+from streams.orders.facts import PAIR_SEPARATOR, Attribution, OrderFacts
 
 N = TypeVar("N", int, float)
 
@@ -82,6 +82,10 @@ class WindowTotals(OrderSums):
     # variant -> the six sums of streams.orders.experiments.SUM_NAMES (same labels as by_variant).
     # Absent from windows stored before it existed: they load with no experiment sums.
     variant_sums: dict[str, list[float]] = field(default_factory=dict)
+    # Recommendation touchpoint -> the figures of ATTRIBUTION_FIGURES, and the orders with an
+    # attributed cross-sell line of any touchpoint. Absent from older windows, like variant_sums.
+    by_touchpoint: dict[str, list[float]] = field(default_factory=dict)
+    attributed_cross_sell_orders: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _WINDOW_FIELDS}
@@ -92,6 +96,8 @@ class WindowTotals(OrderSums):
 
 
 _WINDOW_FIELDS = tuple(f.name for f in fields(WindowTotals))
+# What a window keeps per recommendation touchpoint, in this order.
+ATTRIBUTION_FIGURES = ("lines", "units", "revenue", "cross_sell_revenue", "cross_sell_orders")
 
 
 def initialize() -> WindowTotals:
@@ -111,6 +117,8 @@ def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTota
         variant = OTHER
     add_order(sums.get(variant) or sums.setdefault(variant, empty_sums()), facts.cross_sell, facts.revenue,
               facts.items)
+    if facts.attributions:
+        _count_attributions(totals, facts.attributions, max_tracked)
     categories = facts.categories
     if len(categories) > 1:
         pairs = totals.category_pairs
@@ -119,6 +127,27 @@ def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTota
             if key in pairs or len(pairs) < max_tracked:
                 pairs[key] = pairs.get(key, 0) + 1
     return totals
+
+
+def _count_attributions(totals: WindowTotals, attributions: tuple[Attribution, ...], max_tracked: int) -> None:
+    touchpoints = totals.by_touchpoint
+    sold_cross_sell: set[str] = set()
+    for touchpoint, units, revenue, cross_sell in attributions:
+        if touchpoint not in touchpoints and len(touchpoints) >= max_tracked:
+            touchpoint = OTHER
+        entry = touchpoints.get(touchpoint)
+        if entry is None:
+            entry = touchpoints[touchpoint] = [0, 0, 0.0, 0.0, 0]
+        entry[0] += 1
+        entry[1] += units
+        entry[2] += revenue
+        if cross_sell:
+            entry[3] += revenue
+            if touchpoint not in sold_cross_sell:
+                sold_cross_sell.add(touchpoint)
+                entry[4] += 1
+    if sold_cross_sell:
+        totals.attributed_cross_sell_orders += 1
 
 
 def _count_label(counts: dict[str, list[int]], label: str, cross_sell: int, max_tracked: int) -> None:
@@ -149,13 +178,17 @@ def merge(windows: Iterable[WindowTotals]) -> WindowTotals:
                 entry[1] += cross
         for key, count in window.category_pairs.items():
             view.category_pairs[key] = view.category_pairs.get(key, 0) + count
-        for label, sums in window.variant_sums.items():
-            target_sums = view.variant_sums.get(label)
-            if target_sums is None:
-                view.variant_sums[label] = list(sums)
-            else:
-                view.variant_sums[label] = [a + b for a, b in zip(target_sums, sums, strict=True)]
+        _add_figures(view.variant_sums, window.variant_sums)
+        _add_figures(view.by_touchpoint, window.by_touchpoint)
+        view.attributed_cross_sell_orders += window.attributed_cross_sell_orders
     return view
+
+
+def _add_figures(target: dict[str, list[float]], source: dict[str, list[float]]) -> None:
+    """Add each label's figures of ``source`` into ``target``, element by element."""
+    for label, figures in source.items():
+        present = target.get(label)
+        target[label] = list(figures) if present is None else [a + b for a, b in zip(present, figures, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

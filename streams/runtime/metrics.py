@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from streams.orders.contract import REASONS
 from streams.orders.experiments import SUM_NAMES
 from streams.orders.snapshot import Snapshot, period_group
-from streams.orders.windows import bounded_labels, ratio, top_pairs
+from streams.orders.windows import ATTRIBUTION_FIGURES, bounded_labels, ratio, top_pairs
 from streams.settings import Settings
 
 PREFIX = "crosssell_"
@@ -55,6 +55,7 @@ class CrossSellCollector(Collector):
         yield from _counters(snap)
         yield from _views(snap, self._settings)
         yield from _experiments(snap, self._settings)
+        yield from _attribution(snap, self._settings)
         yield from _health(snap)
         if self._pairs is not None:
             yield from _product_pairs(self._pairs, self._settings)
@@ -195,6 +196,30 @@ def _experiments(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
         for family, value in zip(by_period, period_group(totals), strict=True):
             family.add_metric([period], value)
     yield from by_period
+
+
+_ATTRIBUTION_DOCS = {
+    "lines": "Order lines sold through the recommendation touchpoint",
+    "units": "Units sold through the recommendation touchpoint",
+    "revenue": "Revenue of the lines the recommendation touchpoint sold",
+    "cross_sell_revenue": "Revenue of the cross-sell lines the recommendation touchpoint sold",
+    "cross_sell_orders": "Orders with a cross-sell line the recommendation touchpoint sold",
+}
+
+
+def _attribution(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    families = [GaugeMetricFamily(f"{PREFIX}attributed_{name}", f"{_ATTRIBUTION_DOCS[name]}, in the rolling view "
+                                  f"(top {settings.max_label_values} touchpoints plus other).",
+                                  labels=["window", "touchpoint"]) for name in ATTRIBUTION_FIGURES]
+    orders = GaugeMetricFamily(PREFIX + "window_attributed_cross_sell_orders", "Orders with a cross-sell line "
+                               "sold by any recommendation touchpoint, in the rolling view.", labels=["window"])
+    for window, totals in snap.views.items():
+        for touchpoint, figures in bounded_labels(totals.by_touchpoint, settings.max_label_values).items():
+            for family, value in zip(families, figures, strict=True):
+                family.add_metric([window, touchpoint], value)
+        orders.add_metric([window], totals.attributed_cross_sell_orders)
+    yield from families
+    yield orders
 
 
 def _health(snap: Snapshot) -> Iterator[Metric]:

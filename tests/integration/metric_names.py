@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Final
 
 from streams.orders.experiments import SUM_NAMES
+from streams.orders.windows import ATTRIBUTION_FIGURES
 
 # Every crosssell_* series a worker exports, with its label names.
 METRIC_LABELS: Final = MappingProxyType(
@@ -51,6 +52,9 @@ METRIC_LABELS: Final = MappingProxyType(
         **{f"crosssell_period_{name}": frozenset({"period"}) for name in SUM_NAMES},
         "crosssell_experiment_marker_seconds": frozenset(),
         "crosssell_benchmark_rate_ratio": frozenset({"bound"}),
+        # Attribution: what each recommendation touchpoint sold per rolling view.
+        **{f"crosssell_attributed_{name}": frozenset({"window", "touchpoint"}) for name in ATTRIBUTION_FIGURES},
+        "crosssell_window_attributed_cross_sell_orders": frozenset({"window"}),
         # Top-N product pairs (horizon in 24h, 7d).
         "crosssell_product_pair_orders": frozenset({"horizon", "product", "companion"}),
         "crosssell_product_pair_lift": frozenset({"horizon", "product", "companion"}),

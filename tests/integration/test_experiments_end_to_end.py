@@ -1,11 +1,13 @@
-"""Experiments end to end: generated traffic with a known treatment effect, exact sums out of a real worker.
+"""Experiments and attribution end to end: generated traffic with known effects, exact sums out of a real worker.
 
 The orders come from the demo generator with a treatment whose cross-sell
 propensity is higher by a set amount, spread over ten minutes of event time,
 with a before/after marker in the middle. The expected sums are worked out
 here from the order documents by plain arithmetic; the worker's /metrics and
 /api/experiments must hold exactly them, and the comparison must be the one
-the statistics module gives for those sums.
+the statistics module gives for those sums. A known share of the lines after
+the primary carry a recommendation touchpoint; what each touchpoint sold must
+come out exactly too.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.ops.traffic import OrderMaker, TrafficShape
+from streams.ops.traffic import TOUCHPOINTS, OrderMaker, TrafficShape
 from streams.orders.experiments import GroupSums, compare
+from streams.orders.windows import ATTRIBUTION_FIGURES
 from tests.harness import Worker, cluster, labelled_sum, wait_until
 
 PARTITIONS = 2
 ORDERS = 2400
 SPACING = 0.25  # seconds of event time between orders: ten minutes in all
 UPLIFT = 0.15
+ATTRIBUTION_SHARE = 0.4
 NAMES = ("orders", "cross_sell_orders", "revenue", "revenue_squares", "items", "items_squares")
 
 
@@ -40,7 +44,7 @@ def figures(document: dict[str, Any]) -> tuple[str, list[float]]:
 
 
 def add(into: dict[str, list[float]], label: str, sums: list[float]) -> None:
-    into[label] = [a + b for a, b in zip(into.get(label, [0] * 6), sums, strict=True)]
+    into[label] = [a + b for a, b in zip(into.get(label, [0] * len(sums)), sums, strict=True)]
 
 
 class Truth:
@@ -48,8 +52,12 @@ class Truth:
         self.marker_start = marker // 60 * 60
         self.by_view: dict[str, dict[str, list[float]]] = {"5m": {}, "1h": {}}
         self.periods: dict[str, list[float]] = {}
+        self.touchpoints: dict[str, list[float]] = {}  # lines, units, revenue, cross-sell revenue, orders
+        self.attributed_cross_sell_orders = 0
+        self.attributed_lines = self.later_lines = 0
         self.events: list[tuple[bytes, bytes, int | None]] = []
-        maker = OrderMaker(random.Random(14), TrafficShape(cross_sell_propensity=0.2, treatment_uplift=UPLIFT))
+        maker = OrderMaker(random.Random(14), TrafficShape(cross_sell_propensity=0.2, treatment_uplift=UPLIFT,
+                                                           attribution_share=ATTRIBUTION_SHARE))
         documents = [(base + n * SPACING, maker.order(base + n * SPACING)) for n in range(ORDERS)]
         newest_window = documents[-1][0] // 60 * 60
         for t, document in documents:
@@ -59,6 +67,26 @@ class Truth:
             if t // 60 * 60 > newest_window - 300:
                 add(self.by_view["5m"], variant, sums)
             add(self.periods, "before" if t // 60 * 60 < self.marker_start else "after", sums)
+            self.attribute(document["items"])
+
+    def attribute(self, lines: list[dict[str, Any]]) -> None:
+        # The generator's first line is the primary item (tests/unit/test_traffic.py holds it to that).
+        primary_category = lines[0]["category"]
+        sold_cross_sell: set[str] = set()
+        self.later_lines += len(lines) - 1
+        for line in lines:
+            touchpoint = line.get("attribution")
+            if touchpoint is None:
+                continue
+            self.attributed_lines += 1
+            value = line["unit_price"] * line["quantity"]
+            cross = line["category"] != primary_category
+            first_cross_sell_line = cross and touchpoint not in sold_cross_sell
+            add(self.touchpoints, touchpoint,
+                [1, line["quantity"], value, value if cross else 0.0, int(first_cross_sell_line)])
+            if cross:
+                sold_cross_sell.add(touchpoint)
+        self.attributed_cross_sell_orders += bool(sold_cross_sell)
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +152,24 @@ def _close(actual: Any, expected: Any) -> bool:
         return True
     assert actual == expected
     return True
+
+
+def test_each_touchpoints_lines_units_revenue_and_cross_sell_orders_are_exactly_those_sent(
+        running: tuple[Worker, Truth]) -> None:
+    worker, truth = running
+    # The generator's share, in the traffic sent (2,400 orders: well within sampling noise of it).
+    assert truth.attributed_lines / truth.later_lines == pytest.approx(ATTRIBUTION_SHARE, abs=0.05)
+    metrics = worker.metrics()
+    assert set(truth.touchpoints) == set(TOUCHPOINTS)
+    for touchpoint, figures in truth.touchpoints.items():
+        got = [labelled_sum(metrics, f"crosssell_attributed_{name}", window="1h", touchpoint=touchpoint)
+               for name in ATTRIBUTION_FIGURES]
+        assert got == pytest.approx(figures, rel=1e-9), touchpoint
+    assert labelled_sum(metrics, "crosssell_window_attributed_cross_sell_orders", window="1h") \
+        == truth.attributed_cross_sell_orders
+    view = orjson.loads(worker.get("/api/attribution"))["1h"]
+    cross_sell_revenue = labelled_sum(metrics, "crosssell_window_cross_sell_revenue", window="1h")
+    assert cross_sell_revenue
+    attributed = sum(figures[3] for figures in truth.touchpoints.values())
+    assert view["share_of_cross_sell_revenue"] == pytest.approx(attributed / cross_sell_revenue, rel=1e-9)
+    assert view["attributed_cross_sell_orders"] == truth.attributed_cross_sell_orders

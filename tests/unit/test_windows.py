@@ -233,7 +233,8 @@ def _comparable(totals: WindowTotals) -> dict[str, Any]:
     data = totals.to_dict()
     for name in ("revenue", "cross_sell_revenue", "cross_sell_order_revenue"):
         data[name] = pytest.approx(data[name], rel=1e-9)
-    data["variant_sums"] = {label: pytest.approx(sums, rel=1e-9) for label, sums in data["variant_sums"].items()}
+    for name in ("variant_sums", "by_touchpoint"):
+        data[name] = {label: pytest.approx(figures, rel=1e-9) for label, figures in data[name].items()}
     return data
 
 
