@@ -119,6 +119,8 @@ class Settings:
     # Distinct categories/channels/variants kept per window before "other".
     max_tracked_values: int = 200
     top_pairs: int = 20
+    # Potential: primary products counted per window and partition (Space-Saving beyond; 0: none).
+    potential_capacity: int = 32
 
     # Frequently bought together: each horizon is split into `pair_slots` buckets. The
     # product and pair counts of every bucket of the partitions a worker owns share
@@ -272,6 +274,8 @@ class Settings:
                      "max_tracked_values", "top_pairs", "pair_slots", "pair_memory_mb", "max_basket",
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
+        _require(self.potential_capacity >= 0, "POTENTIAL_CAPACITY", self.potential_capacity,
+                 "a whole number >= 0 (0: no per-product counts)")
         for name in ("pair_product_capacity", "pair_capacity"):
             _require(getattr(self, name) >= 0, name.upper(), getattr(self, name),
                      "a whole number >= 0 (0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state)")

@@ -47,6 +47,7 @@ class OrderFacts(NamedTuple):
     attributed_items: int  # units sold through a recommendation touchpoint
     # One per attributed line: (touchpoint, units, revenue, whether the line is cross-sell).
     attributions: tuple[Attribution, ...] = ()
+    primary_product: str = ""  # the primary item's product_id
 
 
 class Attribution(NamedTuple):
@@ -113,6 +114,7 @@ def order_facts(order: Order) -> OrderFacts:
         order.variant or NONE_LABEL,
         attributed,
         tuple(attributions),
+        primary.product_id,
     )
 
 
@@ -135,4 +137,5 @@ def _single_line_facts(order: Order, item: Item) -> OrderFacts:
         0 if item.attribution is None else quantity,
         () if item.attribution is None else (Attribution(item.attribution, quantity, 0.0 + item.unit_price * quantity,
                                                          False),),
+        item.product_id,
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.ledger import Counters, PartitionLedger
+from streams.orders.potential import ProductPotential, top_primary_products
 from streams.orders.windows import (
     ATTRIBUTION_FIGURES,
     WindowTotals,
@@ -45,6 +46,8 @@ class Snapshot:
     # window start, merged (empty when no marker is set).
     periods: dict[str, WindowTotals] = field(default_factory=dict)
     marker: float | None = None  # the marker's window start
+    # Rolling view label -> the top primary products by guaranteed orders.
+    potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -92,6 +95,10 @@ class Snapshot:
             "marker": marker,
         }
 
+
+    def potential_json(self) -> dict[str, Any]:
+        """Per rolling view: the primary products with most orders, each with its cross-sell rate."""
+        return {label: [row.as_json() for row in rows] for label, rows in self.potential.items()}
 
     def attribution_json(self, settings: Settings) -> dict[str, Any]:
         """Per rolling view: what each recommendation touchpoint sold, and the share of cross-sell it accounts for."""
@@ -152,13 +159,18 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
             by_start.setdefault(start, []).append(window.totals)
     size = settings.window_seconds
     views: dict[str, WindowTotals] = {}
+    potential: dict[str, list[ProductPotential]] = {}
     newest = window_start(watermark, size) if watermark is not None else None
     for length in settings.rolling_views:
+        label = duration_label(length)
         if newest is None:
-            views[duration_label(length)] = WindowTotals()
+            views[label] = WindowTotals()
+            potential[label] = []
             continue
         first = newest - length + size
-        views[duration_label(length)] = merge(t for s, ts in by_start.items() if s >= first for t in ts)
+        in_view = [t for s, ts in by_start.items() if s >= first for t in ts]
+        views[label] = merge(in_view)
+        potential[label] = top_primary_products((t.primary_products for t in in_view), settings.max_label_values)
     starts = sorted(by_start)[-recent:]
     marker = settings.experiment_marker_time
     marker_start = window_start(marker, size) if marker is not None else None
@@ -181,4 +193,5 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
         periods=periods,
         marker=marker_start,
+        potential=potential,
     )

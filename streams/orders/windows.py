@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from streams.orders.experiments import add_order, empty_sums
 from streams.orders.facts import PAIR_SEPARATOR, Attribution, OrderFacts
+from streams.orders.potential import PrimaryProducts
 
 N = TypeVar("N", int, float)
 
@@ -86,16 +87,25 @@ class WindowTotals(OrderSums):
     # attributed cross-sell line of any touchpoint. Absent from older windows, like variant_sums.
     by_touchpoint: dict[str, list[float]] = field(default_factory=dict)
     attributed_cross_sell_orders: int = 0
+    # Orders per primary product, bounded (streams/orders/potential.py); None in a merged view,
+    # in older windows, and when CROSSSELL_POTENTIAL_CAPACITY is 0.
+    primary_products: PrimaryProducts | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _WINDOW_FIELDS}
+        data = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        if self.primary_products is not None:
+            data["primary_products"] = self.primary_products.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowTotals:
-        return cls(**{name: data[name] for name in _WINDOW_FIELDS if name in data})
+        totals = cls(**{name: data[name] for name in _PLAIN_FIELDS if name in data})
+        if data.get("primary_products") is not None:
+            totals.primary_products = PrimaryProducts.from_dict(data["primary_products"])
+        return totals
 
 
-_WINDOW_FIELDS = tuple(f.name for f in fields(WindowTotals))
+_PLAIN_FIELDS = tuple(f.name for f in fields(WindowTotals) if f.name != "primary_products")
 # What a window keeps per recommendation touchpoint, in this order.
 ATTRIBUTION_FIGURES = ("lines", "units", "revenue", "cross_sell_revenue", "cross_sell_orders")
 
@@ -104,9 +114,14 @@ def initialize() -> WindowTotals:
     return WindowTotals()
 
 
-def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTotals:
-    """Fold one order into a window. Label maps hold at most ``max_tracked`` keys, then "other"."""
+def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int, products: int = 0) -> WindowTotals:
+    """Fold one order into a window. Label maps hold at most ``max_tracked`` keys, then "other";
+    ``products`` primary products are counted (Space-Saving), none when 0."""
     totals.add_order(facts)
+    if products:
+        if totals.primary_products is None:
+            totals.primary_products = PrimaryProducts(products)
+        totals.primary_products.add(facts.primary_product, facts.cross_sell)
     cross_sell = int(facts.cross_sell)
     _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
     _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)

@@ -188,6 +188,7 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         data = snapshot.as_json()
         data["experiments"] = snapshot.experiments_json(settings)
         data["attribution"] = snapshot.attribution_json(settings)
+        data["potential"] = snapshot.potential_json()
         data["top_product_pairs"] = pipeline.recommender.top_pairs(settings.horizon_labels[0], settings.top_pairs) \
             if settings.horizon_labels else []
         return json_response(data)
@@ -199,6 +200,10 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     @app.page("/api/attribution")
     async def attribution(web: Any, request: Any) -> Any:
         return json_response(pipeline.orders.snapshot().attribution_json(settings))
+
+    @app.page("/api/potential")
+    async def potential(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().potential_json())
 
     @app.page("/api/pairs/categories")
     async def category_pairs(web: Any, request: Any) -> Any:

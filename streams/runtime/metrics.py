@@ -56,6 +56,7 @@ class CrossSellCollector(Collector):
         yield from _views(snap, self._settings)
         yield from _experiments(snap, self._settings)
         yield from _attribution(snap, self._settings)
+        yield from _potential(snap, self._settings)
         yield from _health(snap)
         if self._pairs is not None:
             yield from _product_pairs(self._pairs, self._settings)
@@ -220,6 +221,21 @@ def _attribution(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
         orders.add_metric([window], totals.attributed_cross_sell_orders)
     yield from families
     yield orders
+
+
+def _potential(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    labels = ["window", "product"]
+    orders = GaugeMetricFamily(PREFIX + "primary_product_orders", "Orders whose primary item is the product, "
+                               f"top {settings.max_label_values} of the rolling view on this worker's partitions "
+                               "(guaranteed: never above the true count).", labels=labels)
+    cross = GaugeMetricFamily(PREFIX + "primary_product_cross_sell_orders", "Cross-sell orders among those "
+                              "orders of the primary product.", labels=labels)
+    for window, rows in snap.potential.items():
+        for row in rows:
+            orders.add_metric([window, row.product], row.orders)
+            cross.add_metric([window, row.product], row.cross_sell_orders)
+    yield orders
+    yield cross
 
 
 def _health(snap: Snapshot) -> Iterator[Metric]:

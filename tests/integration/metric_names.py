@@ -55,6 +55,9 @@ METRIC_LABELS: Final = MappingProxyType(
         # Attribution: what each recommendation touchpoint sold per rolling view.
         **{f"crosssell_attributed_{name}": frozenset({"window", "touchpoint"}) for name in ATTRIBUTION_FIGURES},
         "crosssell_window_attributed_cross_sell_orders": frozenset({"window"}),
+        # Potential: the top primary products of each rolling view.
+        "crosssell_primary_product_orders": frozenset({"window", "product"}),
+        "crosssell_primary_product_cross_sell_orders": frozenset({"window", "product"}),
         # Top-N product pairs (horizon in 24h, 7d).
         "crosssell_product_pair_orders": frozenset({"horizon", "product", "companion"}),
         "crosssell_product_pair_lift": frozenset({"horizon", "product", "companion"}),

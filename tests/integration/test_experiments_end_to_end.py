@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class Truth:
         self.touchpoints: dict[str, list[float]] = {}  # lines, units, revenue, cross-sell revenue, orders
         self.attributed_cross_sell_orders = 0
         self.attributed_lines = self.later_lines = 0
+        self.primary_orders: Counter[str] = Counter()
+        self.primary_cross_sell: Counter[str] = Counter()
         self.events: list[tuple[bytes, bytes, int | None]] = []
         maker = OrderMaker(random.Random(14), TrafficShape(cross_sell_propensity=0.2, treatment_uplift=UPLIFT,
                                                            attribution_share=ATTRIBUTION_SHARE))
@@ -68,9 +71,14 @@ class Truth:
                 add(self.by_view["5m"], variant, sums)
             add(self.periods, "before" if t // 60 * 60 < self.marker_start else "after", sums)
             self.attribute(document["items"])
+            # The primary item: the line of highest value, ties to the smaller product_id, then category.
+            primary = min(document["items"], key=lambda line: (-line["unit_price"] * line["quantity"],
+                                                                line["product_id"], line["category"]))["product_id"]
+            self.primary_orders[primary] += 1
+            self.primary_cross_sell[primary] += sums[1]
 
     def attribute(self, lines: list[dict[str, Any]]) -> None:
-        # The generator's first line is the primary item (tests/unit/test_traffic.py holds it to that).
+        # The generator's first line is in the primary category (tests/unit/test_traffic.py holds it to that).
         primary_category = lines[0]["category"]
         sold_cross_sell: set[str] = set()
         self.later_lines += len(lines) - 1
@@ -173,3 +181,16 @@ def test_each_touchpoints_lines_units_revenue_and_cross_sell_orders_are_exactly_
     attributed = sum(figures[3] for figures in truth.touchpoints.values())
     assert view["share_of_cross_sell_revenue"] == pytest.approx(attributed / cross_sell_revenue, rel=1e-9)
     assert view["attributed_cross_sell_orders"] == truth.attributed_cross_sell_orders
+
+
+def test_the_top_primary_products_are_found_with_bounds_that_hold_the_true_counts(
+        running: tuple[Worker, Truth]) -> None:
+    worker, truth = running
+    rows = orjson.loads(worker.get("/api/potential"))["1h"]
+    assert rows, "no primary products listed"
+    assert rows[0]["product"] == truth.primary_orders.most_common(1)[0][0]
+    for row in rows:
+        true_orders = truth.primary_orders[row["product"]]
+        assert row["orders"] <= true_orders <= row["orders_upper_bound"], row
+        assert row["cross_sell_orders"] <= min(truth.primary_cross_sell[row["product"]], row["orders"]), row
+        assert row["cross_sell_rate"] == pytest.approx(row["cross_sell_orders"] / row["orders"])
