@@ -252,6 +252,24 @@ def test_live_page_shows_the_experiment_comparisons_and_the_benchmark_band(syste
     assert dom.text_by_id["band-label"] == "benchmark 15%–30%"
 
 
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_shows_attribution_by_touchpoint_and_the_top_primary_products(system: RunningSystem,
+                                                                                 tmp_path: Path) -> None:
+    dom = rendered_dom(system, tmp_path)
+    summary = system.summary()
+    # The demo traffic attributes a share of its lines to three touchpoints; every order has a primary product.
+    assert int(dom.attrs_by_id["attribution"]["data-rows"]) >= 1
+    assert set(summary["attribution"]["1h"]["touchpoints"]) <= {
+        "pdp_frequently_bought_together", "cart_upsell", "post_purchase_email"}
+    assert "pdp_frequently_bought_together" in dom.text_by_id["attribution"]
+    assert "of cross-sell revenue" in dom.text_by_id["attribution-sub"]
+    assert int(dom.attrs_by_id["potential"]["data-rows"]) >= 1
+    listed = [row["product"] for row in summary["potential"]["1h"]]
+    assert listed and any(product in dom.text_by_id["potential"] for product in listed)
+
+
 @needs_chromium
 @pytest.mark.timeout(240)
 def test_live_page_screenshot(system: RunningSystem, tmp_path: Path) -> None:
