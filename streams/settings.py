@@ -97,6 +97,9 @@ class Settings:
     grace_seconds: float = 120.0
     rolling_views: tuple[float, ...] = (300.0, 3600.0, 86400.0)
     max_future_seconds: float = 300.0
+    # The live page says "no orders since" once the newest event time is this far
+    # behind the worker's clock (the stall alert's threshold in the rules is the same).
+    stale_after_seconds: float = 300.0
 
     # Input limits.
     max_event_bytes: int = 65536
@@ -295,6 +298,7 @@ class Settings:
                      "dedup_horizon_seconds", "broker_check_timeout_seconds"):
             _require(getattr(self, name) > 0, name.upper(), getattr(self, name), "a duration > 0")
         _require(self.max_future_seconds >= 0, "MAX_FUTURE_SECONDS", self.max_future_seconds, "a duration >= 0")
+        _require(self.stale_after_seconds > 0, "STALE_AFTER_SECONDS", self.stale_after_seconds, "a duration > 0")
         _require(self.tracemalloc_seconds == 0 or self.tracemalloc_seconds >= 1, "TRACEMALLOC_SECONDS",
                  self.tracemalloc_seconds, "0 (off) or a duration >= 1s; snapshots are slow, minutes apart suit")
         _require(self.max_basket >= 2, "MAX_BASKET", self.max_basket, "a whole number >= 2 (a pair needs two)")

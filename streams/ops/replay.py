@@ -42,6 +42,11 @@ def event_time(line: bytes) -> float:
 def event_time_order(lines: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
                      out: IO[str] | None = None) -> Iterator[bytes]:
     """The non-blank ``lines`` sorted by event time (stable), holding at most ``chunk_lines`` in memory."""
+    return (line for _, line in _timed_in_order(lines, chunk_lines, out))
+
+
+def _timed_in_order(lines: Iterable[bytes], chunk_lines: int, out: IO[str] | None) -> Iterator[tuple[float, bytes]]:
+    """(event time, line) of the non-blank ``lines`` sorted by event time: each line decoded once."""
     with tempfile.TemporaryDirectory(prefix="crosssell-replay-") as spill:
         chunks: list[Path] = []
         chunk: list[tuple[float, int, bytes]] = []
@@ -54,10 +59,14 @@ def event_time_order(lines: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LI
                     print(f"  sorted {read} lines by event time", file=out, flush=True)
         chunk.sort()
         if not chunks:
-            yield from (line for _, _, line in chunk)
+            yield from ((time_, line) for time_, _, line in chunk)
             return
         merged = heapq.merge(*(_read_spilled(path) for path in chunks), iter(chunk))
-        yield from (line for _, _, line in merged)
+        yield from ((time_, line) for time_, _, line in merged)
+
+
+def _timed(lines: Iterable[bytes]) -> Iterator[tuple[float, bytes]]:
+    return ((event_time(line), line) for line in _events(lines))
 
 
 def _events(lines: Iterable[bytes]) -> Iterator[bytes]:
@@ -134,13 +143,13 @@ def replay(bootstrap: str, topic: str, lines: Iterable[bytes], *, security: Mapp
            window: float = 60.0, grace: float = 120.0, sort: bool = True, chunk_lines: int = DEFAULT_CHUNK_LINES,
            out: IO[str] = sys.stderr) -> tuple[SendReport, Lateness]:
     """Send each non-blank NDJSON line as one event keyed by its order_id, in event-time order unless not ``sort``."""
-    events = event_time_order(lines, chunk_lines, out) if sort else _events(lines)
+    events = _timed_in_order(lines, chunk_lines, out) if sort else _timed(lines)
     sender = Sender(bootstrap, security, topic, out)
     lateness = Lateness(window, grace)
     start = time.monotonic()
-    for n, line in enumerate(events, start=1):
+    for n, (time_, line) in enumerate(events, start=1):
         sender.send("line", _order_key(line), line)
-        lateness.see(event_time(line))
+        lateness.see(time_)
         pace(sender.producer, start, n, rate)
     return sender.finish(), lateness
 

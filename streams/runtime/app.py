@@ -10,6 +10,7 @@ Thin wiring: records are raw bytes, the work is done by the processors
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,9 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         data["experiments"] = snapshot.experiments_json(settings)
         data["attribution"] = snapshot.attribution_json(settings)
         data["potential"] = snapshot.potential_json()
+        # The page compares the newest event time with the worker's clock, not the browser's.
+        data["clock"] = time.time()
+        data["stale_after_seconds"] = settings.stale_after_seconds
         data["top_product_pairs"] = pipeline.recommender.top_pairs(settings.horizon_labels[0], settings.top_pairs) \
             if settings.horizon_labels else []
         return json_response(data)

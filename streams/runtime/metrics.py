@@ -57,7 +57,7 @@ class CrossSellCollector(Collector):
         yield from _experiments(snap, self._settings)
         yield from _attribution(snap, self._settings)
         yield from _potential(snap, self._settings)
-        yield from _health(snap)
+        yield from _health(snap, self._settings)
         if self._pairs is not None:
             yield from _product_pairs(self._pairs, self._settings)
 
@@ -238,9 +238,13 @@ def _potential(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     yield cross
 
 
-def _health(snap: Snapshot) -> Iterator[Metric]:
+def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     yield GaugeMetricFamily(PREFIX + "partitions_assigned", "Orders-topic partitions this worker owns.",
                             value=len(snap.partitions))
+    # The worker checked at start that the topic has exactly this many: the sum of
+    # partitions_assigned over the fleet below it means partitions nobody counts.
+    yield GaugeMetricFamily(PREFIX + "orders_topic_partitions", "Partitions of the orders topic.",
+                            value=settings.partitions)
     yield GaugeMetricFamily(PREFIX + "state_windows", "Window buckets held in state.", value=snap.windows_held)
     if snap.watermark is not None:
         yield GaugeMetricFamily(PREFIX + "event_time_watermark_seconds", "Newest event time seen (unix seconds).",

@@ -72,6 +72,7 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_consumer_lag_messages": frozenset({"partition"}),
         "crosssell_applied_offset": frozenset({"partition"}),
         "crosssell_partitions_assigned": frozenset(),
+        "crosssell_orders_topic_partitions": frozenset(),
         "crosssell_state_windows": frozenset(),
     }
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -27,13 +28,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.ops.supervisor import spawn, stop
+from streams.ops.traffic import OrderMaker, TrafficShape
 
 REPO = Path(__file__).resolve().parents[2]
 LIVE_PAGE = REPO / "streams" / "static" / "live.html"
@@ -87,9 +91,9 @@ class RunningSystem:
         stop(self.process, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
-    workdir = tmp_path_factory.mktemp("live-page")
+@contextlib.contextmanager
+def running_system(workdir: Path, *args: str) -> Iterator[RunningSystem]:
+    """``python -m streams run ARGS`` on a free port, once /api/summary shows an applied order and a window."""
     port = free_port()
     # Only the settings this test means: Settings rejects unknown CROSSSELL_* names
     # (CROSSSELL_TEST_ARTIFACTS among them) and a CROSSSELL_BROKER_URL would skip the embedded broker.
@@ -102,8 +106,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     )
     log_path = workdir / "run.log"
     with open(log_path, "wb") as log:
-        process = spawn([sys.executable, "-m", "streams", "run", "--rate", "40", "--duration", "0"], env, log=log,
-                        cwd=workdir)
+        process = spawn([sys.executable, "-m", "streams", "run", *args], env, log=log, cwd=workdir)
     running = RunningSystem(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -125,6 +128,12 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    with running_system(tmp_path_factory.mktemp("live-page"), "--rate", "40", "--duration", "0") as running:
+        yield running
 
 
 # ---------------------------------------------------------------- Chromium
@@ -322,3 +331,33 @@ def test_summary_answers_json(system: RunningSystem) -> None:
     assert content_type.startswith("application/json")
     summary = json.loads(body)
     assert {"views", "recent_windows", "counters"} <= summary.keys()
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_says_no_orders_since_when_the_newest_order_is_old(tmp_path: Path) -> None:
+    # A history whose newest order is 40 minutes old, replayed into a system without demo traffic:
+    # the views stand at that time, and the page must not show them as now.
+    rng = random.Random(5)
+    maker = OrderMaker(rng, TrafficShape())
+    newest = time.time() - 40 * 60
+    history = tmp_path / "history.ndjson"
+    history.write_bytes(b"".join(orjson.dumps(maker.order(newest - i)) + b"\n" for i in range(30)))
+    with running_system(tmp_path, "--no-demo", "--replay", str(history)) as stopped:
+        summary = stopped.summary()
+        assert summary["clock"] - summary["watermark"] > summary["stale_after_seconds"]
+        dom = rendered_dom(stopped, tmp_path)
+    shown = datetime.fromtimestamp(summary["watermark"]).strftime("%H:%M:%S")
+    banner = dom.text_by_id["stale-banner"]
+    assert banner.startswith(f"No orders since {shown} (40 min ago)") or banner.startswith(
+        f"No orders since {shown} (41 min ago)"), banner
+    assert "show" in dom.attrs_by_id["stale-banner"]["class"].split()
+    assert int(dom.body["data-stale"]) >= 40 * 60
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_shows_no_stale_banner_while_orders_flow(system: RunningSystem, tmp_path: Path) -> None:
+    dom = rendered_dom(system, tmp_path)
+    assert "show" not in dom.attrs_by_id["stale-banner"]["class"].split()
+    assert "data-stale" not in dom.body

@@ -263,6 +263,38 @@ def test_prometheus_discovers_workers_by_dns_on_port_6066() -> None:
 # --- Alertmanager ------------------------------------------------------------
 
 
+RUNBOOK = REPO / "docs" / "runbook.md"
+
+
+def runbook_anchors() -> set[str]:
+    """GitHub's anchors of the runbook's second-level headings (an alert name, lower-cased)."""
+    return {line[3:].strip().lower() for line in RUNBOOK.read_text().splitlines() if line.startswith("## ")}
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for path in RULE_FILES for group in load_yaml(path)["groups"]
+            for rule in group["rules"] if "alert" in rule}
+
+
+def test_every_alert_links_its_runbook_section_and_the_dashboard() -> None:
+    uids = {load_dashboard(path)["uid"] for path in DASHBOARD_FILES}
+    anchors = runbook_anchors()
+    broken = {}
+    for name, rule in alert_rules().items():
+        annotations = rule.get("annotations", {})
+        runbook = annotations.get("runbook_url", "")
+        dashboard = annotations.get("dashboard_url", "")
+        if runbook != f"docs/runbook.md#{name.lower()}" or name.lower() not in anchors:
+            broken[name] = f"runbook_url {runbook!r}"
+        elif dashboard.rsplit("/d/", 1)[-1] not in uids:
+            broken[name] = f"dashboard_url {dashboard!r}"
+    assert broken == {}
+
+
+def test_the_runbook_has_a_section_for_every_alert_and_no_other() -> None:
+    assert runbook_anchors() == {name.lower() for name in alert_rules()}
+
+
 @needs_amtool
 def test_alertmanager_config_is_valid() -> None:
     assert AMTOOL is not None
@@ -443,10 +475,22 @@ def test_every_dashboard_query_is_valid_promql(path: Path, tmp_path: Path) -> No
         }
         for panel in query_panels(load_dashboard(path))
         for target in panel["targets"]
+    ] + [
+        {"record": f"dashboard:annotation_{index}:check", "expr": substitute_variables(annotation["expr"])}
+        for index, annotation in enumerate(load_dashboard(path)["annotations"]["list"]) if "expr" in annotation
     ]
     rule_file = tmp_path / "dashboard-queries.yml"
     rule_file.write_text(json.dumps({"groups": [{"name": path.stem, "rules": rules}]}))
     run_tool(PROMTOOL, "check", "rules", rule_file)
+
+
+def test_the_dashboard_marks_firing_alerts_and_lists_them() -> None:
+    dashboard = load_dashboard(REPO / "grafana" / "dashboards" / "crosssell.json")
+    exprs = [a.get("expr", "") for a in dashboard["annotations"]["list"] if a.get("enable")]
+    assert any("ALERTS{" in expr and 'alertstate="firing"' in expr for expr in exprs)
+    lists = [p for p in iter_panels(dashboard["panels"]) if p["type"] == "alertlist"]
+    assert lists and lists[0]["options"]["alertName"] == "CrossSell"
+    assert lists[0]["options"]["datasource"] == re.search(r"name:\s*(\S+)", DATASOURCE_FILE.read_text())[1]
 
 
 # --- docker-compose ------------------------------------------------------------

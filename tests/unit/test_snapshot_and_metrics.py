@@ -78,6 +78,7 @@ def test_counters_and_views_are_exported_with_their_numerators_and_denominators(
     assert value("crosssell_window_cross_sell_orders", {"window": "5m"}) == 2
     assert value("crosssell_rate_ratio", {"window": "1h"}) == pytest.approx(0.75)
     assert value("crosssell_partitions_assigned") == 2
+    assert value("crosssell_orders_topic_partitions") == SETTINGS.partitions
     assert value("crosssell_event_time_watermark_seconds") == T0 + 30
 
 
