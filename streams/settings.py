@@ -122,8 +122,10 @@ class Settings:
     # Distinct categories/channels/variants kept per window before "other".
     max_tracked_values: int = 200
     top_pairs: int = 20
-    # Potential: primary products counted per window and partition (Space-Saving beyond; 0: none).
-    potential_capacity: int = 32
+    # Potential: primary products counted per window and partition (Space-Saving beyond); 0 (the
+    # default, for now): none. Opt-in until a mismatch seen once after SIGKILLs is explained (see
+    # streams/orders/potential.py).
+    potential_capacity: int = 0
 
     # Frequently bought together: each horizon is split into `pair_slots` buckets. The
     # product and pair counts of every bucket of the partitions a worker owns share

@@ -8,6 +8,15 @@ it was last taken in. In Space-Saving a monitored product's guaranteed count
 cross-sell rate over those orders is exact: a rate over a known subset of the
 product's orders, never a mix of estimates.
 
+Known gap: tests/integration/test_crash_recovery.py (a worker SIGKILLed at
+random points) once found, in one of six runs, the top products' cross-sell
+counts of the worker different from an offline replay of the same events
+(19 against 6 for one product; the report stops at 40 differences, all of
+them these, and the counters, experiment and attribution sums listed before
+them were equal); the rerun and a run without kills agreed, and so does the
+pure crash simulation (tests/unit/test_ledger.py, capacity 8). Until that is
+explained the counting is off by default (CROSSSELL_POTENTIAL_CAPACITY=0).
+
 A rolling view adds the windows: guaranteed orders and cross-sell orders add up;
 the upper bound of a product's orders adds its estimate where a window monitors
 it and the window's floor where it does not.

@@ -102,7 +102,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worker, 
     tmp: Path = tmp_path_factory.mktemp("experiments")
     base = (time.time() - 900) // 60 * 60
     truth = Truth(base, marker=base + 300 + 17)
-    env = {"CROSSSELL_PARTITIONS": str(PARTITIONS), "CROSSSELL_EXPERIMENT_MARKER": str(base + 300 + 17)}
+    env = {"CROSSSELL_PARTITIONS": str(PARTITIONS), "CROSSSELL_EXPERIMENT_MARKER": str(base + 300 + 17),
+           "CROSSSELL_POTENTIAL_CAPACITY": "32"}
     with cluster(tmp, env) as running_cluster:
         worker = running_cluster.worker().start().wait_serving()
         running_cluster.produce(truth.events)
