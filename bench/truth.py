@@ -320,7 +320,9 @@ def _top_labels(orders: Counter[str], cross: Counter[str], limit: int) -> dict[s
 
 
 def compared(scraped: Samples) -> Samples:
-    return {key: value for key, value in scraped.items() if key[0] in COMPARED}
+    """The compared samples, without ``assignment`` (when the worker took the partition: no truth knows it)."""
+    return {(name, tuple(label for label in labels if label[0] != "assignment")): value
+            for (name, labels), value in scraped.items() if name in COMPARED}
 
 
 def differences(actual: Samples, expected: Samples, rel: float = 1e-9) -> list[str]:

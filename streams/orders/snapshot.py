@@ -48,6 +48,8 @@ class Snapshot:
     marker: float | None = None  # the marker's window start
     # Rolling view label -> the top primary products by guaranteed orders.
     potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
+    # When this worker took each owned partition (an opaque label value; "" when unknown).
+    assignments: dict[int, str] = field(default_factory=dict)
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {

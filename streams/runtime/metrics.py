@@ -70,7 +70,10 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 # partition moves to another worker its series moves with it, whole, so that
 # sum(rate(...)) over the workers stays the true rate through any rebalance. Totals
 # per worker (no label) would show a moved partition's history as a jump on the new
-# owner and a reset on the old one, and rate() would count both.
+# owner and a reset on the old one, and rate() would count both. The label
+# ``assignment`` (when this worker took the partition) makes each spell of ownership
+# a series of its own: a partition that comes back to the same worker starts a new
+# series instead of resuming the old one with what another worker counted meanwhile.
 _PARTITION_COUNTERS = (
     ("events", "Events read from the orders topic, valid or not.", "events"),
     ("orders", "Orders applied to the windows (valid, on time, not duplicate).", "orders"),
@@ -84,17 +87,20 @@ _PARTITION_COUNTERS = (
 
 
 def _counters(snap: Snapshot) -> Iterator[Metric]:
-    owned = sorted(snap.partition_counters.items())
+    owned = [((str(partition), snap.assignments.get(partition, "")), counters)
+             for partition, counters in sorted(snap.partition_counters.items())]
     for name, doc, attribute in _PARTITION_COUNTERS:
-        family = CounterMetricFamily(PREFIX + name, doc + " Per orders partition.", labels=["partition"])
-        for partition, counters in owned:
-            family.add_metric([str(partition)], getattr(counters, attribute))
+        family = CounterMetricFamily(PREFIX + name, doc + " Per orders partition and spell of ownership.",
+                                     labels=["partition", "assignment"])
+        for labels, counters in owned:
+            family.add_metric(labels, getattr(counters, attribute))
         yield family
-    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason and "
-                                  "orders partition.", labels=["reason", "partition"])
-    for partition, counters in owned:
+    invalid = CounterMetricFamily(PREFIX + "events_invalid", "Events rejected by the contract, by reason, "
+                                  "orders partition and spell of ownership.",
+                                  labels=["reason", "partition", "assignment"])
+    for labels, counters in owned:
         for reason in REASONS:
-            invalid.add_metric([reason, str(partition)], counters.invalid.get(reason, 0))
+            invalid.add_metric([reason, *labels], counters.invalid.get(reason, 0))
     yield invalid
     dead = CounterMetricFamily(PREFIX + "dead_letters", "Events published to the dead-letter topic by this "
                                "worker process, by reason.", labels=["reason"])

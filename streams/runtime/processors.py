@@ -72,6 +72,9 @@ class OrderProcessor:
         self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
         self.config = window_config(settings)
         self.ledgers: dict[int, PartitionLedger] = {}
+        # When this worker took each partition (unix ms): the metrics label its counters
+        # with it, so every spell of ownership is a series of its own (streams/runtime/metrics.py).
+        self.assignments: dict[int, str] = {}
         self.unacked: list[EventT[Any]] = []
         self.pending = 0  # orders in the unacked events
         self.dead_letter_queue: list[DeadLetter] = []
@@ -82,9 +85,11 @@ class OrderProcessor:
 
     # -- rebalancing ---------------------------------------------------------
     def restore(self, partitions: set[int]) -> None:
+        assigned = str(int(self.clock() * 1000))
         for partition in partitions:
             self.ledgers[partition] = PartitionLedger.restore(
                 partition, self.config, self.table.items_of_partition(partition))
+            self.assignments[partition] = assigned
         log.info("order ledgers restored for partitions %s", sorted(partitions))
 
     async def revoke(self, partitions: set[int]) -> None:
@@ -211,6 +216,7 @@ class OrderProcessor:
         highwaters = self.highwaters()
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}
+        snapshot.assignments = {p: self.assignments.get(p, "") for p in self.ledgers}
         return snapshot
 
 

@@ -80,13 +80,18 @@ def expected_metrics(ledgers: Iterable[PartitionLedger], settings: Settings) -> 
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
             if sample.name not in NOT_COMPARED:
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+                labels = tuple(sorted(item for item in sample.labels.items() if item[0] != "assignment"))
+                samples[(sample.name, labels)] = sample.value
     return samples
 
 def crosssell_samples(metrics: Samples, like: Samples) -> Samples:
     """The samples of ``metrics`` in the metric families that ``like`` (the collector's output) has."""
     families = {name.removesuffix("_total") for name, _ in like}
-    return {k: v for k, v in metrics.items() if k[0].removesuffix("_total") in families and k[0] not in NOT_COMPARED}
+    # ``assignment`` says when the worker took the partition, which no offline truth knows;
+    # a scrape has one per owned partition, so the counts compare without it.
+    return {(name, tuple(label for label in labels if label[0] != "assignment")): value
+            for (name, labels), value in metrics.items()
+            if name.removesuffix("_total") in families and name not in NOT_COMPARED}
 
 def metric_differences(actual: Samples, expected: Samples, rel: float = 1e-9) -> list[str]:
     """Samples that differ: exact for counts, relative ``rel`` for revenue (float sums in another order)."""

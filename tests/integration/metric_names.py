@@ -19,16 +19,16 @@ from streams.orders.windows import ATTRIBUTION_FIGURES
 # Every crosssell_* series a worker exports, with its label names.
 METRIC_LABELS: Final = MappingProxyType(
     {
-        # Counters: cumulative per worker; they restart when partitions move.
-        "crosssell_orders_total": frozenset({"partition"}),
-        "crosssell_cross_sell_orders_total": frozenset({"partition"}),
-        "crosssell_items_total": frozenset({"partition"}),
-        "crosssell_revenue_total": frozenset({"partition"}),
-        "crosssell_cross_sell_revenue_total": frozenset({"partition"}),
-        "crosssell_events_invalid_total": frozenset({"reason", "partition"}),
-        "crosssell_events_late_total": frozenset({"partition"}),
-        "crosssell_events_duplicate_total": frozenset({"partition"}),
-        "crosssell_events_total": frozenset({"partition"}),
+        # Counters: cumulative per orders partition and spell of ownership (they move with the partition).
+        "crosssell_orders_total": frozenset({"partition", "assignment"}),
+        "crosssell_cross_sell_orders_total": frozenset({"partition", "assignment"}),
+        "crosssell_items_total": frozenset({"partition", "assignment"}),
+        "crosssell_revenue_total": frozenset({"partition", "assignment"}),
+        "crosssell_cross_sell_revenue_total": frozenset({"partition", "assignment"}),
+        "crosssell_events_invalid_total": frozenset({"reason", "partition", "assignment"}),
+        "crosssell_events_late_total": frozenset({"partition", "assignment"}),
+        "crosssell_events_duplicate_total": frozenset({"partition", "assignment"}),
+        "crosssell_events_total": frozenset({"partition", "assignment"}),
         "crosssell_dead_letters_total": frozenset({"reason"}),
         "crosssell_dead_letter_errors_total": frozenset({"reason"}),
         "crosssell_recommendation_updates_total": frozenset(),

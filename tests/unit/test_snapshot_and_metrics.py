@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from streams.orders.config import window_config
 from streams.orders.contract import NOT_JSON, Item, Rejection
 from streams.orders.ledger import PartitionLedger
-from streams.orders.snapshot import take_snapshot
+from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.runtime.metrics import CrossSellCollector
 from streams.settings import Settings
 
@@ -57,10 +57,14 @@ def test_the_json_summary_gives_the_rates_a_person_reads() -> None:
     assert [w["orders"] for w in summary["recent_windows"]] == [1, 3]
 
 
-def scrape(snapshot_ledgers: list[PartitionLedger]) -> CollectorRegistry:
+def scrape(snapshot_ledgers: list[PartitionLedger], assignments: dict[int, str] | None = None) -> CollectorRegistry:
+    def snapshot() -> Snapshot:
+        taken = take_snapshot(snapshot_ledgers, SETTINGS, dead_letters={NOT_JSON: 1})
+        taken.assignments = assignments if assignments is not None else {0: "A", 1: "A"}
+        return taken
+
     registry = CollectorRegistry()
-    registry.register(CrossSellCollector(
-        lambda: take_snapshot(snapshot_ledgers, SETTINGS, dead_letters={NOT_JSON: 1}), SETTINGS))
+    registry.register(CrossSellCollector(snapshot, SETTINGS))
     return registry
 
 
@@ -68,11 +72,11 @@ def test_counters_and_views_are_exported_with_their_numerators_and_denominators(
     registry = scrape(ledgers())
     value = registry.get_sample_value
     # Counters per orders partition: a moved partition takes its series with it.
-    assert (value("crosssell_orders_total", {"partition": "0"}), value("crosssell_orders_total", {"partition": "1"})) \
-        == (3, 1)
-    assert value("crosssell_cross_sell_orders_total", {"partition": "0"}) == 2
-    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, "partition": "1"}) == 1
-    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, "partition": "0"}) == 0
+    p0, p1 = {"partition": "0", "assignment": "A"}, {"partition": "1", "assignment": "A"}
+    assert (value("crosssell_orders_total", p0), value("crosssell_orders_total", p1)) == (3, 1)
+    assert value("crosssell_cross_sell_orders_total", p0) == 2
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, **p1}) == 1
+    assert value("crosssell_events_invalid_total", {"reason": NOT_JSON, **p0}) == 0
     assert value("crosssell_dead_letters_total", {"reason": NOT_JSON}) == 1
     assert value("crosssell_window_orders", {"window": "5m"}) == 3
     assert value("crosssell_window_cross_sell_orders", {"window": "5m"}) == 2
@@ -80,6 +84,17 @@ def test_counters_and_views_are_exported_with_their_numerators_and_denominators(
     assert value("crosssell_partitions_assigned") == 2
     assert value("crosssell_orders_topic_partitions") == SETTINGS.partitions
     assert value("crosssell_event_time_watermark_seconds") == T0 + 30
+
+
+def test_each_spell_of_ownership_of_a_partition_is_a_series_of_its_own() -> None:
+    # Taken again later (another assignment), partition 0's counter is a new series, so that
+    # rate() never sees it resume with what another worker counted meanwhile.
+    before = scrape(ledgers(), {0: "1000", 1: "1000"}).get_sample_value
+    after = scrape(ledgers(), {0: "9000", 1: "1000"}).get_sample_value
+    assert before("crosssell_orders_total", {"partition": "0", "assignment": "1000"}) == 3
+    assert after("crosssell_orders_total", {"partition": "0", "assignment": "1000"}) is None
+    assert after("crosssell_orders_total", {"partition": "0", "assignment": "9000"}) == 3
+    assert after("crosssell_orders_total", {"partition": "1", "assignment": "1000"}) == 1
 
 
 def test_a_breakdown_keeps_the_top_labels_and_folds_the_rest_into_other() -> None:
