@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -50,13 +51,22 @@ from streams.ops.broker import BrokerError, EmbeddedBroker, free_port
 from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.settings import Settings
 
-CONTENDERS = ("raw", "bare", "naive", "pipeline")
+CONTENDERS = ("raw", "bare", "naive", "quix", "quix-windowed", "pipeline")
 OPTIONAL = ("bare-fastpath",)  # the bare agent on FastPathApp: what Faust still costs per event
 MODULES = {"raw": "bench.contenders.raw_client", "bare": "bench.contenders.faust_bare",
-           "naive": "bench.contenders.faust_naive", "bare-fastpath": "bench.contenders.faust_bare"}
+           "naive": "bench.contenders.faust_naive", "bare-fastpath": "bench.contenders.faust_bare",
+           "quix": "bench.contenders.quix", "quix-windowed": "bench.contenders.quix"}
+CONTENDER_ARGUMENTS = {"bare-fastpath": ("--fastpath",), "quix": ("--mode", "stateless"),
+                       "quix-windowed": ("--mode", "windowed")}
+# The peer framework is a benchmark-only dependency (the bench extra): left out of the default
+# contenders when it is not installed, an error when asked for by name.
+PEER = ("quix", "quix-windowed")
+PEER_INSTALL = "pip install -e '.[bench]' (or make bench)"
 DEFAULT_OUTPUT = Path(__file__).parent / "results" / "latest.json"
 SMOKE_EVENTS = 5000
 SMOKE_LATENCY_SECONDS = 5.0
+# The latency phase's rate when (4)'s rate could not be timed (a smoke run): low enough for any worker.
+UNTIMED_LATENCY_RATE = 500.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,11 +85,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="share of re-sent orders (default 0.005)")
     parser.add_argument("--event-time-span", type=float, default=600.0,
                         help="event times of the preloaded orders spread over the last this many seconds")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS),
-                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all), or none "
-                             f"(with --variant); also {','.join(OPTIONAL)}: the bare agent on FastPathApp")
+    parser.add_argument("--contenders", default=None,
+                        help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all; the quix ones "
+                             f"when quixstreams is installed), or none (with --variant); also "
+                             f"{','.join(OPTIONAL)}: the bare agent on FastPathApp")
     parser.add_argument("--latency-seconds", type=float, default=None,
                         help="seconds of live traffic for the latency of (4) (default 20; 5 with --smoke; 0 skips)")
+    parser.add_argument("--latency-rate", type=float, default=None, metavar="EVENTS_PER_SECOND",
+                        help="send the latency phase at this rate instead of half (4)'s measured rate: "
+                             "latency without queueing at a low rate, against the rate")
     parser.add_argument("--workers", type=int, choices=(1, 2), default=1,
                         help="2: also run (4) as two worker processes sharing the partitions")
     parser.add_argument("--smoke", action="store_true",
@@ -105,12 +119,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.latency_seconds = SMOKE_LATENCY_SECONDS if args.smoke else 20.0
     if args.timeout is None:
         args.timeout = 120 + args.events / 400
-    wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    peer_installed = importlib.util.find_spec("quixstreams") is not None
+    if args.contenders is None:
+        wanted = [c for c in CONTENDERS if peer_installed or c not in PEER]
+        if not peer_installed:
+            _note(f"quixstreams is not installed: the peer's contenders are left out; {PEER_INSTALL} adds them")
+    else:
+        wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if "none" in wanted:
         wanted = []
     unknown = set(wanted) - set(CONTENDERS) - set(OPTIONAL)
     if unknown or (not wanted and not args.variant):
         print(f"bench: --contenders {args.contenders!r}: expected a subset of {','.join(CONTENDERS)}", file=sys.stderr)
+        return 2
+    if set(wanted) & set(PEER) and not peer_installed:
+        print(f"bench: --contenders {args.contenders!r}: quixstreams is not installed; {PEER_INSTALL}", file=sys.stderr)
+        return 2
+    if args.latency_rate is not None and args.latency_rate <= 0:
+        print(f"bench: --latency-rate {args.latency_rate:g}: expected events per second > 0", file=sys.stderr)
         return 2
     if args.events < 1 or args.partitions < 1:
         print("bench: --events and --partitions must be at least 1", file=sys.stderr)
@@ -168,7 +194,7 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
                 continue
             _note(f"{name}: starting")
             results[name] = run_contender(kids, name, args, bootstrap, settings.orders_topic, run_id, log_dir)
-            _note(f"{name}: {results[name].events_per_second:,.0f} events/s")
+            _note(f"{name}: {results[name].rate_text()}")
 
         broker_pid = broker.process.pid if broker.process is not None else None
         if "pipeline" in wanted:
@@ -191,7 +217,8 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
     for label, lat in document.get("latency", {}).items():
         print(f"latency of {label} at {lat['rate']:,.0f} events/s: p50 {lat['p50_seconds'] * 1000:.0f} ms, "
               f"p99 {lat['p99_seconds'] * 1000:.0f} ms, max {lat['max_seconds'] * 1000:.0f} ms "
-              f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms); "
+              f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms, one answer took "
+            f"p50 {lat['scrape_p50_seconds'] * 1000:.0f} ms, p99 {lat['scrape_p99_seconds'] * 1000:.0f} ms); "
               f"peak RSS {lat['peak_rss_mb_after']:.0f} MB after these {lat['sent']:,} more events")
     for label, result in results.items():
         broker_cpu = result.extra.get("broker_cpu_seconds_per_million_events")
@@ -199,8 +226,11 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
             print(f"broker CPU during {label}: {broker_cpu:.1f} s per million events")
     if "workers" in document:
         two = document["workers"]
-        print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
-              f"{two['ratio_to_one_worker']:.2f}x one worker")
+        if two["ratio_to_one_worker"] is None:
+            print(f"two workers: {results['pipeline x2'].rate_text()}; no ratio to one worker")
+        else:
+            print(f"two workers: {two['events_per_second']:,.0f} events/s combined, "
+                  f"{two['ratio_to_one_worker']:.2f}x one worker")
     print(f"load average (1, 5, 15 min) at start {document['machine']['load_average_at_start']}, "
           f"at end {document['machine']['load_average_at_end']}; 2 cores are shared with the broker and harness")
     print()
@@ -222,11 +252,17 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
     throughput = pipeline.measure_throughput(workers, args.events, args.timeout, broker_pid=broker_pid)
     if profiler is not None:
         _stop_profiler(profiler)
-    results[label] = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
-                            max(throughput.peak_rss_mb), extra=_broker_cpu(throughput))
-    _note(f"{label}: {throughput.events_per_second:,.0f} events/s")
+    result = Result(label, throughput.events, throughput.seconds, throughput.cpu_seconds,
+                    max(throughput.peak_rss_mb))
+    result.extra.update(_broker_cpu(throughput, result))
+    results[label] = result
+    _note(f"{label}: {result.rate_text()}")
     if args.latency_seconds > 0:
-        rate = max(1.0, throughput.events_per_second / 2)
+        rate = result.events_per_second / 2 if result.timed else UNTIMED_LATENCY_RATE
+        if args.latency_rate is not None:
+            rate = args.latency_rate
+        elif not result.timed:
+            _note(f"{label}: no measured rate to halve; the latency phase sends {rate:g} events/s")
         count = max(1, int(rate * args.latency_seconds))
         _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
         live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
@@ -241,15 +277,16 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
             "measured": latency.measured, "not_reflected": latency.lost,
             "p50_seconds": round(latency.p50, 4), "p99_seconds": round(latency.p99, 4),
             "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
+            "scrape_p50_seconds": round(latency.scrape_p50, 4), "scrape_p99_seconds": round(latency.scrape_p99, 4),
             "peak_rss_mb_after": round(rss, 1),
         }
     for worker in workers:
         kids.stop(worker.child)
 
 
-def _broker_cpu(throughput: pipeline.Throughput) -> dict[str, float]:
+def _broker_cpu(throughput: pipeline.Throughput, result: Result) -> dict[str, float]:
     """The broker's CPU seconds per million events over the span: its share of the 2 cores."""
-    if not throughput.events:
+    if not result.timed:
         return {}
     return {"broker_cpu_seconds_per_million_events": round(throughput.broker_cpu_seconds / throughput.events * 1e6, 2)}
 
@@ -282,7 +319,7 @@ def run_contender(kids: Children, name: str, args: argparse.Namespace, bootstrap
         MODULES[name], "--bootstrap", bootstrap, "--topic", topic, "--partitions", str(args.partitions),
         "--events", str(args.events), "--group", f"bench-{run_id}-{name}", "--progress", str(progress_path),
         "--web-port", str(free_port()), "--data-dir", str(log_dir / f"{name}-data"),
-        *(["--fastpath"] if name == "bare-fastpath" else []),
+        *CONTENDER_ARGUMENTS.get(name, ()),
     )
     child = kids.start(name, command)
     deadline = time.monotonic() + args.timeout
@@ -341,16 +378,18 @@ def run_two_workers(kids: Children, args: argparse.Namespace, broker_url: str, e
         raise ChildFailed(f"two workers counted {counted} events of {args.events}")
     result = Result("pipeline", throughput.events, throughput.seconds, throughput.cpu_seconds,
                     max(throughput.peak_rss_mb), processes=2,
-                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb],
-                           **_broker_cpu(throughput)})
+                    extra={"peak_rss_mb_each": [round(x, 1) for x in throughput.peak_rss_mb]})
+    result.extra.update(_broker_cpu(throughput, result))
     results["pipeline x2"] = result
     one = results.get("pipeline")
-    ratio = result.events_per_second / one.events_per_second if one and one.events_per_second else 0.0
+    ratio = result.events_per_second / one.events_per_second if one and one.timed and result.timed else None
     for worker in workers:
         kids.stop(worker.child)
-    _note(f"two workers: {result.events_per_second:,.0f} events/s combined ({ratio:.2f}x one)")
-    return {"events_per_second": round(result.events_per_second, 1), "ratio_to_one_worker": round(ratio, 3),
-            "final_count": counted, "cpu_seconds_per_million_events": round(result.cpu_seconds_per_million, 2),
+    _note(f"two workers: {result.rate_text()} combined" + (f" ({ratio:.2f}x one)" if ratio is not None else ""))
+    return {"events_per_second": round(result.events_per_second, 1) if result.timed else None,
+            "ratio_to_one_worker": round(ratio, 3) if ratio is not None else None,
+            "final_count": counted,
+            "cpu_seconds_per_million_events": round(result.cpu_seconds_per_million, 2) if result.timed else None,
             "peak_rss_mb_each": result.extra["peak_rss_mb_each"],
             "partitions_each": [c[1] if c else None for c in final]}
 

@@ -195,6 +195,9 @@ class Latency:
     scrape_interval: float
     lost: int = 0
     polls: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    # How long each /metrics answer took (request to last byte): part of every measured latency.
+    scrape_p50: float = 0.0
+    scrape_p99: float = 0.0
 
 
 def measure_latency(worker: Worker, *, bootstrap: str, topic: str, events: Sequence[Event], rate: float,
@@ -206,13 +209,17 @@ def measure_latency(worker: Worker, *, bootstrap: str, topic: str, events: Seque
     to the producer. A scrape every ``interval`` seconds adds up to that much.
     """
     polls: list[tuple[float, int]] = []
+    scrapes: list[float] = []
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.is_set():
+            asked = time.time()
             counts = worker.counts()
             if counts is not None:
-                polls.append((time.time(), counts[0]))
+                answered = time.time()
+                polls.append((answered, counts[0]))
+                scrapes.append(answered - asked)
             stop.wait(interval)
 
     poller = threading.Thread(target=poll, name="metrics-poll", daemon=True)
@@ -243,4 +250,7 @@ def measure_latency(worker: Worker, *, bootstrap: str, topic: str, events: Seque
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     return Latency(rate=rate, seconds=len(events) / rate, sent=len(sender.sent_at), measured=len(latencies),
                    p50=statistics.median(latencies), p99=quantiles[98], max=max(latencies),
-                   scrape_interval=interval, lost=len(sender.sent_at) - len(latencies), polls=polls)
+                   scrape_interval=interval, lost=len(sender.sent_at) - len(latencies), polls=polls,
+                   scrape_p50=statistics.median(scrapes),
+                   scrape_p99=statistics.quantiles(scrapes, n=100, method="inclusive")[98] if len(scrapes) > 1
+                   else scrapes[0])

@@ -157,6 +157,10 @@ class Settings:
     # the live page and the dashboard.
     benchmark_rate_low: float = field(default=0.15, metadata={"parse": "fraction"})
     benchmark_rate_high: float = field(default=0.30, metadata={"parse": "fraction"})
+    # Drop detection (streams/orders/detection.py): the cross-sell rate the total is tested
+    # against until the worker holds an hour-old baseline of its own (first hour, state lost);
+    # 0 = none: then the data older than 15 minutes, once it holds enough orders.
+    expected_rate: float = field(default=0.0, metadata={"parse": "fraction"})
 
     # Orders delivered in batches through the project's Faust extension (streams/runtime/fastpath.py);
     # false runs plain Faust, one message per order: slower, and independent of Faust's internals.
@@ -263,6 +267,8 @@ class Settings:
             f"a duration >= the window ({self.window_seconds:g}s)",
         )
         _require(self.grace_seconds >= 0, "GRACE_SECONDS", self.grace_seconds, "a duration >= 0")
+        _require(self.expected_rate < 1, "EXPECTED_RATE", self.expected_rate,
+                 "a cross-sell rate below 1, e.g. 0.26 (0: none)")
         for view in self.rolling_views:
             _require(
                 self.window_seconds <= view <= self.retention_seconds and view % self.window_seconds == 0,

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import faust
 
+    from streams.ops.generator import SendReport
+
 from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
 from streams.ops.broker import BrokerError, EmbeddedBroker
 from streams.ops.security import librdkafka_config
@@ -91,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     _traffic_flags(generate, rate=100.0)
     generate.add_argument("--duration", type=float, default=60.0, help="seconds; 0 runs until Ctrl-C")
     generate.add_argument("--count", type=int, default=None, help="stop after this many events (none: no limit)")
+    generate.add_argument("--profile", default="constant",
+                          help="orders per second over time: constant (--rate), or diurnal[:LOW-HIGH] "
+                               "(default 0.2-20, trough at the start, peak 12 h later)")
+    generate.add_argument("--scenario", action="append", default=[], metavar="ITEM",
+                          help="scripted, times from the start: drop=KIND:VALUE:FRACTION@AT+FOR (KIND total, "
+                               "primary_category, channel or variant), stall@AT+FOR, burst=FACTOR@AT+FOR; "
+                               "repeatable, e.g. --scenario drop=primary_category:electronics:50%%@10m+20m")
+    generate.add_argument("--simulate", metavar="SPAN", default=None,
+                          help="fast event-time replay: lay SPAN (e.g. 7d) of the profile and scenario out on a "
+                               "simulated clock ending now, and send it as fast as possible")
     generate.set_defaults(command=cmd_generate)
 
     replay = command("replay", "send order events from an NDJSON file (or - for stdin) to the orders topic, "
@@ -214,10 +226,31 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> int:
 
     bootstrap = _require_broker(settings, "generate")
     _prepare_broker(settings)
-    report = generate(bootstrap, settings.orders_topic, rate=args.rate, duration=args.duration, seed=args.seed,
-                      shape=_shape(args), count=args.count, security=librdkafka_config(settings))
+    if args.profile != "constant" or args.scenario or args.simulate:
+        report = _generate_scenario(settings, args, bootstrap)
+    else:
+        report = generate(bootstrap, settings.orders_topic, rate=args.rate, duration=args.duration, seed=args.seed,
+                          shape=_shape(args), count=args.count, security=librdkafka_config(settings))
     print(report.summary("generated"), file=sys.stderr)
     return 0
+
+
+def _generate_scenario(settings: Settings, args: argparse.Namespace, bootstrap: str) -> SendReport:
+    from streams.ops.generator import generate_scenario
+    from streams.ops.traffic import parse_scenario
+    from streams.settings import parse_duration
+
+    try:
+        scenario = parse_scenario(args.rate, args.profile, args.scenario)
+        seconds = parse_duration(args.simulate) if args.simulate else args.duration
+    except ValueError as exc:
+        raise SettingsError(str(exc) if str(exc).startswith("--") else
+                            f"--simulate={args.simulate!r} is not allowed: expected a duration such as 7d") from None
+    if seconds <= 0:
+        raise SettingsError("a scenario needs --duration > 0 or --simulate SPAN")
+    return generate_scenario(bootstrap, settings.orders_topic, scenario, seconds=seconds, seed=args.seed,
+                             shape=_shape(args), security=librdkafka_config(settings),
+                             simulate=args.simulate is not None)
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:

@@ -11,12 +11,15 @@ many malformed shapes) or duplicated (an upstream retry of an order).
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+
+from streams.settings import parse_duration
 
 CATEGORY_NAMES = (
     "electronics", "phone-accessories", "books", "toys", "kitchen", "home-decor", "garden", "sports",
@@ -138,8 +141,11 @@ class OrderMaker:
         }
         return order
 
-    def event(self, now: float) -> tuple[str, bytes, bytes]:
-        """(kind, key, value) of the next event: "order", "late", "invalid" or "duplicate"."""
+    def event(self, now: float, adjust: Callable[[dict[str, object]], object] | None = None
+              ) -> tuple[str, bytes, bytes]:
+        """(kind, key, value) of the next event: "order", "late", "invalid" or "duplicate".
+
+        ``adjust`` may change an order before it is sent (a scenario's drop, :meth:`Scenario.apply`)."""
         roll = self.rng.random()
         shape = self.shape
         if roll < shape.invalid_share:
@@ -152,6 +158,8 @@ class OrderMaker:
         roll -= shape.duplicate_share
         late = roll < shape.late_share
         order = self.order(now - shape.late_by_seconds if late else now)
+        if adjust is not None:
+            adjust(order)
         key, value = str(order["order_id"]).encode(), orjson.dumps(order)
         if not late:
             self._recent.append((key, value))
@@ -191,3 +199,151 @@ def invalid_event(rng: random.Random, order: dict[str, object]) -> tuple[bytes, 
     else:
         items[0]["unit_price"] = str(items[0]["unit_price"])
     return key, orjson.dumps(order)
+
+
+# -- scenarios: a rate over time, and scripted drops, stalls and bursts ---------------------
+DAY = 86400.0
+SEGMENT_KINDS = ("total", "primary_category", "channel", "variant")
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The cross-sell rate of ``kind``=``value`` falls by ``fraction`` from ``at`` for ``seconds``."""
+
+    kind: str
+    value: str
+    fraction: float
+    at: float
+    seconds: float
+
+    def covers(self, offset: float, order: dict[str, object]) -> bool:
+        if not self.at <= offset < self.at + self.seconds:
+            return False
+        if self.kind == "total":
+            return True
+        if self.kind == "primary_category":
+            items = order["items"]
+            assert isinstance(items, list)
+            return bool(items[0]["category"] == self.value)
+        return order.get(self.kind) == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Spell:
+    """From ``at`` for ``seconds``, the rate times ``factor``: 0 is a stall, 10 a burst."""
+
+    factor: float
+    at: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """Orders per second over time (constant, or diurnal between ``low`` and ``high``), and what happens.
+
+    Offsets are seconds from the scenario's start. The diurnal profile has its
+    trough at offset 0 (midnight) and its peak at noon.
+    """
+
+    rate: float = 50.0
+    diurnal: tuple[float, float] | None = None
+    drops: tuple[Drop, ...] = ()
+    spells: tuple[Spell, ...] = ()
+
+    def rate_at(self, offset: float) -> float:
+        if self.diurnal is None:
+            rate = self.rate
+        else:
+            low, high = self.diurnal
+            rate = low + (high - low) * (1.0 - math.cos(2.0 * math.pi * (offset % DAY) / DAY)) / 2.0
+        for spell in self.spells:
+            if spell.at <= offset < spell.at + spell.seconds:
+                rate *= spell.factor
+        return rate
+
+    def next_change(self, offset: float) -> float:
+        """The next offset at which a spell starts or ends (inf: none)."""
+        edges = [edge for s in self.spells for edge in (s.at, s.at + s.seconds) if edge > offset]
+        return min(edges, default=math.inf)
+
+    def arrivals(self, rng: random.Random, seconds: float) -> Iterator[float]:
+        """Offsets of the orders of the first ``seconds``: a Poisson process at :meth:`rate_at`.
+
+        A diurnal rate is taken as constant for a second; a gap that would cross a change of
+        rate is drawn again from the change (the process is memoryless); a stall jumps to its end.
+        """
+        offset = 0.0
+        while True:
+            rate = self.rate_at(offset)
+            change = self.next_change(offset)
+            if self.diurnal is not None:
+                change = min(change, math.floor(offset) + 1.0)
+            if rate <= 0.0:
+                offset = change
+                if offset >= seconds:
+                    return
+                continue
+            gap = rng.expovariate(rate)
+            if offset + gap >= change:
+                offset = change
+                continue
+            offset += gap
+            if offset >= seconds:
+                return
+            yield offset
+
+    def apply(self, rng: random.Random, offset: float, order: dict[str, object]) -> dict[str, object]:
+        """``order`` without its cross-sell lines when a drop covering it takes them (probability: its fraction)."""
+        for drop in self.drops:
+            if drop.covers(offset, order) and rng.random() < drop.fraction:
+                items = order["items"]
+                assert isinstance(items, list)
+                primary = items[0]["category"]
+                order["items"] = [item for item in items if item["category"] == primary]
+                break
+        return order
+
+
+def parse_scenario(rate: float, profile: str, events: list[str]) -> Scenario:
+    """From the command line: ``--profile constant|diurnal[:LOW-HIGH]`` and ``--scenario`` items.
+
+    Items (times as durations: 90s, 10m, 2h, 1d): ``drop=KIND:VALUE:FRACTION@AT+FOR``
+    (KIND total, primary_category, channel or variant; FRACTION 0-1 or a percentage),
+    ``stall@AT+FOR``, ``burst=FACTOR@AT+FOR``.
+    """
+    diurnal: tuple[float, float] | None = None
+    if profile.startswith("diurnal"):
+        low, high = (0.2, 20.0)
+        if ":" in profile:
+            low_text, high_text = profile.split(":", 1)[1].split("-", 1)
+            low, high = float(low_text), float(high_text)
+        if not 0 < low <= high:
+            raise ValueError(f"--profile {profile!r}: expected diurnal:LOW-HIGH with 0 < LOW <= HIGH")
+        diurnal = (low, high)
+    elif profile != "constant":
+        raise ValueError(f"--profile {profile!r}: expected constant or diurnal[:LOW-HIGH]")
+    drops: list[Drop] = []
+    spells: list[Spell] = []
+    for item in events:
+        try:
+            what, when = item.split("@", 1)
+            at_text, for_text = when.split("+", 1)
+            at, seconds = parse_duration(at_text), parse_duration(for_text)
+            name, _, argument = what.partition("=")
+            if name == "drop":
+                kind, value, fraction_text = argument.rsplit(":", 2) if argument.count(":") >= 2 else ("", "", "")
+                fraction = float(fraction_text.rstrip("%")) / (100.0 if fraction_text.endswith("%") else 1.0)
+                if kind not in SEGMENT_KINDS or not 0.0 <= fraction <= 1.0:
+                    raise ValueError
+                drops.append(Drop(kind, value, fraction, at, seconds))
+            elif name == "stall" and not argument:
+                spells.append(Spell(0.0, at, seconds))
+            elif name == "burst":
+                spells.append(Spell(float(argument), at, seconds))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"--scenario {item!r}: expected drop=KIND:VALUE:FRACTION@AT+FOR (KIND one of "
+                             f"{', '.join(SEGMENT_KINDS)}), stall@AT+FOR or burst=FACTOR@AT+FOR, "
+                             "e.g. drop=primary_category:electronics:50%@10m+20m") from None
+    return Scenario(rate, diurnal, tuple(drops), tuple(spells))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streams.orders.detection import DetectionConfig
 from streams.settings import Settings, duration_label
 
 
@@ -47,3 +48,7 @@ def window_config(settings: Settings) -> WindowConfig:
         pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
         **{name: getattr(settings, setting) for name, setting in _FROM_SETTINGS},
     )
+
+
+def detection_config(settings: Settings) -> DetectionConfig:
+    return DetectionConfig(expected_rate=settings.expected_rate, max_values=settings.max_label_values)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streams.orders.detection import Episode, SegmentReport
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.ledger import Counters, PartitionLedger
 from streams.orders.potential import ProductPotential, top_primary_products
@@ -50,6 +51,16 @@ class Snapshot:
     potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
     # When this worker took each owned partition (an opaque label value; "" when unknown).
     assignments: dict[int, str] = field(default_factory=dict)
+    # Drop detection (streams/orders/detection.py): per segment, the alarms so far, and how far it tested.
+    detection: list[SegmentReport] = field(default_factory=list)
+    drop_episodes: list[Episode] = field(default_factory=list)
+    detected_until: float | None = None
+    detection_skipped: int = 0
+
+    def detection_json(self) -> dict[str, Any]:
+        return {"detected_until": self.detected_until, "skipped": self.detection_skipped,
+                "segments": [asdict(report) for report in self.detection],
+                "episodes": [asdict(episode) for episode in self.drop_episodes]}
 
     def as_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -96,7 +107,6 @@ class Snapshot:
             "views": views,
             "marker": marker,
         }
-
 
     def potential_json(self) -> dict[str, Any]:
         """Per rolling view: the primary products with most orders, each with its cross-sell rate."""

@@ -90,9 +90,36 @@ class PairMemoryBudget:
             raise ValueError(f"the pair memory budget must be at least 1 byte, got {limit_bytes!r}")
         self.limit_bytes = limit_bytes
         self.usage = Usage()
+        # Each ledger's bytes as the last full pass found them, and whether any summary then had
+        # a capacity other than its cap: with them, a message that changed one ledger is
+        # checked against the budget by counting that ledger alone.
+        self._ledger_bytes: dict[PairLedger, int] = {}
+        self._capped = True
 
-    def enforce(self, ledgers: Iterable[PairLedger]) -> Usage:
-        """Cut the largest summaries when they take more than the budget, lift caps when far below it."""
+    def enforce(self, ledgers: Iterable[PairLedger], changed: PairLedger | None = None) -> Usage:
+        """Cut the largest summaries when they take more than the budget, lift caps when far below it.
+
+        With ``changed``, only that ledger changed since the last call (a message was applied
+        to it): the others count as the last call found them. Without it (and after
+        :meth:`forget`, e.g. once a flush expired buckets), every summary is counted again.
+        """
+        ledgers = list(ledgers)
+        if changed is not None and all(ledger in self._ledger_bytes for ledger in ledgers):
+            self._ledger_bytes[changed] = ledger_bytes(changed)
+            used = sum(self._ledger_bytes[ledger] for ledger in ledgers)
+            below_lift = used < self.limit_bytes * LIFT_BELOW
+            if used <= self.limit_bytes and not (below_lift and self._capped):
+                if below_lift:
+                    self.usage.capacity = None
+                self.usage.bytes = used
+                return self.usage
+        return self._enforce_all(ledgers)
+
+    def forget(self) -> None:
+        """Count every summary at the next :meth:`enforce`: ledgers changed other than by a message."""
+        self._ledger_bytes = {}
+
+    def _enforce_all(self, ledgers: list[PairLedger]) -> Usage:
         held: list[tuple[PairLedger, BucketKey, SpaceSaving, int | None, int]] = [
             (ledger, key, summary, cap, summary_bytes(summary))
             for ledger in ledgers for key, summary, cap in ledger.summaries()
@@ -117,4 +144,11 @@ class PairMemoryBudget:
                     ledger.mark_changed(key)  # its logs were applied under the old capacity
             usage.capacity = None
         usage.bytes = used
+        self._ledger_bytes = {ledger: ledger_bytes(ledger) for ledger in ledgers}
+        self._capped = any(summary.capacity != cap for _, _, summary, cap, _ in held)
         return usage
+
+
+def ledger_bytes(ledger: PairLedger) -> int:
+    """What the summaries of ``ledger`` take, by the accounting above."""
+    return sum(summary_bytes(summary) for _, summary, _ in ledger.summaries())

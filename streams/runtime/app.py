@@ -209,6 +209,10 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     async def potential(web: Any, request: Any) -> Any:
         return json_response(pipeline.orders.snapshot().potential_json())
 
+    @app.page("/api/detection")
+    async def detection(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().detection_json())
+
     @app.page("/api/pairs/categories")
     async def category_pairs(web: Any, request: Any) -> Any:
         views = pipeline.orders.snapshot().as_json(top=settings.top_pairs)["views"]

@@ -58,6 +58,7 @@ class CrossSellCollector(Collector):
         yield from _attribution(snap, self._settings)
         yield from _potential(snap, self._settings)
         yield from _health(snap, self._settings)
+        yield from _detection(snap)
         if self._pairs is not None:
             yield from _product_pairs(self._pairs, self._settings)
 
@@ -266,6 +267,45 @@ def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     for partition, offset in sorted(snap.applied_offsets.items()):
         applied.add_metric([str(partition)], offset)
     yield applied
+
+
+def _detection(snap: Snapshot) -> Iterator[Metric]:
+    """Drop detection per segment (streams/orders/detection.py), on this worker's partitions."""
+    labels = ["segment", "value"]
+
+    def gauge(name: str, doc: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(PREFIX + "drop_" + name, doc, labels=labels)
+
+    statistic = gauge("statistic", "The drop test's statistic (CUSUM of the cross-sell rate against the baseline) "
+                      "as a fraction of its threshold: 1 or more is an alarm.")
+    alarm = gauge("alarm", "1 while the segment's cross-sell rate is detected below its baseline, else 0.")
+    baseline = gauge("baseline_ratio", "The rate the segment is tested against (its trailing day, an hour old, "
+                     "less one standard error; or CROSSSELL_EXPECTED_RATE). Absent: no baseline yet.")
+    baseline_orders = gauge("baseline_orders", "Orders the baseline was measured on (0: the expected rate).")
+    recent = gauge("recent_ratio", "Cross-sell rate of the orders since the evidence of a drop began.")
+    recent_orders = gauge("recent_orders", "Orders since the evidence of a drop began (0: no evidence).")
+    since = gauge("since_seconds", "Event time the evidence of a drop began (the estimated start of the drop).")
+    started = gauge("alarm_started_seconds", "Event time the alarm went on (present only during an alarm).")
+    for report in snap.detection:
+        values = [report.kind, report.value]
+        statistic.add_metric(values, report.statistic)
+        alarm.add_metric(values, 1.0 if report.alarm else 0.0)
+        if report.baseline is not None:
+            baseline.add_metric(values, report.baseline)
+        baseline_orders.add_metric(values, report.baseline_orders)
+        recent.add_metric(values, report.recent_rate)
+        recent_orders.add_metric(values, report.recent_orders)
+        if report.since is not None:
+            since.add_metric(values, report.since)
+        if report.alarm_started is not None:
+            started.add_metric(values, report.alarm_started)
+    yield from (statistic, alarm, baseline, baseline_orders, recent, recent_orders, since, started)
+    if snap.detected_until is not None:
+        yield GaugeMetricFamily(PREFIX + "drop_tested_until_seconds", "Event time up to which the drop test "
+                                "has seen every tick (the oldest watermark of this worker's busy partitions).",
+                                value=snap.detected_until)
+    yield _counter("drop_orders_skipped", "Orders that reached this worker process after their tick was tested "
+                   "(left out of the drop test: fewer orders, no bias).", snap.detection_skipped)
 
 
 def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,9 +22,10 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import EventT
 
-from streams.orders.config import window_config
+from streams.orders.config import detection_config, window_config
 from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
+from streams.orders.detection import DropDetector, low_watermark, window_counts
 from streams.orders.ledger import PartitionLedger, Verdict
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
@@ -71,6 +73,8 @@ class OrderProcessor:
         self.clock = clock
         self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
         self.config = window_config(settings)
+        self.detection = detection_config(settings)
+        self.detector = DropDetector(self.detection)
         self.ledgers: dict[int, PartitionLedger] = {}
         # When this worker took each partition (unix ms): the metrics label its counters
         # with it, so every spell of ownership is a series of its own (streams/runtime/metrics.py).
@@ -91,6 +95,26 @@ class OrderProcessor:
                 partition, self.config, self.table.items_of_partition(partition))
             self.assignments[partition] = assigned
         log.info("order ledgers restored for partitions %s", sorted(partitions))
+        self.rebuild_detector()
+
+    def rebuild_detector(self) -> None:
+        """Drop detection over the partitions now owned, from their retained windows: nothing of it
+        lives only in memory, so a restart or a rebalance keeps the baselines and the evidence."""
+        self.detector = DropDetector(self.detection)
+        clock = self._event_clock()
+        if clock is None:
+            return
+        by_start: dict[float, list[Any]] = {}
+        for ledger in self.ledgers.values():
+            for start, window in ledger.windows.items():
+                by_start.setdefault(start, []).append(window.totals)
+        size = self.config.size
+        self.detector.replay(((start, size, window_counts(by_start[start])) for start in sorted(by_start)), clock)
+
+    def _event_clock(self) -> float | None:
+        highwaters = self.highwaters()
+        return low_watermark([(ledger.meta.watermark, highwaters.get(p, 0) > ledger.meta.offset + 1)
+                              for p, ledger in self.ledgers.items()], self.detection.idle)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
@@ -117,11 +141,18 @@ class OrderProcessor:
                 self._apply(ledger, record, record.timestamp / 1000.0, received_at)
             self.pending += len(records)
         self.unacked.append(event)
+        clock = self._event_clock()
+        if clock is not None:
+            self.detector.advance(clock)
 
     def _apply(self, ledger: PartitionLedger, record: Any, timestamp: float, received_at: float) -> None:
         """Apply one record (a Faust Message or an aiokafka ConsumerRecord; ``timestamp`` in seconds)."""
         outcome = ledger.apply(record.offset, decode_order(record.value, self.limits), timestamp, received_at)
-        if outcome.verdict is Verdict.INVALID:
+        facts = outcome.facts
+        if facts is not None:
+            self.detector.observe(facts.event_time, facts.primary_category, facts.channel, facts.variant,
+                                  facts.cross_sell)
+        elif outcome.verdict is Verdict.INVALID:
             self.dead_letter_queue.append(DeadLetter(
                 record.topic, record.partition, record.offset, timestamp, record.key, record.value,
                 header_list(record.headers), outcome.reason, outcome.detail))
@@ -217,6 +248,10 @@ class OrderProcessor:
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}
         snapshot.assignments = {p: self.assignments.get(p, "") for p in self.ledgers}
+        snapshot.detection = self.detector.report()
+        snapshot.drop_episodes = list(self.detector.episodes)
+        snapshot.detected_until = self.detector.closed_until if self.detector.closed_until > -math.inf else None
+        snapshot.detection_skipped = self.detector.dropped
         return snapshot
 
 
@@ -264,7 +299,7 @@ class PairProcessor:
         if ledger is None:  # revoked while in flight: the owner replays it
             return
         if ledger.apply(orjson.loads(event.value), event.value):
-            self.budget.enforce(self.ledgers.values())
+            self.budget.enforce(self.ledgers.values(), changed=ledger)
         self.unacked.append(event)
 
     def accuracy(self, horizon: str) -> tuple[bool, int]:
@@ -281,6 +316,7 @@ class PairProcessor:
                 if writes or deletes:
                     changed.append(partition)
                 self.table.write(writes, deletes)
+            self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
             await self.table.wait_written()
             # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
             # the first offset of its last batch + 1, so recovery would skip the rest of a

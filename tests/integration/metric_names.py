@@ -74,6 +74,17 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_partitions_assigned": frozenset(),
         "crosssell_orders_topic_partitions": frozenset(),
         "crosssell_state_windows": frozenset(),
+        # Drop detection per segment (segment: total, primary_category, channel, variant; value: its label).
+        "crosssell_drop_statistic": frozenset({"segment", "value"}),
+        "crosssell_drop_alarm": frozenset({"segment", "value"}),
+        "crosssell_drop_baseline_ratio": frozenset({"segment", "value"}),
+        "crosssell_drop_baseline_orders": frozenset({"segment", "value"}),
+        "crosssell_drop_recent_ratio": frozenset({"segment", "value"}),
+        "crosssell_drop_recent_orders": frozenset({"segment", "value"}),
+        "crosssell_drop_since_seconds": frozenset({"segment", "value"}),
+        "crosssell_drop_alarm_started_seconds": frozenset({"segment", "value"}),
+        "crosssell_drop_tested_until_seconds": frozenset(),
+        "crosssell_drop_orders_skipped_total": frozenset(),
     }
 )
 

@@ -109,7 +109,11 @@ NEEDS_HISTORY_RULES: dict[str, str] = {}
 # Contract metrics the worker may legitimately leave out under this traffic: none.
 # (The watermark appears with the first event, the lag with the first fetch, the
 # product pairs with the first recommender run, all within seconds.)
-MAY_BE_ABSENT_METRICS: dict[str, str] = {}
+MAY_BE_ABSENT_METRICS: dict[str, str] = {
+    "crosssell_drop_baseline_ratio": "a baseline needs 1000 orders of a segment at least 15 minutes old",
+    "crosssell_drop_since_seconds": "present only while a segment shows evidence of a drop",
+    "crosssell_drop_alarm_started_seconds": "present only during an alarm",
+}
 
 
 # ---------------------------------------------------------------- processes

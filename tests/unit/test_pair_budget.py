@@ -54,8 +54,12 @@ def zipf_orders(seed: int, products: int, count: int, hours: float = 6.0) -> lis
 
 
 def feed(orders: list[Order], ledgers: list[PairLedger], budget: PairMemoryBudget,
-         flush_every: int = 250) -> Iterator[int]:
-    """Apply ``orders`` flush by flush as the worker does; yields the budget's accounting after every message."""
+         flush_every: int = 250, recount: bool = False) -> Iterator[int]:
+    """Apply ``orders`` flush by flush as the worker does; yields the budget's accounting after every message.
+
+    As the worker, the budget is told which ledger a message changed, and forgets what it
+    counted once a flush expired buckets; ``recount`` counts every summary after every message.
+    """
     for sequence, first in enumerate(range(0, len(orders), flush_every), start=1):
         batches: dict[tuple[str, float], PairAccumulator] = {}
         for event_time, basket in orders[first:first + flush_every]:
@@ -63,10 +67,12 @@ def feed(orders: list[Order], ledgers: list[PairLedger], budget: PairMemoryBudge
                 key = (label, window_start(event_time, seconds / SLOTS))
                 batches.setdefault(key, PairAccumulator()).add_baskets([basket])
         for message in outbox_messages(0, sequence, batches, PARTITIONS):
-            if ledgers[message["partition"]].apply(message):
-                yield budget.enforce(ledgers).bytes
+            ledger = ledgers[message["partition"]]
+            if ledger.apply(message):
+                yield budget.enforce(ledgers, changed=None if recount else ledger).bytes
         for ledger in ledgers:
             ledger.take_changes()
+        budget.forget()
 
 
 def run(orders: list[Order], limit_bytes: int) -> tuple[list[PairLedger], PairMemoryBudget, int]:
@@ -253,6 +259,26 @@ def test_a_cut_rewrites_the_buckets_it_changed_so_that_recovery_stays_within_the
         restored = PairLedger.restore(ledger.partition, HORIZONS, SLOTS, None, None, list(writes.items()))
         assert {key: bucket.to_dict() for key, bucket in restored.buckets.items()} == {
             key: bucket.to_dict() for key, bucket in ledger.buckets.items()}
+
+
+@pytest.mark.parametrize("limit_bytes", [10**9, 1_500_000, 400_000])
+def test_counting_the_changed_ledger_alone_accounts_cuts_and_lifts_as_counting_every_summary(
+        orders: list[Order], limit_bytes: int) -> None:
+    """The budget told which ledger a message changed decides as one that counts every summary each time."""
+    states = []
+    for recount in (False, True):
+        ledgers = [PairLedger(q, HORIZONS, SLOTS) for q in range(PARTITIONS)]
+        budget = PairMemoryBudget(limit_bytes)
+        # Six hours of orders, then the same again a day later: the old buckets expire, capacities are lifted.
+        later = [(t + 86400.0, basket) for t, basket in orders]
+        accounted = list(feed(orders + later, ledgers, budget, recount=recount))
+        states.append((accounted, budget.usage, published_lists(ledgers)))
+    (fast, fast_usage, fast_lists), (full, full_usage, full_lists) = states
+    assert fast == full
+    assert fast_usage == full_usage
+    assert fast_lists == full_lists
+    if limit_bytes < 10**9:
+        assert fast_usage.cuts > 0
 
 
 def test_capacities_are_lifted_once_the_state_is_far_below_the_budget(orders: list[Order]) -> None:

@@ -84,6 +84,7 @@ def test_duration_variables_accept_every_unit(raw: str, seconds: float) -> None:
         ("CROSSSELL_LOG_LEVEL", "DEBUG", "log_level", "debug"),
         ("CROSSSELL_ORDERS_TOPIC", " shop.orders ", "orders_topic", "shop.orders"),
         ("CROSSSELL_RECOMMENDATION_MIN_CHANGE", "0.5", "recommendation_min_change", 0.5),
+        ("CROSSSELL_EXPECTED_RATE", "0.26", "expected_rate", 0.26),
         ("CROSSSELL_PAIR_MEMORY_MB", "512", "pair_memory_bytes", 512_000_000),
         ("CROSSSELL_PAIR_CAPACITY", "3000", "pair_capacity", 3000),  # deprecated: a cap under the budget
         ("CROSSSELL_BROKER_URL", "kafka://broker:9092", "broker_url", "kafka://broker:9092"),
@@ -179,6 +180,9 @@ INVALID: list[tuple[str, dict[str, str], str, str, str]] = [
         "A-Z a-z 0-9 . _ -",
     ),
     ("basket of one", {"CROSSSELL_MAX_BASKET": "1"}, "CROSSSELL_MAX_BASKET", "1", ">= 2"),
+    ("expected rate of one", {"CROSSSELL_EXPECTED_RATE": "1"}, "CROSSSELL_EXPECTED_RATE", "1.0", "below 1"),
+    ("expected rate as a percentage", {"CROSSSELL_EXPECTED_RATE": "26"}, "CROSSSELL_EXPECTED_RATE", "26",
+     "between 0 and 1"),
     (
         "change threshold above one",
         {"CROSSSELL_RECOMMENDATION_MIN_CHANGE": "1.5"},

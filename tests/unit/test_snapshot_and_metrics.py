@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from streams.orders.config import window_config
 from streams.orders.contract import NOT_JSON, Item, Rejection
+from streams.orders.detection import DetectionConfig, DropDetector
 from streams.orders.ledger import PartitionLedger
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.runtime.metrics import CrossSellCollector
@@ -109,3 +110,32 @@ def test_no_ledgers_export_zeros_and_no_watermark() -> None:
     assert value("crosssell_orders_total") is None  # no partition, no series
     assert value("crosssell_window_orders", {"window": "5m"}) == 0
     assert value("crosssell_event_time_watermark_seconds") is None
+
+
+def test_drop_detection_is_exported_per_segment() -> None:
+    """A collapse of the total: the alarm, its statistic, baseline, recent orders and event times."""
+    detector = DropDetector(DetectionConfig(expected_rate=0.3))
+    for i in range(300):  # 300 orders without a cross-sell, against an expected 30 %
+        detector.observe(T0 + i, "books", "web", "control", False)
+    detector.advance(T0 + 300)
+    snapshot = take_snapshot(ledgers(), SETTINGS, dead_letters={})
+    snapshot.detection, snapshot.drop_episodes = detector.report(), list(detector.episodes)
+    snapshot.detected_until = detector.closed_until
+    registry = CollectorRegistry()
+    registry.register(CrossSellCollector(lambda: snapshot, SETTINGS))
+    total = {"segment": "total", "value": "all"}
+    assert registry.get_sample_value("crosssell_drop_alarm", total) == 1.0
+    assert registry.get_sample_value("crosssell_drop_statistic", total) >= 1.0
+    assert registry.get_sample_value("crosssell_drop_baseline_ratio", total) == 0.3
+    assert registry.get_sample_value("crosssell_drop_baseline_orders", total) == 0  # the expected rate
+    assert registry.get_sample_value("crosssell_drop_recent_ratio", total) == 0.0
+    assert registry.get_sample_value("crosssell_drop_recent_orders", total) == 300
+    assert registry.get_sample_value("crosssell_drop_since_seconds", total) == T0
+    started = registry.get_sample_value("crosssell_drop_alarm_started_seconds", total)
+    assert started is not None and T0 < started <= T0 + 300
+    assert registry.get_sample_value("crosssell_drop_tested_until_seconds") == T0 + 300
+    # A category without a baseline (no expected rate for segments) is listed, not in alarm.
+    books = {"segment": "primary_category", "value": "books"}
+    assert registry.get_sample_value("crosssell_drop_alarm", books) == 0.0
+    assert registry.get_sample_value("crosssell_drop_baseline_ratio", books) is None
+    assert snapshot.detection_json()["episodes"][0]["kind"] == "total"

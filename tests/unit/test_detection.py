@@ -1,0 +1,209 @@
+"""Drop detection in event time (streams/orders/detection.py): table-driven, no Faust."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from streams.orders.detection import (
+    OTHER,
+    TOTAL,
+    DetectionConfig,
+    DropDetector,
+    Segment,
+    low_watermark,
+    window_counts,
+)
+from streams.orders.windows import WindowTotals
+
+HOUR = 3600.0
+P0 = 0.26
+CATEGORIES = ("books", "electronics", "toys")
+
+
+@dataclass(frozen=True)
+class Phase:
+    seconds: float
+    rate: float  # orders per second
+    cross_sell: Callable[[str], float] = lambda category: P0  # the rate by primary category
+
+
+def drop_in(category: str | None, drop: float) -> Callable[[str], float]:
+    return lambda c: P0 * (1 - drop) if category is None or c == category else P0
+
+
+def run(phases: list[Phase], config: DetectionConfig | None = None, seed: int = 7,
+        detector: DropDetector | None = None, start: float = 0.0) -> DropDetector:
+    """Poisson orders through ``phases``, the clock advanced every few orders, as the worker does."""
+    rng = random.Random(seed)
+    detector = detector or DropDetector(config or DetectionConfig())
+    t = start
+    for phase in phases:
+        end = t + phase.seconds
+        while True:
+            t += rng.expovariate(phase.rate)
+            if t >= end:
+                t = end
+                break
+            category = CATEGORIES[rng.randrange(3)]
+            detector.observe(t, category, rng.choice(("web", "app")), "control",
+                             rng.random() < phase.cross_sell(category))
+            if rng.random() < 0.1:
+                detector.advance(t - 1.0)
+    detector.advance(t)
+    return detector
+
+
+def alarms(detector: DropDetector) -> list[tuple[str, str, float]]:
+    return [(e.kind, e.value, e.started) for e in detector.episodes]
+
+
+def first_alarm(detector: DropDetector, segment: Segment) -> float | None:
+    return next((e.started for e in detector.episodes if (e.kind, e.value) == segment), None)
+
+
+@pytest.mark.parametrize(("name", "phases"), [
+    ("steady 5 orders/s for a day", [Phase(24 * HOUR, 5.0)]),
+    ("steady night, 0.2 orders/s for two days", [Phase(48 * HOUR, 0.2)]),
+    ("a stall of six hours between busy hours", [Phase(3 * HOUR, 5.0), Phase(6 * HOUR, 1e-9), Phase(3 * HOUR, 5.0)]),
+    ("volume that jumps from 0.2 to 50 orders/s", [Phase(6 * HOUR, 0.2), Phase(HOUR, 50.0)]),
+])
+def test_normal_traffic_raises_no_alarm(name: str, phases: list[Phase]) -> None:
+    assert alarms(run(phases)) == []
+
+
+# (drop, segment category or None for all, orders/s, segment share): detected within 2x the
+# z = 4 limit plus a tick of 5 s and the minute the baseline holds still.
+@pytest.mark.parametrize(("drop", "category", "rate"), [
+    (1.0, None, 5.0), (0.5, None, 5.0), (0.25, None, 5.0),
+    (1.0, "books", 5.0), (0.5, "books", 50.0), (0.25, None, 50.0),
+    (1.0, None, 0.2),
+])
+def test_a_drop_is_detected_near_the_limit(drop: float, category: str | None, rate: float) -> None:
+    share = 1.0 if category is None else 1 / 3
+    limit = 16 * P0 * (1 - P0) / (P0 * drop) ** 2 / (rate * share)
+    warm = 26 * HOUR if rate < 1 else 2 * HOUR
+    detector = run([Phase(warm, rate), Phase(3 * limit + 600, rate, drop_in(category, drop))])
+    segment = TOTAL if category is None else ("primary_category", category)
+    started = first_alarm(detector, segment)
+    assert started is not None, f"no alarm in {segment}: {alarms(detector)}"
+    assert warm < started <= warm + 2 * limit + 15 + 60
+    episode = next(e for e in detector.episodes if (e.kind, e.value) == segment)
+    assert episode.change <= started and abs(episode.change - warm) < max(limit, 120)
+    assert episode.rate < episode.baseline
+
+
+def test_a_drop_in_one_category_does_not_page_the_others() -> None:
+    detector = run([Phase(2 * HOUR, 5.0), Phase(HOUR, 5.0, drop_in("books", 1.0))])
+    assert first_alarm(detector, ("primary_category", "books")) is not None
+    assert first_alarm(detector, ("primary_category", "toys")) is None
+    assert first_alarm(detector, ("primary_category", "electronics")) is None
+
+
+def test_the_alarm_clears_after_the_rate_recovers() -> None:
+    detector = run([Phase(2 * HOUR, 5.0), Phase(600, 5.0, drop_in(None, 1.0)), Phase(HOUR, 5.0)])
+    episode = next(e for e in detector.episodes if (e.kind, e.value) == TOTAL)
+    assert episode.ended is not None and episode.ended < 2 * HOUR + 600 + 20 * 60
+    report = {(r.kind, r.value): r for r in detector.report()}[TOTAL]
+    assert not report.alarm and report.alarm_started is None
+
+
+def test_the_baseline_holds_still_during_a_long_drop() -> None:
+    detector = run([Phase(26 * HOUR, 1.0), Phase(5 * HOUR, 1.0, drop_in(None, 0.5))])
+    report = {(r.kind, r.value): r for r in detector.report()}[TOTAL]
+    assert report.alarm
+    assert report.baseline is not None and report.baseline > P0 - 0.02
+
+
+@pytest.mark.parametrize(("expected_rate", "alarmed"), [(0.0, False), (P0, True)])
+def test_the_first_minutes_use_the_expected_rate(expected_rate: float, alarmed: bool) -> None:
+    # Ten minutes of 1 order/s: too few for a baseline of its own.
+    config = DetectionConfig(expected_rate=expected_rate)
+    detector = run([Phase(120, 1.0), Phase(480, 1.0, drop_in(None, 1.0))], config)
+    assert (first_alarm(detector, TOTAL) is not None) is alarmed
+
+
+def test_orders_for_a_tested_tick_are_skipped_not_counted() -> None:
+    detector = run([Phase(2 * HOUR, 5.0)])
+    before = {(r.kind, r.value): r.statistic for r in detector.report()}
+    for _ in range(500):  # a burst of late orders without a cross-sell
+        detector.observe(HOUR, "books", "web", "control", False)
+    detector.advance(2 * HOUR + 10)
+    assert detector.dropped == 500
+    assert {(r.kind, r.value): r.statistic for r in detector.report()} == before
+    assert alarms(detector) == []
+
+
+def test_a_stall_freezes_the_test() -> None:
+    detector = run([Phase(2 * HOUR, 5.0)])
+    before = detector.report()
+    detector.advance(2 * HOUR)  # the clock does not move: nothing is tested
+    assert detector.report() == before
+
+
+def test_values_beyond_the_limit_are_tested_as_other() -> None:
+    detector = DropDetector(DetectionConfig(max_values=2))
+    for i, category in enumerate(("a", "b", "c", "d")):
+        detector.observe(float(i), category, "web", "control", False)
+    detector.advance(100.0)
+    values = {value for kind, value in detector.segments if kind == "primary_category"}
+    assert values == {"a", "b", OTHER}
+
+
+def test_replaying_the_windows_rebuilds_the_baseline_and_the_alarm() -> None:
+    """A restarted worker rebuilds from its 1-minute windows what the live test had."""
+    rng = random.Random(3)
+    live = DropDetector(DetectionConfig())
+    windows: dict[float, WindowTotals] = {}
+    t, drop_at, end = 0.0, 3 * HOUR, 3 * HOUR + 900
+    while t < end:
+        t += rng.expovariate(5.0)
+        cross = rng.random() < (P0 if t < drop_at else 0.0)
+        live.observe(t, "books", "web", "control", cross)
+        live.advance(t - 1)
+        totals = windows.setdefault(t // 60 * 60, WindowTotals())
+        totals.orders += 1
+        totals.cross_sell_orders += cross
+        for labels, value in ((totals.by_category, "books"), (totals.by_channel, "web"),
+                              (totals.by_variant, "control")):
+            entry = labels.setdefault(value, [0, 0])
+            entry[0] += 1
+            entry[1] += cross
+    rebuilt = DropDetector(DetectionConfig())
+    rebuilt.replay(((s, 60.0, window_counts([windows[s]])) for s in sorted(windows)), t)
+    live_total = {(r.kind, r.value): r for r in live.report()}[TOTAL]
+    total = {(r.kind, r.value): r for r in rebuilt.report()}[TOTAL]
+    assert total.alarm and live_total.alarm
+    assert total.baseline == pytest.approx(live_total.baseline, abs=0.005)
+    assert abs(rebuilt.episodes[0].started - live.episodes[0].started) <= 60
+
+
+@pytest.mark.parametrize(("partitions", "expected"), [
+    ([], None),
+    ([(None, False), (None, False)], None),
+    ([(100.0, False), (None, False), (90.0, False)], 90.0),  # a partition without orders yet is quiet
+    ([(100.0, False), (None, True)], None),  # ... unless it has messages waiting
+    ([(5000.0, False), (4990.0, False), (1000.0, False)], 4990.0),  # quiet for over 10 minutes: left out
+    ([(5000.0, False), (4990.0, False), (1000.0, True)], 1000.0),  # behind with messages waiting: waited for
+    ([(5000.0, False), (4400.0, False)], 4400.0),
+])
+def test_low_watermark(partitions: list[tuple[float | None, bool]], expected: float | None) -> None:
+    assert low_watermark(partitions, idle=600.0) == expected
+
+
+@pytest.mark.parametrize("config", [DetectionConfig(tick=7.0), DetectionConfig(thresholds=(1.0,))])
+def test_bad_configurations_are_refused(config: DetectionConfig) -> None:
+    with pytest.raises(ValueError):
+        DropDetector(config)
+
+
+def test_statistics_stay_within_the_cap() -> None:
+    detector = run([Phase(2 * HOUR, 5.0), Phase(2 * HOUR, 5.0, drop_in(None, 1.0))])
+    state = detector.segments[TOTAL]
+    assert max(state.statistics) == pytest.approx(detector.config.cap)
+    assert all(0.0 <= s <= detector.config.cap for s in state.statistics)
+    assert not any(math.isnan(s) for s in state.statistics)
