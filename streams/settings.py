@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
+from datetime import datetime
 from typing import Any, TypeVar
 
 PREFIX = "CROSSSELL_"
@@ -43,6 +44,19 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(text)
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_instant(text: str) -> float:
+    """Unix seconds from ``"1764000000"`` or RFC 3339 with an offset (``"2026-11-22T18:30:00Z"``); ValueError."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no offset")
+    return moment.timestamp()
 
 
 def duration_label(seconds: float) -> str:
@@ -109,6 +123,10 @@ class Settings:
     # Distinct categories/channels/variants kept per window before "other".
     max_tracked_values: int = 200
     top_pairs: int = 20
+    # Potential: primary products counted per window and partition (Space-Saving beyond); 0 (the
+    # default, for now): none. Opt-in until a mismatch seen once after SIGKILLs is explained (see
+    # streams/orders/potential.py).
+    potential_capacity: int = 0
 
     # Frequently bought together: each horizon is split into `pair_slots` buckets. The
     # product and pair counts of every bucket of the partitions a worker owns share
@@ -140,6 +158,18 @@ class Settings:
     customer_max_categories: int = 8
     customer_cache_mb: int = 16
 
+    # Experiments (streams/orders/experiments.py): every variant is compared with the control
+    # (when no order carries it, the variant with most orders); `experiment_effect` is the rise in the
+    # cross-sell rate (absolute, 0.02 = 2 points) whose detection the orders-needed figure plans for.
+    experiment_control: str = "control"
+    experiment_effect: float = field(default=0.02, metadata={"parse": "fraction"})
+    # Before/after: empty, or the moment something launched (RFC 3339 or unix seconds); the orders of
+    # the windows before it are compared with those from its window on.
+    experiment_marker: str = ""
+    # The reference band of a strong cross-sell programme (ecommerce benchmark: 15-30 %), drawn on
+    # the live page and the dashboard.
+    benchmark_rate_low: float = field(default=0.15, metadata={"parse": "fraction"})
+    benchmark_rate_high: float = field(default=0.30, metadata={"parse": "fraction"})
     # Drop detection (streams/orders/detection.py): the cross-sell rate the total is tested
     # against until the worker holds an hour-old baseline of its own (first hour, state lost);
     # 0 = none: then the data older than 15 minutes, once it holds enough orders.
@@ -182,6 +212,11 @@ class Settings:
         at 2 s, what the fault tests have always run with, none of 8 did.
         """
         return min(3.0, self.session_timeout_seconds / 3)
+
+    @property
+    def experiment_marker_time(self) -> float | None:
+        """The before/after marker in unix seconds; None when not set."""
+        return parse_instant(self.experiment_marker) if self.experiment_marker else None
 
     @property
     def embedded(self) -> bool:
@@ -264,6 +299,8 @@ class Settings:
                      "max_tracked_values", "top_pairs", "pair_slots", "pair_memory_mb", "max_basket",
                      "recommendation_top_k", "min_support"):
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
+        _require(self.potential_capacity >= 0, "POTENTIAL_CAPACITY", self.potential_capacity,
+                 "a whole number >= 0 (0: no per-product counts)")
         for name in ("pair_product_capacity", "pair_capacity"):
             _require(getattr(self, name) >= 0, name.upper(), getattr(self, name),
                      "a whole number >= 0 (0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state)")
@@ -305,6 +342,17 @@ class Settings:
                  "a duration >= 1s (a Kafka broker accepts 6s and more by default: group.min.session.timeout.ms)")
         _require(self.rebalance_timeout_seconds >= 1, "REBALANCE_TIMEOUT_SECONDS", self.rebalance_timeout_seconds,
                  "a duration >= 1s")
+        _require(self.experiment_effect > 0, "EXPERIMENT_EFFECT", self.experiment_effect,
+                 "a rise in the cross-sell rate between 0 and 1, above 0 (0.02 = 2 percentage points)")
+        _require(self.benchmark_rate_low <= self.benchmark_rate_high, "BENCHMARK_RATE_LOW", self.benchmark_rate_low,
+                 f"at most CROSSSELL_BENCHMARK_RATE_HIGH ({self.benchmark_rate_high:g})")
+        _require(bool(self.experiment_control), "EXPERIMENT_CONTROL", self.experiment_control, "a variant name")
+        if self.experiment_marker:
+            try:
+                parse_instant(self.experiment_marker)
+            except ValueError:
+                _require(False, "EXPERIMENT_MARKER", self.experiment_marker,
+                         "RFC 3339 with an offset, such as 2026-11-22T18:30:00Z, or unix seconds")
         if self.broker_url:
             _require(self.broker_url.startswith("kafka://") and bool(self.bootstrap_servers()), "BROKER_URL",
                      self.broker_url, "kafka://host:port[;host:port], or empty for the embedded broker")

@@ -131,6 +131,10 @@ def _traffic_flags(parser: argparse.ArgumentParser, rate: float) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed: the same seed sends the same orders")
     parser.add_argument("--cross-sell-propensity", type=float, default=0.3,
                         help="share of orders that get lines from companion categories")
+    parser.add_argument("--treatment-uplift", type=float, default=0.05,
+                        help="extra cross-sell propensity of orders in the 'treatment' variant (half the orders)")
+    parser.add_argument("--attribution-share", type=float, default=0.3,
+                        help="share of lines after the primary that carry a recommendation touchpoint")
     parser.add_argument("--late-share", type=float, default=0.01,
                         help="share of events sent with an event time older than the grace period")
     parser.add_argument("--invalid-share", type=float, default=0.01,
@@ -148,15 +152,16 @@ def _traffic_flags(parser: argparse.ArgumentParser, rate: float) -> None:
 
 
 def _shape(args: argparse.Namespace) -> TrafficShape:
-    for name in ("cross_sell_propensity", "late_share", "invalid_share", "duplicate_share", "return_rate",
-                 "category_drift"):
+    for name in ("cross_sell_propensity", "treatment_uplift", "attribution_share", "late_share", "invalid_share",
+                 "duplicate_share", "return_rate", "category_drift"):
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise SettingsError(f"--{name.replace('_', '-')}={value} is not allowed: expected 0 to 1.")
     if args.customers < 1:
         raise SettingsError(f"--customers={args.customers} is not allowed: expected a whole number >= 1.")
     return TrafficShape(
-        cross_sell_propensity=args.cross_sell_propensity, late_share=args.late_share,
+        cross_sell_propensity=args.cross_sell_propensity, treatment_uplift=args.treatment_uplift,
+        attribution_share=args.attribution_share, late_share=args.late_share,
         invalid_share=args.invalid_share, duplicate_share=args.duplicate_share,
         categories=args.categories, products_per_category=args.products_per_category,
         customers=args.customers, return_rate=args.return_rate, category_drift=args.category_drift,
@@ -345,6 +350,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         else:
             traffic = [sys.executable, "-m", "streams", "generate", "--rate", str(args.rate), "--duration", "0",
                        "--seed", str(args.seed), "--cross-sell-propensity", str(shape.cross_sell_propensity),
+                       "--treatment-uplift", str(shape.treatment_uplift),
+                       "--attribution-share", str(shape.attribution_share),
                        "--late-share", str(shape.late_share), "--invalid-share", str(shape.invalid_share),
                        "--duplicate-share", str(shape.duplicate_share), "--categories", str(shape.categories),
                        "--products-per-category", str(shape.products_per_category)]

@@ -28,6 +28,9 @@ CATEGORY_NAMES = (
 )
 CHANNELS = (("web", 0.55), ("app", 0.35), ("marketplace", 0.10))
 VARIANTS = (("control", 0.5), ("treatment", 0.5))
+# Recommendation touchpoints of attributed lines: the n-th line after the primary gets the n-th
+# (cycling), so choosing one draws nothing from the random stream and seeds keep their orders.
+TOUCHPOINTS = ("pdp_frequently_bought_together", "cart_upsell", "post_purchase_email")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class TrafficShape:
     cross_sell_propensity: float = 0.3
     treatment_uplift: float = 0.05  # extra cross-sell propensity in the "treatment" variant
     upsell_propensity: float = 0.2
+    attribution_share: float = 0.3  # lines after the primary that carry a recommendation touchpoint
     late_share: float = 0.0
     late_by_seconds: float = 900.0
     invalid_share: float = 0.0
@@ -138,7 +142,8 @@ class OrderMaker:
             "variant": variant,
             "items": [
                 {"product_id": p.product_id, "category": p.category, "unit_price": p.price, "quantity": q,
-                 **({"attribution": "pdp_frequently_bought_together"} if i and rng.random() < 0.3 else {})}
+                 **({"attribution": TOUCHPOINTS[(i - 1) % len(TOUCHPOINTS)]}
+                    if i and rng.random() < shape.attribution_share else {})}
                 for i, (p, q) in enumerate(lines)
             ],
         }

@@ -23,6 +23,7 @@ class WindowConfig:
     dedup_horizon: float = 3600.0
     max_future: float = 300.0
     max_tracked: int = 200
+    potential_capacity: int = 0  # primary products counted per window (Space-Saving); 0: none
     # Frequently bought together: horizon label -> seconds, split into `pair_slots` buckets.
     pair_horizons: tuple[tuple[str, float], ...] = ()
     pair_slots: int = 12
@@ -40,7 +41,8 @@ class WindowConfig:
 _FROM_SETTINGS = (
     ("size", "window_seconds"), ("grace", "grace_seconds"), ("retention", "retention_seconds"),
     ("dedup_horizon", "dedup_horizon_seconds"), ("max_future", "max_future_seconds"),
-    ("max_tracked", "max_tracked_values"), ("pair_slots", "pair_slots"), ("pair_partitions", "partitions"),
+    ("max_tracked", "max_tracked_values"), ("potential_capacity", "potential_capacity"),
+    ("pair_slots", "pair_slots"), ("pair_partitions", "partitions"),
     ("max_basket", "max_basket"), ("max_message_bytes", "max_message_bytes"),
 )
 

@@ -45,6 +45,18 @@ class OrderFacts(NamedTuple):
     channel: str
     variant: str
     attributed_items: int  # units sold through a recommendation touchpoint
+    # One per attributed line: (touchpoint, units, revenue, whether the line is cross-sell).
+    attributions: tuple[Attribution, ...] = ()
+    primary_product: str = ""  # the primary item's product_id
+
+
+class Attribution(NamedTuple):
+    """A line a recommendation touchpoint sold."""
+
+    touchpoint: str
+    units: int
+    revenue: float
+    cross_sell: bool
 
 
 def primary_item(items: tuple[Item, ...]) -> Item:
@@ -73,6 +85,7 @@ def order_facts(order: Order) -> OrderFacts:
     cross_sell_revenue = 0.0
     units = 0
     attributed = 0
+    attributions: list[Attribution] = []
     categories: set[str] = set()
     products: set[str] = set()
     for item in items:
@@ -83,6 +96,7 @@ def order_facts(order: Order) -> OrderFacts:
             cross_sell_revenue += value
         if item.attribution is not None:
             attributed += item.quantity
+            attributions.append(Attribution(item.attribution, item.quantity, value, item.category != category))
         categories.add(item.category)
         products.add(item.product_id)
     # Positional: a named tuple takes keyword arguments at three times the cost.
@@ -99,6 +113,8 @@ def order_facts(order: Order) -> OrderFacts:
         order.channel or NONE_LABEL,
         order.variant or NONE_LABEL,
         attributed,
+        tuple(attributions),
+        primary.product_id,
     )
 
 
@@ -119,4 +135,7 @@ def _single_line_facts(order: Order, item: Item) -> OrderFacts:
         order.channel or NONE_LABEL,
         order.variant or NONE_LABEL,
         0 if item.attribution is None else quantity,
+        () if item.attribution is None else (Attribution(item.attribution, quantity, 0.0 + item.unit_price * quantity,
+                                                         False),),
+        item.product_id,
     )

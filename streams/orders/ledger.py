@@ -280,7 +280,7 @@ class PartitionLedger:
         if window is None:
             window = self.windows[start] = Window(initialize())
         if offset > window.offset:  # else: folded before a crash, in a flush that did not finish
-            agg(window.totals, facts, self.config.max_tracked)
+            agg(window.totals, facts, self.config.max_tracked, self.config.potential_capacity)
             window.offset = offset
             self._dirty_windows.add(start)
 

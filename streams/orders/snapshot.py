@@ -11,8 +11,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.orders.detection import Episode, SegmentReport
+from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.ledger import Counters, PartitionLedger
-from streams.orders.windows import WindowTotals, merge, result, top_pairs, window_start
+from streams.orders.potential import ProductPotential, top_primary_products
+from streams.orders.windows import (
+    ATTRIBUTION_FIGURES,
+    WindowTotals,
+    bounded_labels,
+    merge,
+    ratio,
+    result,
+    top_pairs,
+    window_start,
+)
 from streams.settings import Settings, duration_label
 
 
@@ -32,6 +43,12 @@ class Snapshot:
     # Highest orders-topic offset applied per owned partition: progress that a stale
     # highwater cannot hide (a paused partition's lag stands still; this does too).
     applied_offsets: dict[int, int] = field(default_factory=dict)
+    # Before/after a marker: "before" and "after" -> the windows on either side of the marker's
+    # window start, merged (empty when no marker is set).
+    periods: dict[str, WindowTotals] = field(default_factory=dict)
+    marker: float | None = None  # the marker's window start
+    # Rolling view label -> the top primary products by guaranteed orders.
+    potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
     # When this worker took each owned partition (an opaque label value; "" when unknown).
     assignments: dict[int, str] = field(default_factory=dict)
     # Drop detection (streams/orders/detection.py): per segment, the alarms so far, and how far it tested.
@@ -61,6 +78,86 @@ class Snapshot:
             "dead_letters": self.dead_letters,
         }
 
+    def experiments_json(self, settings: Settings) -> dict[str, Any]:
+        """Every rolling view's variants compared with the control, and the periods before and after the marker."""
+        effect = settings.experiment_effect
+        views = {}
+        for label, totals in self.views.items():
+            groups = variant_groups(totals)
+            views[label] = {
+                "variants": {variant: group_json(sums) for variant, sums in sorted(groups.items())},
+                "comparisons": [row.as_json() for row in compare_variants(groups, settings.experiment_control, effect)],
+            }
+        marker: dict[str, Any] | None = None
+        if self.marker is not None:
+            before, after = (period_group(self.periods.get(name, WindowTotals())) for name in PERIODS)
+            marker = {
+                "label": settings.experiment_marker,
+                "window_start": self.marker,
+                "before": group_json(before),
+                "after": group_json(after),
+                "comparison": compare("before", before, "after", after, effect).as_json()
+                if before.orders and after.orders else None,
+            }
+        return {
+            "control": settings.experiment_control,
+            "effect": effect,
+            "confidence": CONFIDENCE,
+            "benchmark": {"low": settings.benchmark_rate_low, "high": settings.benchmark_rate_high},
+            "views": views,
+            "marker": marker,
+        }
+
+    def potential_json(self) -> dict[str, Any]:
+        """Per rolling view: the primary products with most orders, each with its cross-sell rate."""
+        return {label: [row.as_json() for row in rows] for label, rows in self.potential.items()}
+
+    def attribution_json(self, settings: Settings) -> dict[str, Any]:
+        """Per rolling view: what each recommendation touchpoint sold, and the share of cross-sell it accounts for."""
+        return {label: attribution_of(totals, settings.max_label_values) for label, totals in self.views.items()}
+
+
+PERIODS = ("before", "after")
+
+
+def attribution_of(totals: WindowTotals, limit: int) -> dict[str, Any]:
+    touchpoints = bounded_labels(totals.by_touchpoint, limit)
+    attributed_revenue = sum(figures[3] for figures in totals.by_touchpoint.values())
+    return {
+        "touchpoints": {
+            touchpoint: {**dict(zip(ATTRIBUTION_FIGURES, figures, strict=True)),
+                         "share_of_cross_sell_revenue": ratio(figures[3], totals.cross_sell_revenue)}
+            for touchpoint, figures in sorted(touchpoints.items(), key=lambda kv: (-kv[1][2], kv[0]))
+        },
+        "attributed_cross_sell_orders": totals.attributed_cross_sell_orders,
+        "attributed_cross_sell_revenue": attributed_revenue,
+        "cross_sell_orders": totals.cross_sell_orders,
+        "cross_sell_revenue": totals.cross_sell_revenue,
+        "share_of_cross_sell_orders": ratio(totals.attributed_cross_sell_orders, totals.cross_sell_orders),
+        "share_of_cross_sell_revenue": ratio(attributed_revenue, totals.cross_sell_revenue),
+    }
+
+
+def variant_groups(totals: WindowTotals) -> dict[str, GroupSums]:
+    return {variant: GroupSums.of(sums) for variant, sums in totals.variant_sums.items()}
+
+
+def period_group(totals: WindowTotals) -> GroupSums:
+    """All orders of a period as one group: the sum over its variants."""
+    group = GroupSums()
+    for sums in totals.variant_sums.values():
+        group = group.plus(sums)
+    return group
+
+
+def group_json(sums: GroupSums) -> dict[str, Any]:
+    return {
+        **sums._asdict(),
+        "rate": sums.rate,
+        "average_order_value": ratio(sums.revenue, sums.orders),
+        "items_per_order": ratio(sums.items, sums.orders),
+    }
+
 
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
                   recent: int = 60, dead_letter_errors: dict[str, int] | None = None) -> Snapshot:
@@ -74,14 +171,27 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
             by_start.setdefault(start, []).append(window.totals)
     size = settings.window_seconds
     views: dict[str, WindowTotals] = {}
+    potential: dict[str, list[ProductPotential]] = {}
     newest = window_start(watermark, size) if watermark is not None else None
     for length in settings.rolling_views:
+        label = duration_label(length)
         if newest is None:
-            views[duration_label(length)] = WindowTotals()
+            views[label] = WindowTotals()
+            potential[label] = []
             continue
         first = newest - length + size
-        views[duration_label(length)] = merge(t for s, ts in by_start.items() if s >= first for t in ts)
+        in_view = [t for s, ts in by_start.items() if s >= first for t in ts]
+        views[label] = merge(in_view)
+        potential[label] = top_primary_products((t.primary_products for t in in_view), settings.max_label_values)
     starts = sorted(by_start)[-recent:]
+    marker = settings.experiment_marker_time
+    marker_start = window_start(marker, size) if marker is not None else None
+    periods: dict[str, WindowTotals] = {}
+    if marker_start is not None:
+        periods = {
+            "before": merge(t for s, ts in by_start.items() if s < marker_start for t in ts),
+            "after": merge(t for s, ts in by_start.items() if s >= marker_start for t in ts),
+        }
     return Snapshot(
         partitions=sorted(ledger.partition for ledger in ledgers),
         watermark=watermark,
@@ -93,4 +203,7 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         dead_letter_errors=dict(dead_letter_errors or {}),
         partition_counters={ledger.partition: ledger.meta for ledger in ledgers},
         applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
+        periods=periods,
+        marker=marker_start,
+        potential=potential,
     )

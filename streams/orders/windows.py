@@ -13,9 +13,13 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from itertools import combinations
-from typing import Any
+from typing import Any, TypeVar
 
-from streams.orders.facts import PAIR_SEPARATOR, OrderFacts
+from streams.orders.experiments import add_order, empty_sums
+from streams.orders.facts import PAIR_SEPARATOR, Attribution, OrderFacts
+from streams.orders.potential import PrimaryProducts
+
+N = TypeVar("N", int, float)
 
 OTHER = "other"
 
@@ -76,29 +80,60 @@ class WindowTotals(OrderSums):
     by_variant: dict[str, list[int]] = field(default_factory=dict)
     # "a<US>b" (a < b) -> orders containing both categories
     category_pairs: dict[str, int] = field(default_factory=dict)
+    # variant -> the six sums of streams.orders.experiments.SUM_NAMES (same labels as by_variant).
+    # Absent from windows stored before it existed: they load with no experiment sums.
+    variant_sums: dict[str, list[float]] = field(default_factory=dict)
+    # Recommendation touchpoint -> the figures of ATTRIBUTION_FIGURES, and the orders with an
+    # attributed cross-sell line of any touchpoint. Absent from older windows, like variant_sums.
+    by_touchpoint: dict[str, list[float]] = field(default_factory=dict)
+    attributed_cross_sell_orders: int = 0
+    # Orders per primary product, bounded (streams/orders/potential.py); None in a merged view,
+    # in older windows, and when CROSSSELL_POTENTIAL_CAPACITY is 0.
+    primary_products: PrimaryProducts | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _WINDOW_FIELDS}
+        data = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        if self.primary_products is not None:
+            data["primary_products"] = self.primary_products.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowTotals:
-        return cls(**{name: data[name] for name in _WINDOW_FIELDS if name in data})
+        totals = cls(**{name: data[name] for name in _PLAIN_FIELDS if name in data})
+        if data.get("primary_products") is not None:
+            totals.primary_products = PrimaryProducts.from_dict(data["primary_products"])
+        return totals
 
 
-_WINDOW_FIELDS = tuple(f.name for f in fields(WindowTotals))
+_PLAIN_FIELDS = tuple(f.name for f in fields(WindowTotals) if f.name != "primary_products")
+# What a window keeps per recommendation touchpoint, in this order.
+ATTRIBUTION_FIGURES = ("lines", "units", "revenue", "cross_sell_revenue", "cross_sell_orders")
 
 
 def initialize() -> WindowTotals:
     return WindowTotals()
 
 
-def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTotals:
-    """Fold one order into a window. Label maps hold at most ``max_tracked`` keys, then "other"."""
+def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int, products: int = 0) -> WindowTotals:
+    """Fold one order into a window. Label maps hold at most ``max_tracked`` keys, then "other";
+    ``products`` primary products are counted (Space-Saving), none when 0."""
     totals.add_order(facts)
+    if products:
+        if totals.primary_products is None:
+            totals.primary_products = PrimaryProducts(products)
+        totals.primary_products.add(facts.primary_product, facts.cross_sell)
     cross_sell = int(facts.cross_sell)
     _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
     _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
     _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
+    sums = totals.variant_sums
+    variant = facts.variant
+    if variant not in sums and len(sums) >= max_tracked:
+        variant = OTHER
+    add_order(sums.get(variant) or sums.setdefault(variant, empty_sums()), facts.cross_sell, facts.revenue,
+              facts.items)
+    if facts.attributions:
+        _count_attributions(totals, facts.attributions, max_tracked)
     categories = facts.categories
     if len(categories) > 1:
         pairs = totals.category_pairs
@@ -107,6 +142,27 @@ def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int) -> WindowTota
             if key in pairs or len(pairs) < max_tracked:
                 pairs[key] = pairs.get(key, 0) + 1
     return totals
+
+
+def _count_attributions(totals: WindowTotals, attributions: tuple[Attribution, ...], max_tracked: int) -> None:
+    touchpoints = totals.by_touchpoint
+    sold_cross_sell: set[str] = set()
+    for touchpoint, units, revenue, cross_sell in attributions:
+        if touchpoint not in touchpoints and len(touchpoints) >= max_tracked:
+            touchpoint = OTHER
+        entry = touchpoints.get(touchpoint)
+        if entry is None:
+            entry = touchpoints[touchpoint] = [0, 0, 0.0, 0.0, 0]
+        entry[0] += 1
+        entry[1] += units
+        entry[2] += revenue
+        if cross_sell:
+            entry[3] += revenue
+            if touchpoint not in sold_cross_sell:
+                sold_cross_sell.add(touchpoint)
+                entry[4] += 1
+    if sold_cross_sell:
+        totals.attributed_cross_sell_orders += 1
 
 
 def _count_label(counts: dict[str, list[int]], label: str, cross_sell: int, max_tracked: int) -> None:
@@ -137,7 +193,17 @@ def merge(windows: Iterable[WindowTotals]) -> WindowTotals:
                 entry[1] += cross
         for key, count in window.category_pairs.items():
             view.category_pairs[key] = view.category_pairs.get(key, 0) + count
+        _add_figures(view.variant_sums, window.variant_sums)
+        _add_figures(view.by_touchpoint, window.by_touchpoint)
+        view.attributed_cross_sell_orders += window.attributed_cross_sell_orders
     return view
+
+
+def _add_figures(target: dict[str, list[float]], source: dict[str, list[float]]) -> None:
+    """Add each label's figures of ``source`` into ``target``, element by element."""
+    for label, figures in source.items():
+        present = target.get(label)
+        target[label] = list(figures) if present is None else [a + b for a, b in zip(present, figures, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,18 +241,17 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def bounded_labels(counts: dict[str, list[int]], limit: int) -> dict[str, list[int]]:
-    """The ``limit`` labels with most orders (ties by name), the rest summed into "other"."""
+def bounded_labels(counts: dict[str, list[N]], limit: int) -> dict[str, list[N]]:
+    """The ``limit`` labels with most orders (the first figure; ties by name), the rest summed into "other"."""
     if len(counts) <= limit:
         return counts
     keep = heapq.nsmallest(limit, counts, key=lambda label: (-counts[label][0], label))
     kept = set(keep) - {OTHER}
-    bounded: dict[str, list[int]] = {label: list(counts[label]) for label in kept}
-    rest = bounded.setdefault(OTHER, [0, 0])
-    for label, (orders, cross) in counts.items():
+    bounded: dict[str, list[N]] = {label: list(counts[label]) for label in kept}
+    for label, figures in counts.items():
         if label not in kept:
-            rest[0] += orders
-            rest[1] += cross
+            rest = bounded.get(OTHER)
+            bounded[OTHER] = list(figures) if rest is None else [a + b for a, b in zip(rest, figures, strict=True)]
     return bounded
 
 

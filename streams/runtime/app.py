@@ -223,7 +223,11 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
 
     @app.page("/api/summary")
     async def summary(web: Any, request: Any) -> Any:
-        data = pipeline.orders.snapshot().as_json()
+        snapshot = pipeline.orders.snapshot()
+        data = snapshot.as_json()
+        data["experiments"] = snapshot.experiments_json(settings)
+        data["attribution"] = snapshot.attribution_json(settings)
+        data["potential"] = snapshot.potential_json()
         # The page compares the newest event time with the worker's clock, not the browser's.
         data["clock"] = time.time()
         data["stale_after_seconds"] = settings.stale_after_seconds
@@ -232,6 +236,18 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         if pipeline.customers is not None:
             data["customers"] = pipeline.customers.summary().as_json()
         return json_response(data)
+
+    @app.page("/api/experiments")
+    async def experiments(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().experiments_json(settings))
+
+    @app.page("/api/attribution")
+    async def attribution(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().attribution_json(settings))
+
+    @app.page("/api/potential")
+    async def potential(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().potential_json())
 
     @app.page("/api/detection")
     async def detection(web: Any, request: Any) -> Any:

@@ -19,8 +19,9 @@ from prometheus_client.registry import Collector
 
 from streams.customers.summary import CustomerSummary
 from streams.orders.contract import REASONS
-from streams.orders.snapshot import Snapshot
-from streams.orders.windows import bounded_labels, ratio, top_pairs
+from streams.orders.experiments import SUM_NAMES
+from streams.orders.snapshot import Snapshot, period_group
+from streams.orders.windows import ATTRIBUTION_FIGURES, bounded_labels, ratio, top_pairs
 from streams.settings import Settings
 
 PREFIX = "crosssell_"
@@ -54,6 +55,9 @@ class CrossSellCollector(Collector):
         snap = self._snapshot()
         yield from _counters(snap)
         yield from _views(snap, self._settings)
+        yield from _experiments(snap, self._settings)
+        yield from _attribution(snap, self._settings)
+        yield from _potential(snap, self._settings)
         yield from _health(snap, self._settings)
         yield from _detection(snap)
         if self._pairs is not None:
@@ -160,6 +164,86 @@ def _views(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     for families in by.values():
         yield from families
     yield pairs
+
+
+# The sums an experiment's statistics are computed from (streams/orders/experiments.py), so
+# that Prometheus can add them over workers before deriving rates, differences and intervals.
+_SUM_DOCS = {
+    "orders": "Orders",
+    "cross_sell_orders": "Cross-sell orders",
+    "revenue": "Revenue (sum of order revenue)",
+    "revenue_squares": "Sum of squared order revenue",
+    "items": "Units (sum of order items)",
+    "items_squares": "Sum of squared order items",
+}
+
+
+def _sum_families(prefix: str, what: str, labels: list[str]) -> list[GaugeMetricFamily]:
+    return [GaugeMetricFamily(f"{PREFIX}{prefix}_{name}", f"{_SUM_DOCS[name]} {what}.", labels=labels)
+            for name in SUM_NAMES]
+
+
+def _experiments(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    by_variant = _sum_families("experiment", "in the rolling view by experiment variant (top "
+                               f"{settings.max_label_values} plus other)", ["window", "variant"])
+    for window, totals in snap.views.items():
+        for variant, sums in bounded_labels(totals.variant_sums, settings.max_label_values).items():
+            for family, value in zip(by_variant, sums, strict=True):
+                family.add_metric([window, variant], value)
+    yield from by_variant
+    band = GaugeMetricFamily(PREFIX + "benchmark_rate_ratio", "Reference band of a strong cross-sell programme "
+                             "(CROSSSELL_BENCHMARK_RATE_LOW/HIGH).", labels=["bound"])
+    band.add_metric(["low"], settings.benchmark_rate_low)
+    band.add_metric(["high"], settings.benchmark_rate_high)
+    yield band
+    if snap.marker is None:
+        return
+    yield GaugeMetricFamily(PREFIX + "experiment_marker_seconds", "Start of the window holding the before/after "
+                            "marker (unix seconds).", value=snap.marker)
+    by_period = _sum_families("period", "before and after the marker (windows held)", ["period"])
+    for period, totals in snap.periods.items():
+        for family, value in zip(by_period, period_group(totals), strict=True):
+            family.add_metric([period], value)
+    yield from by_period
+
+
+_ATTRIBUTION_DOCS = {
+    "lines": "Order lines sold through the recommendation touchpoint",
+    "units": "Units sold through the recommendation touchpoint",
+    "revenue": "Revenue of the lines the recommendation touchpoint sold",
+    "cross_sell_revenue": "Revenue of the cross-sell lines the recommendation touchpoint sold",
+    "cross_sell_orders": "Orders with a cross-sell line the recommendation touchpoint sold",
+}
+
+
+def _attribution(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    families = [GaugeMetricFamily(f"{PREFIX}attributed_{name}", f"{_ATTRIBUTION_DOCS[name]}, in the rolling view "
+                                  f"(top {settings.max_label_values} touchpoints plus other).",
+                                  labels=["window", "touchpoint"]) for name in ATTRIBUTION_FIGURES]
+    orders = GaugeMetricFamily(PREFIX + "window_attributed_cross_sell_orders", "Orders with a cross-sell line "
+                               "sold by any recommendation touchpoint, in the rolling view.", labels=["window"])
+    for window, totals in snap.views.items():
+        for touchpoint, figures in bounded_labels(totals.by_touchpoint, settings.max_label_values).items():
+            for family, value in zip(families, figures, strict=True):
+                family.add_metric([window, touchpoint], value)
+        orders.add_metric([window], totals.attributed_cross_sell_orders)
+    yield from families
+    yield orders
+
+
+def _potential(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
+    labels = ["window", "product"]
+    orders = GaugeMetricFamily(PREFIX + "primary_product_orders", "Orders whose primary item is the product, "
+                               f"top {settings.max_label_values} of the rolling view on this worker's partitions "
+                               "(guaranteed: never above the true count).", labels=labels)
+    cross = GaugeMetricFamily(PREFIX + "primary_product_cross_sell_orders", "Cross-sell orders among those "
+                              "orders of the primary product.", labels=labels)
+    for window, rows in snap.potential.items():
+        for row in rows:
+            orders.add_metric([window, row.product], row.orders)
+            cross.add_metric([window, row.product], row.cross_sell_orders)
+    yield orders
+    yield cross
 
 
 def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:

@@ -13,6 +13,9 @@ tests/integration/test_monitoring_files.py checks that.
 from types import MappingProxyType
 from typing import Final
 
+from streams.orders.experiments import SUM_NAMES
+from streams.orders.windows import ATTRIBUTION_FIGURES
+
 # Every crosssell_* series a worker exports, with its label names.
 METRIC_LABELS: Final = MappingProxyType(
     {
@@ -44,6 +47,17 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_window_orders_by_variant": frozenset({"window", "variant"}),
         "crosssell_window_cross_sell_orders_by_variant": frozenset({"window", "variant"}),
         "crosssell_category_pair_orders": frozenset({"window", "category_a", "category_b"}),
+        # Experiments: the sums of each variant per rolling view, and of the periods around the marker.
+        **{f"crosssell_experiment_{name}": frozenset({"window", "variant"}) for name in SUM_NAMES},
+        **{f"crosssell_period_{name}": frozenset({"period"}) for name in SUM_NAMES},
+        "crosssell_experiment_marker_seconds": frozenset(),
+        "crosssell_benchmark_rate_ratio": frozenset({"bound"}),
+        # Attribution: what each recommendation touchpoint sold per rolling view.
+        **{f"crosssell_attributed_{name}": frozenset({"window", "touchpoint"}) for name in ATTRIBUTION_FIGURES},
+        "crosssell_window_attributed_cross_sell_orders": frozenset({"window"}),
+        # Potential: the top primary products of each rolling view.
+        "crosssell_primary_product_orders": frozenset({"window", "product"}),
+        "crosssell_primary_product_cross_sell_orders": frozenset({"window", "product"}),
         # Top-N product pairs (horizon in 24h, 7d).
         "crosssell_product_pair_orders": frozenset({"horizon", "product", "companion"}),
         "crosssell_product_pair_lift": frozenset({"horizon", "product", "companion"}),

@@ -102,6 +102,7 @@ def running_system(workdir: Path, *args: str) -> Iterator[RunningSystem]:
         CROSSSELL_WEB_HOST="127.0.0.1",
         CROSSSELL_WEB_PORT=str(port),
         CROSSSELL_DATA_DIR=str(workdir / "data"),
+        CROSSSELL_POTENTIAL_CAPACITY="32",  # the top primary products panel (off by default)
         PYTHONUNBUFFERED="1",
     )
     log_path = workdir / "run.log"
@@ -243,6 +244,40 @@ def test_live_page_renders_windows_and_the_5m_rate(system: RunningSystem, tmp_pa
     assert "no data yet" not in dom.text_by_id["windows"]
     assert "no data yet" not in dom.text_by_id["category-pairs"]
     assert time.monotonic() - started < 120
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_shows_the_experiment_comparisons_and_the_benchmark_band(system: RunningSystem,
+                                                                            tmp_path: Path) -> None:
+    dom = rendered_dom(system, tmp_path)
+    experiments = system.summary()["experiments"]
+    # The demo traffic sends a control and a treatment variant: one comparison per rolling view.
+    expected_rows = sum(len(view["comparisons"]) for view in experiments["views"].values())
+    assert expected_rows == 3
+    assert int(dom.attrs_by_id["experiments"]["data-rows"]) == expected_rows
+    text = dom.text_by_id["experiments"]
+    assert "treatment vs control" in text and "pp" in text, text
+    assert dom.attrs_by_id["chart"]["data-benchmark"] == "0.15-0.3"
+    assert dom.text_by_id["band-label"] == "benchmark 15%–30%"
+
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_shows_attribution_by_touchpoint_and_the_top_primary_products(system: RunningSystem,
+                                                                                 tmp_path: Path) -> None:
+    dom = rendered_dom(system, tmp_path)
+    summary = system.summary()
+    # The demo traffic attributes a share of its lines to three touchpoints; every order has a primary product.
+    assert int(dom.attrs_by_id["attribution"]["data-rows"]) >= 1
+    assert set(summary["attribution"]["1h"]["touchpoints"]) <= {
+        "pdp_frequently_bought_together", "cart_upsell", "post_purchase_email"}
+    assert "pdp_frequently_bought_together" in dom.text_by_id["attribution"]
+    assert "of cross-sell revenue" in dom.text_by_id["attribution-sub"]
+    assert int(dom.attrs_by_id["potential"]["data-rows"]) >= 1
+    listed = [row["product"] for row in summary["potential"]["1h"]]
+    assert listed and any(product in dom.text_by_id["potential"] for product in listed)
 
 
 @needs_chromium

@@ -446,6 +446,7 @@ VARIABLE_SAMPLES = {
     "horizon": "24h",
     "channel": ".*",
     "variant": ".*",
+    "control": "control",
     "__rate_interval": "1m",
     "__interval": "1m",
     "__range": "1h",

@@ -71,6 +71,10 @@ SYSTEM_SETTINGS = {
     # Product-pair metrics come from the recommender's views, refreshed on this timer (60 s by default).
     "CROSSSELL_RECOMMENDATION_INTERVAL_SECONDS": "2",
     "CROSSSELL_MIN_SUPPORT": "2",
+    # A before/after marker, so that the period sums and their panels exist (the orders all come after it).
+    "CROSSSELL_EXPERIMENT_MARKER": "2026-01-01T00:00:00Z",
+    # The top primary products (off by default).
+    "CROSSSELL_POTENTIAL_CAPACITY": "32",
 }
 
 STARTUP_TIMEOUT = 90.0  # until the worker serves /metrics

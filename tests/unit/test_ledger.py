@@ -359,6 +359,7 @@ CRASH_CONFIG = WindowConfig(
     pair_horizons=(("1h", 3600.0), ("15m", 900.0)),
     pair_slots=6,
     pair_partitions=3,
+    potential_capacity=8,  # far below the catalogue's products: primary products are evicted and taken in again
 )
 STREAM_LENGTH = 800
 MAX_GAP = 6.0

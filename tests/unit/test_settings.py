@@ -204,6 +204,13 @@ INVALID: list[tuple[str, dict[str, str], str, str, str]] = [
     ("no memory for pair counts", {"CROSSSELL_PAIR_MEMORY_MB": "0"}, "CROSSSELL_PAIR_MEMORY_MB", "0", ">= 1"),
     ("negative deprecated pair capacity", {"CROSSSELL_PAIR_CAPACITY": "-1"}, "CROSSSELL_PAIR_CAPACITY", "-1",
      "0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state"),
+    ("no effect to detect", {"CROSSSELL_EXPERIMENT_EFFECT": "0"}, "CROSSSELL_EXPERIMENT_EFFECT", "0.0", "above 0"),
+    ("benchmark band upside down", {"CROSSSELL_BENCHMARK_RATE_LOW": "0.4"}, "CROSSSELL_BENCHMARK_RATE_LOW", "0.4",
+     "at most CROSSSELL_BENCHMARK_RATE_HIGH (0.3)"),
+    ("marker without an offset", {"CROSSSELL_EXPERIMENT_MARKER": "2026-11-22T18:30:00"},
+     "CROSSSELL_EXPERIMENT_MARKER", "2026-11-22T18:30:00", "RFC 3339 with an offset"),
+    ("marker that is no time", {"CROSSSELL_EXPERIMENT_MARKER": "launch day"}, "CROSSSELL_EXPERIMENT_MARKER",
+     "launch day", "or unix seconds"),
 ]
 
 
@@ -262,3 +269,10 @@ def test_allocation_tracing_is_off_unless_a_report_interval_is_set() -> None:
 def test_an_allocation_report_interval_below_a_second_names_what_is_allowed() -> None:
     with pytest.raises(SettingsError, match=r"CROSSSELL_TRACEMALLOC_SECONDS=0\.5 is not allowed: expected 0 \(off\)"):
         Settings.from_env({"CROSSSELL_TRACEMALLOC_SECONDS": "500ms"})
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("2026-11-22T18:30:00Z", 1795372200.0),
+                                              ("2026-11-22T19:30:00+01:00", 1795372200.0),
+                                              ("1795372200", 1795372200.0), ("", None)])
+def test_the_experiment_marker_is_rfc_3339_or_unix_seconds(raw: str, seconds: float | None) -> None:
+    assert Settings.from_env({"CROSSSELL_EXPERIMENT_MARKER": raw}).experiment_marker_time == seconds

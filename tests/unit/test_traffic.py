@@ -8,7 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from streams.ops.traffic import OrderMaker, TrafficShape, invalid_event
+from streams.ops.traffic import TOUCHPOINTS, OrderMaker, TrafficShape, invalid_event
 from streams.orders.contract import Order, Rejection, decode_order
 from streams.orders.facts import order_facts
 
@@ -133,3 +133,22 @@ def test_the_first_line_sets_the_primary_category(seed: int) -> None:
     for n in range(500):
         order = decoded_order(orjson.dumps(maker.order(NOW + n)))
         assert order_facts(order).primary_category == order.items[0].category
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_the_attribution_share_is_the_share_of_lines_after_the_primary_with_a_touchpoint(share: float) -> None:
+    maker = OrderMaker(random.Random(3), TrafficShape(cross_sell_propensity=0.8, attribution_share=share))
+    for n in range(300):
+        lines = decoded_order(orjson.dumps(maker.order(NOW + n))).items
+        assert lines[0].attribution is None
+        expected = [TOUCHPOINTS[i % len(TOUCHPOINTS)] if share else None for i in range(len(lines) - 1)]
+        assert [line.attribution for line in lines[1:]] == expected
+
+
+def test_the_attribution_share_does_not_change_which_orders_a_seed_makes() -> None:
+    def orders(share: float) -> list[object]:
+        maker = OrderMaker(random.Random(5), TrafficShape(attribution_share=share))
+        return [[(i["product_id"], i["quantity"]) for i in maker.order(NOW + n)["items"]]  # type: ignore[attr-defined]
+                for n in range(200)]
+
+    assert orders(0.0) == orders(0.3) == orders(1.0)
