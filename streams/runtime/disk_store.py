@@ -61,6 +61,25 @@ class DiskTable(PartitionedTable):
                                      key_serializer=self.key_serializer, value_type=self.value_type,
                                      value_serializer=self.value_serializer, loop=self.loop, options=self.options)
 
+    def scan(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any]]:
+        """Up to ``limit`` keys starting with ``prefix``, after ``after`` (None: from the first), with their values.
+
+        One seek in the partition's RocksDB database, then ``limit`` steps in key
+        order: a bounded slice, whatever the number of keys.
+        """
+        store = self.data
+        assert isinstance(store, KeyPartitionedRocksDB)
+        start = (after or prefix).encode()
+        db = store._db_for_partition(key_partition(start))
+        found: list[tuple[str, Any]] = []
+        for key in db.keys(from_key=start):
+            if not key.startswith(prefix.encode()) or len(found) == limit:
+                break
+            if key != start or after is None:
+                name = key.decode()
+                found.append((name, self.lookup(name)))
+        return found
+
     def lookup(self, key: str) -> Any:
         """The JSON value of ``key`` (joined from its parts if stored in parts), or None."""
         value = self.data.get(key.encode())
