@@ -141,7 +141,7 @@ class Settings:
     customer_cache_mb: int = 16
     # Stored customers examined per flush for expiry (deleted once their last order is more than
     # a horizon older than the oldest bucket of the horizon); 0 = never expire.
-    customer_expiry_keys: int = 10_000
+    customer_expiry_keys: int = 2_000
 
     # Drop detection (streams/orders/detection.py): the cross-sell rate the total is tested
     # against until the worker holds an hour-old baseline of its own (first hour, state lost);

@@ -51,7 +51,7 @@ class CustomerConfig:
     horizon: float = 30 * 86400.0
     bucket: float = 3600.0
     max_categories: int = 8
-    expiry_keys: int = 10_000  # stored customers examined for expiry per flush; 0: never expire
+    expiry_keys: int = 2_000  # stored customers examined for expiry per flush; 0: never expire
 
 
 def meta_key(partition: int) -> str:
@@ -66,14 +66,15 @@ def bucket_key(partition: int, start: float) -> str:
     return f"{partition}/{BUCKET}/{start:.0f}"
 
 
-def expired(state: CustomerState, oldest: float, horizon: float) -> bool:
-    """Whether a stored customer can be deleted: counted in no view, and no order to come can merge with it.
+def expired(last_at: float, oldest: float, horizon: float) -> bool:
+    """Whether a stored customer whose last order was at ``last_at`` can be deleted.
 
+    True when it counts in no view and no order to come can merge with it:
     ``oldest`` is the oldest bucket inside the horizon of the partition's
-    watermark; an order at or after it is more than a horizon after the
+    watermark, and an order at or after it is more than a horizon after the
     customer's last order, so it starts the customer afresh.
     """
-    return state.last_at + horizon < oldest
+    return last_at + horizon < oldest
 
 
 @dataclass
@@ -170,8 +171,14 @@ class CustomerLedger:
 
     def _stored_state(self, value: Any) -> CustomerState | None:
         """A stored customer value as of the last committed flush."""
-        data = None if value is None else value["v"] if self.meta.committed(value["f"]) else value["p"]
+        data = self._stored_json(value)
         return None if data is None else CustomerState.from_json(data)
+
+    def _stored_json(self, value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        data: list[Any] | None = value["v"] if self.meta.committed(value["f"]) else value["p"]
+        return data
 
     def _count(self, state: CustomerState | None, sign: int) -> None:
         oldest = self.oldest_bucket()
@@ -254,10 +261,10 @@ class CustomerLedger:
         found = self.scan(prefix, self.expiry_cursor, limit)
         self.expiry_cursor = found[-1][0] if len(found) == limit else None
         gone = []
+        horizon = self.config.horizon
         for key, value in found:
-            state = self._stored_state(value)
-            if key[len(prefix):] not in self.touched and (state is None or expired(state, oldest,
-                                                                                   self.config.horizon)):
+            data = self._stored_json(value)  # [orders, last_at, ...]: CustomerState.to_json
+            if key[len(prefix):] not in self.touched and (data is None or expired(data[1], oldest, horizon)):
                 gone.append(key)
         self.customers_expired += len(gone)
         return gone
