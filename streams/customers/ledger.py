@@ -24,8 +24,11 @@ as if the state were absent; so a deletion changes no count, now or later, and
 needs no versioning: it is written after the meta key, like the expired buckets.
 A crash that loses a deletion leaves an expired state, which reads as absent
 and is deleted again on a later pass. The margin of one horizon is what makes a
-late order safe: only an order from a source lagging the partition's watermark
-by more than a horizon could merge with a deleted state.
+late order safe: only an order more than the horizon less one bucket behind the
+partition's watermark (from an orders partition lagging that far behind) could
+merge with a deleted state. Without the margin, an order a few seconds late
+would merge with a state that had only just left the views, and the counts
+would differ (tests/unit/test_customer_ledger.py catches it).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ class CustomerMeta:
 class CustomerChanges:
     writes: dict[str, Any]  # versioned values, written first
     meta: tuple[str, dict[str, Any]]  # written once the writes are durable
-    deletes: list[str]  # expired buckets, deleted once the meta key is durable
+    deletes: list[str]  # expired buckets and customers, deleted once the meta key is durable
+    expired_customers: int = 0  # of the deletes
 
 
 Histogram = dict[str, dict[str, int]]  # series -> first category -> customers
@@ -245,7 +249,7 @@ class CustomerLedger:
         self.meta.flush = flush
         self.meta.buckets = sorted(self.histograms)
         deletes, self.expired = self.expired + gone, []
-        return CustomerChanges(writes, (meta_key(self.partition), self.meta.to_dict()), deletes)
+        return CustomerChanges(writes, (meta_key(self.partition), self.meta.to_dict()), deletes, len(gone))
 
     def _expired_customers(self) -> list[str]:
         """The keys of expired customers among the next ``expiry_keys`` stored, resuming where the last pass stopped.

@@ -41,6 +41,7 @@ class CustomerProcessor:
         self.ledgers: dict[int, CustomerLedger] = {}
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
+        self.expired = 0  # customers deleted by this worker's flushes, since it started
 
     def restore(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -76,6 +77,7 @@ class CustomerProcessor:
             # last batch + 1 (FACTS.md), which may cut a deletion but never the meta key before it.
             self.table.write({}, [key for c in changes for key in c.deletes])
             await self.table.wait_written()
+            self.expired += sum(c.expired_customers for c in changes)
             for event in events:
                 event.ack()
 

@@ -119,6 +119,7 @@ def test_expired_customers_leave_the_table_and_the_counts_stay_exact(tmp_path: P
         state = changelog_state()
         assert all(state.get(k) is not None for k in kept)
         assert found() == truth  # deleting them changed no count
+        assert (worker.sample("crosssell_customers_expired_total") or 0) >= len(gone)
         worker.stop()
 
         databases = sorted((tmp_path / "worker0").rglob(f"{CUSTOMERS_TABLE}-*.db"))
