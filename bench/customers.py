@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--expiry-customers", type=int, default=200_000,
                         help="distinct customers of the --expiry runs (default 200000)")
     parser.add_argument("--horizons", type=int, default=5, help="horizons the --expiry runs span (default 5)")
-    parser.add_argument("--customers-per-flush", type=int, default=1000,
-                        help="new customers per flush of the --expiry runs (default 1000)")
+    parser.add_argument("--customers-per-flush", type=int, default=200,
+                        help="new customers per flush of the --expiry runs (default 200)")
     parser.add_argument("--state-only", type=int, default=None, help=argparse.SUPPRESS)  # the child of part 2
     parser.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
