@@ -6,8 +6,9 @@ less than the two-minute horizon), to 2,000 customers, half of whom return. A cu
 last order is more than a horizon older than the oldest bucket of its
 partition's horizon is deleted: its last record in the customers table's
 changelog is a tombstone (a rebuild from the changelog does not bring it back),
-and its key is gone from the worker's RocksDB databases. The counts still equal
-the truth from the applied orders.
+and its key is gone from the worker's RocksDB databases, and from those of a new
+worker that rebuilds the table from the changelog. The counts still equal the
+truth from the applied orders.
 """
 
 from __future__ import annotations
@@ -121,15 +122,31 @@ def test_expired_customers_leave_the_table_and_the_counts_stay_exact(tmp_path: P
         assert found() == truth  # deleting them changed no count
         assert (worker.sample("crosssell_customers_expired_total") or 0) >= len(gone)
         worker.stop()
+        assert not gone & keys_on_disk(tmp_path / "worker0")
+        assert kept <= keys_on_disk(tmp_path / "worker0")
 
-        databases = sorted((tmp_path / "worker0").rglob(f"{CUSTOMERS_TABLE}-*.db"))
-        assert len(databases) == PARTITIONS, databases
-        on_disk: set[str] = set()
-        for path in databases:
-            db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-            try:
-                on_disk.update(k.decode() for k in db.keys())  # noqa: SIM118 (raw mode: no __iter__)
-            finally:
-                db.close()
-        assert not gone & on_disk
-        assert kept <= on_disk
+        # A new worker rebuilds the table from the changelog: the expired customers stay gone (a
+        # deletion cut off by Tansu's early end of recovery, FACTS.md, leaves an expired state,
+        # which counts nowhere and is deleted again by the next pass), the counts stay exact.
+        rebuilt = running.worker().start()
+        rebuilt.wait_serving()
+        wait_until(lambda: worker_partitions([orjson.loads(rebuilt.get("/api/customers"))]) == truth, 90,
+                   "the rebuilt worker's counts to equal the truth")
+        wait_until(lambda: not gone & keys_on_disk(tmp_path / "worker1"), 60,
+                   "no expired customer in the rebuilt worker's RocksDB")
+        assert kept <= keys_on_disk(tmp_path / "worker1")
+        rebuilt.assert_alive()
+
+
+def keys_on_disk(data_dir: Path) -> set[str]:
+    """The keys of a worker's customer databases, read-only (the worker may be running)."""
+    databases = sorted(data_dir.rglob(f"{CUSTOMERS_TABLE}-*.db"))
+    assert len(databases) == PARTITIONS, databases
+    keys: set[str] = set()
+    for path in databases:
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            keys.update(k.decode() for k in db.keys())  # noqa: SIM118 (raw mode: no __iter__)
+        finally:
+            db.close()
+    return keys
