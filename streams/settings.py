@@ -157,6 +157,9 @@ class Settings:
     customer_bucket_seconds: float = 3600.0
     customer_max_categories: int = 8
     customer_cache_mb: int = 16
+    # Stored customers examined per flush for expiry (deleted once their last order is more than
+    # a horizon older than the oldest bucket of the horizon); 0 = never expire.
+    customer_expiry_keys: int = 2_000
 
     # Experiments (streams/orders/experiments.py): every variant is compared with the control
     # (when no order carries it, the variant with most orders); `experiment_effect` is the rise in the
@@ -338,6 +341,8 @@ class Settings:
         _require(self.customer_max_categories >= 2, "CUSTOMER_MAX_CATEGORIES", self.customer_max_categories,
                  "a whole number >= 2 (a cross-sell customer has two categories)")
         _require(self.customer_cache_mb >= 1, "CUSTOMER_CACHE_MB", self.customer_cache_mb, "a whole number >= 1")
+        _require(self.customer_expiry_keys >= 0, "CUSTOMER_EXPIRY_KEYS", self.customer_expiry_keys,
+                 "a whole number >= 0 (0: customers never expire)")
         _require(self.session_timeout_seconds >= 1, "SESSION_TIMEOUT_SECONDS", self.session_timeout_seconds,
                  "a duration >= 1s (a Kafka broker accepts 6s and more by default: group.min.session.timeout.ms)")
         _require(self.rebalance_timeout_seconds >= 1, "REBALANCE_TIMEOUT_SECONDS", self.rebalance_timeout_seconds,

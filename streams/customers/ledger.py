@@ -13,6 +13,22 @@ committed in the meta key reads as its ``p``: the flush it came from is undone,
 and its messages are applied again from the customers topic. A restore burns
 the next flush id (``aborted``), written before the first flush that follows,
 so that a value left by a crashed flush can never be taken for a later one's.
+
+Customers expire: each flush examines at most ``expiry_keys`` stored customers,
+resuming where the last one stopped (wrapping round at the end), and deletes
+those whose last order is more than a horizon older than the oldest bucket of
+the horizon (:func:`expired`). Such a state counts in no bucket a view reads,
+and any order of that customer no older than the oldest bucket starts it afresh
+(:func:`streams.customers.state.merge`: a gap of more than the horizon), exactly
+as if the state were absent; so a deletion changes no count, now or later, and
+needs no versioning: it is written after the meta key, like the expired buckets.
+A crash that loses a deletion leaves an expired state, which reads as absent
+and is deleted again on a later pass. The margin of one horizon is what makes a
+late order safe: only an order more than the horizon less one bucket behind the
+partition's watermark (from an orders partition lagging that far behind) could
+merge with a deleted state. Without the margin, an order a few seconds late
+would merge with a state that had only just left the views, and the counts
+would differ (tests/unit/test_customer_ledger.py catches it).
 """
 
 from __future__ import annotations
@@ -28,6 +44,9 @@ CUSTOMER = "c"
 BUCKET = "h"
 
 Lookup = Callable[[str], Any]  # a table key -> its JSON value, or None
+# (prefix, after, n) -> up to n (key, JSON value) of the keys with that prefix after ``after`` (None: from the
+# first), in key order
+Scan = Callable[[str, str | None, int], list[tuple[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +54,7 @@ class CustomerConfig:
     horizon: float = 30 * 86400.0
     bucket: float = 3600.0
     max_categories: int = 8
+    expiry_keys: int = 2_000  # stored customers examined for expiry per flush; 0: never expire
 
 
 def meta_key(partition: int) -> str:
@@ -47,6 +67,17 @@ def customer_key(partition: int, customer: str) -> str:
 
 def bucket_key(partition: int, start: float) -> str:
     return f"{partition}/{BUCKET}/{start:.0f}"
+
+
+def expired(last_at: float, oldest: float, horizon: float) -> bool:
+    """Whether a stored customer whose last order was at ``last_at`` can be deleted.
+
+    True when it counts in no view and no order to come can merge with it:
+    ``oldest`` is the oldest bucket inside the horizon of the partition's
+    watermark, and an order at or after it is more than a horizon after the
+    customer's last order, so it starts the customer afresh.
+    """
+    return last_at + horizon < oldest
 
 
 @dataclass
@@ -79,7 +110,8 @@ class CustomerMeta:
 class CustomerChanges:
     writes: dict[str, Any]  # versioned values, written first
     meta: tuple[str, dict[str, Any]]  # written once the writes are durable
-    deletes: list[str]  # expired buckets, deleted once the meta key is durable
+    deletes: list[str]  # expired buckets and customers, deleted once the meta key is durable
+    expired_customers: int = 0  # of the deletes
 
 
 Histogram = dict[str, dict[str, int]]  # series -> first category -> customers
@@ -95,10 +127,13 @@ class CustomerView:
 
 
 class CustomerLedger:
-    def __init__(self, partition: int, config: CustomerConfig, lookup: Lookup) -> None:
+    def __init__(self, partition: int, config: CustomerConfig, lookup: Lookup, scan: Scan | None = None) -> None:
         self.partition = partition
         self.config = config
         self.lookup = lookup
+        self.scan = scan  # None: customers never expire
+        self.expiry_cursor: str | None = None  # the last customer key examined for expiry; None: start over
+        self.customers_expired = 0  # deleted since this ledger was restored
         self.meta = CustomerMeta()
         self.histograms: dict[float, Histogram] = {}
         # Touched since the last flush: customer -> (state as of the last flush, state now).
@@ -134,11 +169,20 @@ class CustomerLedger:
         known = self.touched.get(customer)
         if known is not None:
             return known[1]
-        value = self.lookup(customer_key(self.partition, customer))
-        data = None if value is None else value["v"] if self.meta.committed(value["f"]) else value["p"]
-        state = None if data is None else CustomerState.from_json(data)
+        state = self._stored_state(self.lookup(customer_key(self.partition, customer)))
         self.touched[customer] = (state, state)
         return state
+
+    def _stored_state(self, value: Any) -> CustomerState | None:
+        """A stored customer value as of the last committed flush."""
+        data = self._stored_json(value)
+        return None if data is None else CustomerState.from_json(data)
+
+    def _stored_json(self, value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        data: list[Any] | None = value["v"] if self.meta.committed(value["f"]) else value["p"]
+        return data
 
     def _count(self, state: CustomerState | None, sign: int) -> None:
         oldest = self.oldest_bucket()
@@ -188,7 +232,8 @@ class CustomerLedger:
     # -- flushing ----------------------------------------------------------------
     def take_changes(self) -> CustomerChanges | None:
         """The writes of the state as of now: versioned values, then the meta key, then deletions."""
-        if not self.touched and not self.bucket_bases and not self.expired:
+        gone = self._expired_customers()
+        if not self.touched and not self.bucket_bases and not self.expired and not gone:
             return None
         flush = self.meta.next_flush
         writes: dict[str, Any] = {}
@@ -203,8 +248,30 @@ class CustomerLedger:
         self.bucket_bases = {}
         self.meta.flush = flush
         self.meta.buckets = sorted(self.histograms)
-        deletes, self.expired = self.expired, []
-        return CustomerChanges(writes, (meta_key(self.partition), self.meta.to_dict()), deletes)
+        deletes, self.expired = self.expired + gone, []
+        return CustomerChanges(writes, (meta_key(self.partition), self.meta.to_dict()), deletes, len(gone))
+
+    def _expired_customers(self) -> list[str]:
+        """The keys of expired customers among the next ``expiry_keys`` stored, resuming where the last pass stopped.
+
+        Customers touched since the last flush are left for a later pass: this
+        flush writes them.
+        """
+        oldest = self.oldest_bucket()
+        limit = self.config.expiry_keys
+        if self.scan is None or oldest is None or limit <= 0:
+            return []
+        prefix = customer_key(self.partition, "")
+        found = self.scan(prefix, self.expiry_cursor, limit)
+        self.expiry_cursor = found[-1][0] if len(found) == limit else None
+        gone = []
+        horizon = self.config.horizon
+        for key, value in found:
+            data = self._stored_json(value)  # [orders, last_at, ...]: CustomerState.to_json
+            if key[len(prefix):] not in self.touched and (data is None or expired(data[1], oldest, horizon)):
+                gone.append(key)
+        self.customers_expired += len(gone)
+        return gone
 
     def burned_flush(self) -> tuple[str, dict[str, Any]] | None:
         """After a restore, the meta key that records the burned flush id: durable before the next flush."""
@@ -213,9 +280,10 @@ class CustomerLedger:
 
     # -- recovery --------------------------------------------------------------------
     @classmethod
-    def restore(cls, partition: int, config: CustomerConfig, lookup: Lookup) -> CustomerLedger:
+    def restore(cls, partition: int, config: CustomerConfig, lookup: Lookup,
+                scan: Scan | None = None) -> CustomerLedger:
         """The ledger as of the last committed flush; what a crashed flush wrote reads as undone."""
-        ledger = cls(partition, config, lookup)
+        ledger = cls(partition, config, lookup, scan)
         meta = lookup(meta_key(partition))
         ledger.meta = CustomerMeta() if meta is None else CustomerMeta.from_dict(meta)
         for start in ledger.meta.buckets:

@@ -209,7 +209,8 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     registry = CollectorRegistry(auto_describe=True)
     registry.register(CrossSellCollector(pipeline.orders.snapshot, settings, pipeline.recommender))
     if pipeline.customers is not None:
-        registry.register(CustomerCollector(pipeline.customers.summary))
+        keeper = pipeline.customers
+        registry.register(CustomerCollector(keeper.summary, lambda: keeper.expired))
     for standard in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
         registry.register(standard)
 

@@ -2,7 +2,7 @@
 
 A flush writes, per customer partition: the meta key a restore prepared (once,
 alone), then every changed customer and bucket, then the meta key, then the
-deletions of expired buckets, each step waiting until the changelog holds the
+deletions of expired buckets and customers, each step waiting until the changelog holds the
 one before; only then are the messages acked (streams/customers/ledger.py says
 why that is exact after a crash).
 """
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def customer_config(settings: Settings) -> CustomerConfig:
     return CustomerConfig(settings.customer_horizon_seconds, settings.customer_bucket_seconds,
-                          settings.customer_max_categories)
+                          settings.customer_max_categories, settings.customer_expiry_keys)
 
 
 class CustomerProcessor:
@@ -36,14 +36,16 @@ class CustomerProcessor:
         self.settings = settings
         self.table: PartitionedTable = table
         self.lookup = table.lookup
+        self.scan = table.scan
         self.config = customer_config(settings)
         self.ledgers: dict[int, CustomerLedger] = {}
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
+        self.expired = 0  # customers deleted by this worker's flushes, since it started
 
     def restore(self, partitions: set[int]) -> None:
         for partition in partitions:
-            self.ledgers[partition] = CustomerLedger.restore(partition, self.config, self.lookup)
+            self.ledgers[partition] = CustomerLedger.restore(partition, self.config, self.lookup, self.scan)
         log.info("customer ledgers restored for partitions %s", sorted(partitions))
 
     async def revoke(self, partitions: set[int]) -> None:
@@ -75,6 +77,7 @@ class CustomerProcessor:
             # last batch + 1 (FACTS.md), which may cut a deletion but never the meta key before it.
             self.table.write({}, [key for c in changes for key in c.deletes])
             await self.table.wait_written()
+            self.expired += sum(c.expired_customers for c in changes)
             for event in events:
                 event.ack()
 

@@ -46,6 +46,21 @@ class KeyPartitionedRocksDB(RocksDBStore):
         return self._get(key) is not None
 
 
+def keys_after(db: Any, prefix: str, after: str | None, limit: int) -> list[str]:
+    """Up to ``limit`` keys of a rocksdict database starting with ``prefix``, after ``after`` (None: from the first).
+
+    One seek, then at most ``limit`` + 1 steps in key order: a bounded slice, whatever the number of keys.
+    """
+    start, begins = (after or prefix).encode(), prefix.encode()
+    found: list[str] = []
+    for key in db.keys(from_key=start):
+        if len(found) == limit or not key.startswith(begins):
+            break
+        if after is None or key != start:
+            found.append(key.decode())
+    return found
+
+
 def store_options(cache_mb: int) -> dict[str, Any]:
     """RocksDB options of one partition's database: a block cache of ``cache_mb`` MiB, write buffers of half."""
     mib = 1024 * 1024
@@ -60,6 +75,13 @@ class DiskTable(PartitionedTable):
         return KeyPartitionedRocksDB("rocksdb://", self.app, self, table_name=self.name, key_type=self.key_type,
                                      key_serializer=self.key_serializer, value_type=self.value_type,
                                      value_serializer=self.value_serializer, loop=self.loop, options=self.options)
+
+    def scan(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any]]:
+        """Up to ``limit`` keys starting with ``prefix``, after ``after`` (None: from the first), with their values."""
+        store = self.data
+        assert isinstance(store, KeyPartitionedRocksDB)
+        db = store._db_for_partition(key_partition(prefix.encode()))
+        return [(key, self.lookup(key)) for key in keys_after(db, prefix, after, limit)]
 
     def lookup(self, key: str) -> Any:
         """The JSON value of ``key`` (joined from its parts if stored in parts), or None."""

@@ -362,8 +362,9 @@ _LATER = (("later_7d", "7d"), ("later_30d", "30d"))
 class CustomerCollector(Collector):
     """The customer counts of the partitions this worker owns: numerators and denominators, and the rate."""
 
-    def __init__(self, summary: Callable[[], CustomerSummary]) -> None:
+    def __init__(self, summary: Callable[[], CustomerSummary], expired: Callable[[], int]) -> None:
         self._summary = summary
+        self._expired = expired
 
     def describe(self) -> list[Metric]:
         return []
@@ -398,3 +399,6 @@ class CustomerCollector(Collector):
                                  labels=["horizon"])
         rate.add_metric([horizon], summary.rates()["cross_sell_rate"])
         yield rate
+        yield CounterMetricFamily(PREFIX + "customers_expired", "Customers deleted from the customer table once "
+                                  "their last order was more than a horizon older than the horizon's oldest bucket "
+                                  "(since the worker started).", value=self._expired())

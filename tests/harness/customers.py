@@ -4,6 +4,7 @@ For each customer partition (crc32 of the customer id modulo the partitions),
 the watermark is the newest event time of its customers' orders, and an event
 time is inside the horizon when its bucket (event time floored to the bucket
 size) is one of the newest horizon/bucket buckets up to the watermark's.
+A customer's orders after a gap of more than the horizon start it afresh.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def customer_truth(orders: Iterable[Order], settings: Settings) -> dict[int, dic
         counts = dict.fromkeys(("customers", "multi", "repeat", "single_first", *WITHIN), 0)
         for history in customers.values():
             history.sort(key=lambda o: (o[1], o[3], o[2]))
+            # after a gap of more than the horizon the customer starts afresh
+            afresh = max((i for i in range(1, len(history)) if history[i][1] > history[i - 1][1] + horizon), default=0)
+            del history[:afresh]
             times = [o[1] for o in history]
             last_of_category: dict[str, float] = {}
             for _, at, _, categories in history:

@@ -8,11 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.customers.ledger import CustomerConfig, CustomerLedger
+from streams.customers.ledger import BUCKET, CUSTOMER, CustomerConfig, CustomerLedger, expired
 from streams.customers.outbox import customer_messages, customer_partition
 
 DAY = 86400.0
 CONFIG = CustomerConfig(horizon=30 * DAY, bucket=3600.0, max_categories=4)
+# The traffic spans 50 days: ten horizons of 5 days, expired 7 stored customers at a time.
+EXPIRING = CustomerConfig(horizon=5 * DAY, bucket=3600.0, max_categories=4, expiry_keys=7)
 CATEGORIES = ["laptops", "bags", "tv", "cables", "pens"]
 
 
@@ -26,14 +28,21 @@ def traffic(seed: int, orders: int = 400) -> list[tuple[str, float, str, tuple[s
     return out
 
 
-def messages_for(partition: int, orders: list[Any], sources: int = 3, per_flush: int = 17) -> list[dict[str, Any]]:
-    """What the orders partitions send: orders dealt to sources, each source flushing every few orders."""
+def messages_for(partition: int, orders: list[Any], sources: int = 3, per_flush: int | None = None,
+                 config: CustomerConfig = CONFIG) -> list[dict[str, Any]]:
+    """What the orders partitions send: orders dealt to sources, each source flushing every few orders.
+
+    The sources lag one another by up to a flush: less than a horizon, which the
+    gap rule (and so expiry) needs to be exact (streams/customers/ledger.py).
+    """
+    if per_flush is None:
+        per_flush = 17 if config.horizon >= 30 * DAY else 5
     out = []
     for source in range(sources):
         mine = orders[source::sources]
         for sequence, start in enumerate(range(0, len(mine), per_flush), start=1):
             out.extend(m for m in customer_messages(source, sequence, mine[start:start + per_flush], 2,
-                                                    CONFIG.horizon, CONFIG.max_categories, 2_000)
+                                                    config.horizon, config.max_categories, 2_000)
                        if m["partition"] == partition)
     # sources interleave at the customer partition, each in its own order
     return sorted(out, key=lambda m: (m["sequence"], m["source"], m["part"]))
@@ -51,6 +60,13 @@ class Table(dict[str, bytes]):
         value = self.get(key)
         return None if value is None else orjson.loads(value)
 
+    def scan(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any]]:
+        keys = sorted(k for k in self if k.startswith(prefix) and (after is None or k > after))
+        return [(k, self.lookup(k)) for k in keys[:limit]]
+
+    def keys_of(self, kind: str) -> set[str]:
+        return {k for k in self if k.split("/")[1] == kind}
+
 
 def flush(ledger: CustomerLedger, table: Table) -> None:
     burned = ledger.burned_flush()
@@ -62,18 +78,18 @@ def flush(ledger: CustomerLedger, table: Table) -> None:
         table.apply(dict([changes.meta]), changes.deletes)
 
 
-def truth(orders: list[Any], partition: int) -> dict[str, int]:
+def truth(orders: list[Any], partition: int, config: CustomerConfig = CONFIG) -> dict[str, int]:
     """Straight from the orders of the partition's customers, without the ledger."""
     mine = [o for o in orders if customer_partition(o[0], 2) == partition]
     watermark = max(o[1] for o in mine)
-    oldest = watermark // 3600 * 3600 - CONFIG.horizon + 3600
+    oldest = watermark // 3600 * 3600 - config.horizon + 3600
     counts = {"customers": 0, "multi": 0, "repeat": 0, "single_first": 0}
     by_customer: dict[str, list[Any]] = {}
     for order in sorted(mine, key=lambda o: o[1]):
         by_customer.setdefault(order[0], []).append(order)
     for history in by_customer.values():
         # a gap over the horizon starts the customer afresh
-        start = max((i for i in range(1, len(history)) if history[i][1] > history[i - 1][1] + CONFIG.horizon),
+        start = max((i for i in range(1, len(history)) if history[i][1] > history[i - 1][1] + config.horizon),
                     default=0)
         history = history[start:]
         inside = [o for o in history if o[1] // 3600 * 3600 >= oldest]
@@ -88,18 +104,71 @@ def truth(orders: list[Any], partition: int) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.parametrize("config", [CONFIG, EXPIRING], ids=["30d", "5d-expiring"])
 @pytest.mark.parametrize("seed", range(5))
-def test_counts_equal_the_truth_from_the_orders(seed):
+def test_counts_equal_the_truth_from_the_orders(seed, config):
     orders = traffic(seed)
     for partition in range(2):
-        ledger, table = CustomerLedger(partition, CONFIG, lambda k: None), Table()
-        ledger.lookup = table.lookup
-        for i, message in enumerate(messages_for(partition, orders)):
+        table = Table()
+        ledger = CustomerLedger(partition, config, table.lookup, table.scan)
+        for i, message in enumerate(messages_for(partition, orders, config=config)):
             assert ledger.apply(message)
             if i % 5 == 4:
                 flush(ledger, table)
         totals = ledger.view().totals
-        assert {k: totals[k] for k in ("customers", "multi", "repeat", "single_first")} == truth(orders, partition)
+        assert {k: totals[k] for k in ("customers", "multi", "repeat", "single_first")} == \
+            truth(orders, partition, config)
+
+
+@pytest.mark.parametrize(("last_at", "horizon", "oldest", "expires"), [
+    # counted in no view and more than a horizon before the oldest bucket: any order to come starts afresh
+    (0.0, 10.0, 11.0, True),
+    # exactly a horizon before the oldest bucket: an order in that bucket would still merge with it
+    (1.0, 10.0, 11.0, False),
+    # before the oldest bucket (counted in no view) but less than a horizon: a late order may merge with it
+    (5.0, 10.0, 11.0, False),
+    # inside the horizon
+    (11.0, 10.0, 11.0, False),
+    (50.0, 10.0, 11.0, False),
+])
+def test_a_customer_expires_once_no_order_to_come_can_merge_with_it(last_at, horizon, oldest, expires):
+    assert expired(last_at, oldest, horizon) is expires
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_expiry_deletes_past_customers_in_slices_and_bounds_the_buckets(seed):
+    orders = traffic(seed)
+    table = Table()
+    ledger = CustomerLedger(0, EXPIRING, table.lookup, table.scan)
+    without = Table()
+    keeping = CustomerLedger(0, EXPIRING, without.lookup)  # no scan: never expires
+    slices = []
+    for message in messages_for(0, orders, config=EXPIRING):
+        ledger.apply(message)
+        keeping.apply(message)
+        before = ledger.customers_expired
+        flush(ledger, table)
+        flush(keeping, without)
+        slices.append(ledger.customers_expired - before)
+    assert ledger.view() == keeping.view()
+    assert 0 < max(slices) <= EXPIRING.expiry_keys  # deletes happened, never more than a slice per flush
+    oldest = ledger.oldest_bucket()
+    assert oldest is not None
+    stored = {k: ledger._stored_state(table.lookup(k))
+              for k in table.keys_of(CUSTOMER)}
+    assert len(stored) < len(without.keys_of(CUSTOMER))
+    # a few more flushes with nothing new: one full pass, and every expired customer is gone
+    for _ in range(len(stored) // EXPIRING.expiry_keys + 2):
+        flush(ledger, table)
+    left = {k: ledger._stored_state(table.lookup(k))
+            for k in table.keys_of(CUSTOMER)}
+    assert left and all(not expired(s.last_at, oldest, EXPIRING.horizon) for s in left.values() if s is not None)
+    # the bucket histograms stay within the horizon, in memory and in the table
+    buckets = EXPIRING.horizon / EXPIRING.bucket
+    assert len(ledger.histograms) <= buckets
+    assert len(table.keys_of(BUCKET)) <= buckets
+    assert all(start >= oldest for start in ledger.histograms)
+    assert CustomerLedger.restore(0, EXPIRING, table.lookup).view() == keeping.view()
 
 
 def test_a_message_applies_once():
@@ -109,17 +178,18 @@ def test_a_message_applies_once():
     assert not ledger.apply(message)
 
 
+@pytest.mark.parametrize("config", [CONFIG, EXPIRING], ids=["30d", "5d-expiring"])
 @pytest.mark.parametrize("seed", range(30))
-def test_a_crash_at_any_point_of_a_flush_changes_nothing(seed):
+def test_a_crash_at_any_point_of_a_flush_changes_nothing(seed, config):
     rng = random.Random(seed)
     orders = traffic(seed)
-    messages = messages_for(0, orders)
-    expected = CustomerLedger(0, CONFIG, lambda k: None)
+    messages = messages_for(0, orders, config=config)
+    expected = CustomerLedger(0, config, lambda k: None)
     for message in messages:
         expected.apply(message)
 
     table = Table()
-    ledger = CustomerLedger(0, CONFIG, table.lookup)
+    ledger = CustomerLedger(0, config, table.lookup, table.scan)
     position = 0
     for _ in range(3):  # crash, restore, replay, several times
         crash_at = rng.randrange(position, len(messages))
@@ -127,21 +197,27 @@ def test_a_crash_at_any_point_of_a_flush_changes_nothing(seed):
             ledger.apply(messages[i])
             if rng.random() < 0.3:
                 flush(ledger, table)
-        # the crashed flush: a random part of its values reach the table, not its meta key; after a
-        # restore, a flush writes values only once the meta key with the flush id it burned is durable
+        # the crashed flush: a random part of its values reach the table, not its meta key; or all of
+        # them and the meta key, and a random part of its deletions (expired buckets and customers).
+        # After a restore, a flush writes values only once the meta key with the flush id it burned
+        # is durable.
         burned = ledger.burned_flush()
         crashed_before_values = burned is not None and rng.random() < 0.5
         if burned is not None and not crashed_before_values:
             table.apply(dict([burned]))
         changes = ledger.take_changes()
         if changes is not None and not crashed_before_values:
-            writes = list(changes.writes.items())
-            table.apply(dict(rng.sample(writes, rng.randrange(len(writes) + 1))))
-        ledger = CustomerLedger.restore(0, CONFIG, table.lookup)
+            if rng.random() < 0.5:
+                writes = list(changes.writes.items())
+                table.apply(dict(rng.sample(writes, rng.randrange(len(writes) + 1))))
+            else:
+                table.apply(changes.writes)
+                table.apply(dict([changes.meta]), rng.sample(changes.deletes, rng.randrange(len(changes.deletes) + 1)))
+        ledger = CustomerLedger.restore(0, config, table.lookup, table.scan)
         # the source replays from what was committed; the ledger skips what it applied
         position = 0
     for message in messages:
         ledger.apply(message)
     assert ledger.view() == expected.view()
     flush(ledger, table)
-    assert CustomerLedger.restore(0, CONFIG, table.lookup).view() == expected.view()
+    assert CustomerLedger.restore(0, config, table.lookup).view() == expected.view()

@@ -40,10 +40,11 @@ def test_no_customers_no_rate():
 def test_the_collector_exports_numerators_denominators_and_the_rate():
     summary = summarize({0: view(10.0, tv=(10, 3, 4, 5, 1, 2))}, "30d", 5)
     registry = CollectorRegistry()
-    registry.register(CustomerCollector(lambda: summary))
+    registry.register(CustomerCollector(lambda: summary, lambda: 7))
     assert registry.get_sample_value("crosssell_customers", {"horizon": "30d"}) == 10
     assert registry.get_sample_value("crosssell_customers_multi_category", {"horizon": "30d"}) == 3
     assert registry.get_sample_value("crosssell_customers_later_cross_sell", {"horizon": "30d", "within": "7d"}) == 1
     assert registry.get_sample_value("crosssell_customers_single_category_first_by_first_category",
                                      {"horizon": "30d", "first_category": "tv"}) == 5
     assert registry.get_sample_value("crosssell_customer_cross_sell_ratio", {"horizon": "30d"}) == 0.3
+    assert registry.get_sample_value("crosssell_customers_expired_total") == 7
