@@ -235,7 +235,9 @@ def test_live_page_renders_windows_and_the_5m_rate(system: RunningSystem, tmp_pa
     assert abs(float(tile["data-rate-5m"]) * 100 - shown) <= 0.05 + 1e-9, (tile, shown_text)
 
     expected = {percent(before["views"]["5m"]["rate"]), percent(after["views"]["5m"]["rate"])}
-    assert shown in expected or min(abs(shown - e) for e in expected) <= RATE_TOLERANCE_PP, (
+    # The page fetched between our two answers: its rate lies between them (early on, with few
+    # orders in the view, the rate moves a lot from one answer to the next).
+    assert min(expected) - RATE_TOLERANCE_PP <= shown <= max(expected) + RATE_TOLERANCE_PP, (
         f"tile shows {shown}%, /api/summary said {sorted(expected)}"
     )
     assert dom.text_by_id["updated"].startswith("updated "), dom.text_by_id["updated"]
