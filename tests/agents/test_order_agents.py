@@ -7,6 +7,7 @@ to the embedded broker, and is read back with confluent-kafka.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import sys
@@ -30,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from streams.ops.admin import ensure_topics
 from streams.ops.broker import EmbeddedBroker
 from streams.ops.traffic import rfc3339
+from streams.orders.contract import decode_order
 from streams.orders.ledger import PartitionLedger
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
@@ -133,6 +135,34 @@ async def test_a_flush_writes_state_to_the_changelog_partition_named_by_the_key(
         assert int(message.key().split(b"/")[0]) == message.partition()
     meta = {m.partition(): orjson.loads(m.value()) for m in messages if m.key().endswith(b"/meta")}
     assert meta[1]["orders"] == 1 and meta[0]["orders"] == 1
+
+
+async def test_an_order_applied_while_a_flush_resends_old_pair_deltas_is_stored_with_its_offset(
+        pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a restart, the first flush first re-sends the pair deltas its predecessor may not have
+    # delivered; the agent goes on applying orders while that send is under way. What the flush
+    # stores must be one consistent state: a window holding an order whose offset the stored meta
+    # does not cover would count that order again after a crash.
+    orders = pipeline.orders
+    gate = asyncio.Event()
+    monkeypatch.setattr(orders, "_send_pairs", lambda message: asyncio.ensure_future(gate.wait()))
+    async with pipeline.app.agents["orders"].test_context() as agent:
+        await agent.put(order("o-1", ("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 2)), key=b"o-1",
+                        partition=0)
+        orders.ledgers[0].unsent_outbox = [{"left": "from before the restart"}]
+        flushing = asyncio.ensure_future(orders.flush())
+        await asyncio.sleep(0.05)  # the flush is now waiting for the re-send
+        second = order("o-2", ("pan", "kitchen", 30.0, 1), ("knife", "tools", 12.0, 1))
+        await agent.put(second, key=b"o-2", partition=0)
+        gate.set()
+        await flushing
+    live = orders.ledgers[0]
+    # A crash now: the new owner restores the stored state and replays what its offset does not cover.
+    restored = PartitionLedger.restore(0, live.config, orders.table.items_of_partition(0))
+    restored.apply(1, decode_order(second), time.time())
+    assert restored.meta.to_dict() == live.meta.to_dict()
+    assert {start: w.totals.to_dict() for start, w in restored.windows.items()} == {
+        start: w.totals.to_dict() for start, w in live.windows.items()}
 
 
 async def test_an_event_replayed_at_an_applied_offset_is_not_counted_again(pipeline: Pipeline) -> None:
