@@ -27,7 +27,7 @@ run: $(VENV)/.installed-run
 
 # The whole suite: unit, agent and integration tests (real broker, Prometheus, Chromium).
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=15
 
 # The benchmark adds the peer framework (Quix Streams, the bench extra).
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python

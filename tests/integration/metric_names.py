@@ -79,6 +79,7 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_customers_single_category_first_by_first_category": frozenset({"horizon", "first_category"}),
         "crosssell_customers_later_cross_sell_by_first_category": frozenset({"horizon", "within", "first_category"}),
         "crosssell_customer_cross_sell_ratio": frozenset({"horizon"}),
+        "crosssell_customers_expired_total": frozenset(),
         # Pipeline state.
         "crosssell_event_time_watermark_seconds": frozenset(),
         "crosssell_consumer_lag_messages": frozenset({"partition"}),

@@ -52,4 +52,6 @@ def test_a_restarted_worker_keeps_the_baseline_and_the_alarm(tmp_path: Path) -> 
         after = total_segment(second)
         assert after["alarm"], after
         assert after["baseline"] == pytest.approx(before["baseline"], abs=0.01)
-        assert abs(after["episodes"][0]["started"] - episode["started"]) <= 60, (after, episode)
+        # The new worker tests the retained 1-minute windows whole, not 5 s ticks: its alarm starts at
+        # the end of a window, up to a window or two from where the live test crossed the threshold.
+        assert abs(after["episodes"][0]["started"] - episode["started"]) <= 120, (after, episode)

@@ -1,6 +1,6 @@
 """Exact while it fits: pair counts that fit the memory budget give the lists of exact counting, end to end.
 
-A generated catalogue of 400 products, 8,000 orders over six hours of event
+A generated catalogue of 640 products, 8,000 orders over six hours of event
 time. Some (pairs partition, bucket) holds more distinct pairs than the 3,000
 a bucket could hold before the memory budget (the old fixed capacity), so the
 old worker would have approximated; together they fit CROSSSELL_PAIR_MEMORY_MB.
@@ -48,7 +48,7 @@ Lists = dict[str, tuple[int, list[tuple[str, int, float]]]]  # product -> (n_A, 
 
 def make_orders(seed: int) -> list[dict[str, object]]:
     maker = OrderMaker(random.Random(seed), TrafficShape(cross_sell_propensity=0.7, upsell_propensity=0.5,
-                                                          categories=8, products_per_category=50))
+                                                          categories=8, products_per_category=80))
     start = time.time() - 120 - HOURS * 3600
     return [maker.order(start + HOURS * 3600 * i / ORDERS) for i in range(ORDERS)]
 

@@ -75,6 +75,8 @@ SYSTEM_SETTINGS = {
     "CROSSSELL_EXPERIMENT_MARKER": "2026-01-01T00:00:00Z",
     # The top primary products (off by default).
     "CROSSSELL_POTENTIAL_CAPACITY": "32",
+    # Customer-level cross-sell (off by default), so that its metrics and panels exist.
+    "CROSSSELL_CUSTOMERS": "true",
 }
 
 STARTUP_TIMEOUT = 90.0  # until the worker serves /metrics
