@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -15,13 +14,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from streams.ops.broker import LOOPBACK, free_port
 from streams.ops.supervisor import spawn, stop
 
-from .prometheus import get, log_tail
+from .prometheus import Server, get
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 REPO = Path(__file__).resolve().parents[2]
@@ -91,15 +89,7 @@ def repository_config(hook: Webhook, *, group_wait: str = "1s") -> dict[str, Any
 
 
 @dataclass
-class Alertmanager:
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
+class Alertmanager(Server):
     def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         request = urllib.request.Request(self.base_url + "/api/v2/alerts", data=json.dumps(alerts).encode(),
                                          headers={"Content-Type": "application/json"}, method="POST")
@@ -125,16 +115,7 @@ def alertmanager(workdir: Path, config: dict[str, Any]) -> Iterator[Alertmanager
                          "--log.level=warn"], log=log, cwd=workdir)
     manager = Alertmanager(process, port, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"alertmanager exited with {process.returncode}:\n{log_tail(log_path)}")
-            with contextlib.suppress(OSError):
-                get(manager.base_url + "/-/ready", timeout=2)
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"alertmanager was not ready within 30 s:\n{log_tail(log_path)}")
-            time.sleep(0.3)
+        manager.wait_ready(30)
         yield manager
     finally:
         stop(process, 10)

@@ -32,7 +32,9 @@ def get(url: str, timeout: float = 5.0) -> bytes:
         return bytes(response.read())
 
 @dataclass
-class Prometheus:
+class Server:
+    """A Prometheus-family server this test started: its process, loopback port and log."""
+
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
@@ -42,16 +44,21 @@ class Prometheus:
         return f"http://{LOOPBACK}:{self.port}"
 
     def wait_ready(self, timeout: float) -> None:
+        """Until ``/-/ready`` answers; fails with the log's tail if the server exits or the time runs out."""
+        name = type(self).__name__.lower()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"prometheus exited with {self.process.returncode}:\n{log_tail(self.log_path)}")
+                pytest.fail(f"{name} exited with {self.process.returncode}:\n{log_tail(self.log_path)}")
             with contextlib.suppress(OSError):
                 get(self.base_url + "/-/ready", timeout=2)
                 return
             time.sleep(0.3)
-        pytest.fail(f"prometheus was not ready within {timeout:g}s:\n{log_tail(self.log_path)}")
+        pytest.fail(f"{name} was not ready within {timeout:g}s:\n{log_tail(self.log_path)}")
 
+
+@dataclass
+class Prometheus(Server):
     def api(self, path: str, **params: str | list[str]) -> Any:
         """The ``data`` of a successful /api/v1 answer; raises PromQLError with Prometheus' message otherwise."""
         url = f"{self.base_url}/api/v1/{path}?{urllib.parse.urlencode(params, doseq=True)}"
