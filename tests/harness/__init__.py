@@ -8,7 +8,17 @@ workers must match).
 """
 
 from tests.harness.clusters import SHORT_SESSION, Cluster, base_environment, cluster, proxied_cluster
-from tests.harness.processes import REPO, Samples, Worker, labelled_sum, total, unique, wait_for_events, wait_until
+from tests.harness.processes import (
+    REPO,
+    Samples,
+    Worker,
+    labelled_sum,
+    total,
+    unique,
+    wait_for_events,
+    wait_for_lists_to_settle,
+    wait_until,
+)
 from tests.harness.traffic import Traffic
 from tests.harness.truth import (
     NOT_COMPARED,
@@ -43,5 +53,6 @@ __all__ = [
     "total",
     "unique",
     "wait_for_events",
+    "wait_for_lists_to_settle",
     "wait_until",
 ]

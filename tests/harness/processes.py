@@ -120,6 +120,19 @@ def total(workers: Iterable[Worker], name: str, **labels: str) -> float | None:
         return None
     return sum(v for v in values if v is not None)
 
+def wait_for_lists_to_settle(workers: Iterable[Worker], timeout: float = 150) -> None:
+    """Until the recommendation updates the workers published stop changing (two polls alike, some sent)."""
+    workers = list(workers)
+    seen = [-1.0]
+
+    def settled() -> bool:
+        updates = sum(w.sample("crosssell_recommendation_updates_total") or 0 for w in workers)
+        quiet = updates == seen[-1] and updates > 0
+        seen.append(updates)
+        return quiet
+
+    wait_until(settled, timeout, "recommendation updates to settle", interval=2.5)
+
 def wait_for_events(workers: Iterable[Worker], count: int, timeout: float, partitions: int | None = None) -> None:
     """Until the live workers together have read ``count`` events (and own ``partitions``); else say where they are."""
     workers = list(workers)

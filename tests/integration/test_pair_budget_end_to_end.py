@@ -25,7 +25,7 @@ import pytest
 
 from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.pairs.outbox import owner_partition
-from tests.harness import Cluster, cluster, read_partitions, wait_until
+from tests.harness import Cluster, cluster, read_partitions, wait_for_lists_to_settle, wait_until
 
 ORDERS = 8000
 TAIL = 100  # sent after the others were counted and flushed
@@ -49,7 +49,11 @@ Lists = dict[str, tuple[int, list[tuple[str, int, float]]]]  # product -> (n_A, 
 def make_orders(seed: int) -> list[dict[str, object]]:
     maker = OrderMaker(random.Random(seed), TrafficShape(cross_sell_propensity=0.7, upsell_propensity=0.5,
                                                           categories=8, products_per_category=80))
-    start = time.time() - 120 - HOURS * 3600
+    # The six hours start at a 7d bucket's boundary (14 h buckets), so that they all fall in one bucket
+    # whatever the time of day: how many pairs one bucket holds must not depend on when the test runs.
+    # The bucket started at most 14 h before the hours end, so they are all within the 24h horizon too.
+    bucket = 7 * 86400 / 12
+    start = (time.time() - 120 - HOURS * 3600) // bucket * bucket
     return [maker.order(start + HOURS * 3600 * i / ORDERS) for i in range(ORDERS)]
 
 
@@ -169,15 +173,7 @@ def run_workers(tmp: Path, orders: list[dict[str, object]], workers: int) -> Ite
             wait_until(lambda count=count: sum(w.sample("crosssell_orders_total") or 0 for w in started) == count,
                        120, f"{count} orders applied")
             time.sleep(6)  # CROSSSELL_PAIR_FLUSH_INTERVAL_SECONDS (5s) and then some
-        seen = [-1.0]
-
-        def settled() -> bool:
-            updates = sum(w.sample("crosssell_recommendation_updates_total") or 0 for w in started)
-            quiet = updates == seen[-1] and updates > 0
-            seen.append(updates)
-            return quiet
-
-        wait_until(settled, 150, "recommendation updates to settle", interval=2.5)
+        wait_for_lists_to_settle(started)
         yield running
 
 

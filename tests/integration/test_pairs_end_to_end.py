@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from streams.ops.traffic import OrderMaker, TrafficShape
 from streams.pairs.outbox import owner_partition
 from streams.runtime.app import recommendations_path
-from tests.harness import REPO, Cluster, cluster, wait_until
+from tests.harness import REPO, Cluster, cluster, wait_for_lists_to_settle, wait_until
 
 ORDERS = 1200
 TOP_K = 5
@@ -127,15 +127,7 @@ def run_workers(tmp: Path, orders: list[dict[str, object]], workers: int) -> Ite
         wait_until(lambda: sum(w.sample("crosssell_orders_total") or 0 for w in started) == len(orders), 90,
                    "every order applied")
         # Lists stop changing once every delta is in; wait for two quiet intervals.
-        seen = [-1.0]
-
-        def settled() -> bool:
-            updates = sum(w.sample("crosssell_recommendation_updates_total") or 0 for w in started)
-            quiet = updates == seen[-1] and updates > 0
-            seen.append(updates)
-            return quiet
-
-        wait_until(settled, 150, "recommendation updates to settle", interval=2.5)
+        wait_for_lists_to_settle(started)
         yield running
 
 
