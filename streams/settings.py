@@ -84,6 +84,9 @@ class Settings:
     dead_letter_topic: str = "orders-dead-letters"
     pairs_topic: str = "crosssell-product-pairs"
     customers_topic: str = "crosssell-customers"
+    # The one-partition topic of the fleet's drop test (streams/orders/fleet_detection.py);
+    # empty: <app_id>-drop-detection.
+    detection_topic: str = ""
     recommendations_topic: str = "recommendations"
     partitions: int = 4
     replication_factor: int = 1
@@ -233,6 +236,10 @@ class Settings:
     def horizon_labels(self) -> tuple[str, ...]:
         return tuple(duration_label(h) for h in self.pair_horizons)
 
+    @property
+    def detection_topic_name(self) -> str:
+        return self.detection_topic or f"{self.app_id}-drop-detection"
+
     def recommendations_topic_for(self, horizon: str) -> str:
         """One compacted topic per horizon, keyed by product_id: ``recommendations.24h``."""
         return f"{self.recommendations_topic}.{horizon}"
@@ -298,6 +305,8 @@ class Settings:
                      "app_id"):
             value = getattr(self, name)
             _require(bool(_TOPIC_NAME.match(value)), name.upper(), value, "1-249 characters of A-Z a-z 0-9 . _ -")
+        _require(not self.detection_topic or bool(_TOPIC_NAME.match(self.detection_topic)), "DETECTION_TOPIC",
+                 self.detection_topic, "empty (<app_id>-drop-detection) or 1-249 characters of A-Z a-z 0-9 . _ -")
         for name in ("max_event_bytes", "max_items", "max_quantity", "flush_max_events", "max_label_values",
                      "max_tracked_values", "top_pairs", "pair_slots", "pair_memory_mb", "max_basket",
                      "recommendation_top_k", "min_support"):

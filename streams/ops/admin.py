@@ -42,6 +42,8 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.dead_letter_topic, settings.partitions, {}),
         TopicSpec(settings.pairs_topic, settings.partitions, {}),
         TopicSpec(settings.customers_topic, settings.partitions, {}),
+        # One partition: its owner tests the whole fleet's orders (streams/orders/fleet_detection.py).
+        TopicSpec(settings.detection_topic_name, 1, {}),
     ] + [
         TopicSpec(settings.recommendations_topic_for(h), settings.partitions, {"cleanup.policy": "compact"})
         for h in settings.horizon_labels

@@ -35,6 +35,9 @@ class WindowConfig:
     customer_max_categories: int = 8
     # Pair deltas are sent in parts of at most this many bytes of JSON (room left for the record).
     max_message_bytes: int = 524_288
+    # Fleet-wide drop detection (streams/orders/fleet_detection.py): each flush's orders counted per
+    # tick of this many seconds of event time (0: none sent).
+    detection_tick: float = 0.0
 
 
 # WindowConfig field <- the setting it is read from.
@@ -52,6 +55,7 @@ def window_config(settings: Settings) -> WindowConfig:
         customer_partitions=settings.partitions if settings.customers else 0,
         customer_horizon=settings.customer_horizon_seconds, customer_max_categories=settings.customer_max_categories,
         pair_horizons=tuple((duration_label(h), h) for h in settings.pair_horizons),
+        detection_tick=DetectionConfig().tick,
         **{name: getattr(settings, setting) for name, setting in _FROM_SETTINGS},
     )
 

@@ -36,7 +36,8 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from streams.orders.windows import WindowTotals
 
@@ -175,12 +176,33 @@ class DropDetector:
                 ("channel", tested_label(seen, "channel", channel, limit)),
                 ("variant", tested_label(seen, "variant", variant, limit)))
 
-    def advance(self, clock: float) -> None:
-        """Test every tick that ended at or before the event-time ``clock``, oldest first."""
+    def add_tick(self, start: float, counts: Iterable[tuple[str, str, int, int]]) -> None:
+        """Count the orders of one tick, as (kind, value, orders, cross-sell orders) per segment, from
+        another process (streams/orders/fleet_detection.py); values beyond ``max_values`` fold into "other"."""
+        rows = list(counts)
+        if start < self.closed_until:
+            self.dropped += sum(n for kind, _, n, _ in rows if kind == TOTAL[0])
+            return
+        tick = self.pending.setdefault(start, {})
+        for kind, value, n, c in rows:
+            label = value if kind == TOTAL[0] else tested_label(self._seen, kind, value, self.config.max_values)
+            entry = tick.get((kind, label))
+            if entry is None:
+                tick[(kind, label)] = [n, c]
+            else:
+                entry[0] += n
+                entry[1] += c
+
+    def advance(self, clock: float) -> list[tuple[float, dict[Segment, list[int]]]]:
+        """Test every tick that ended at or before the event-time ``clock``, oldest first; returns them."""
         tick = self.config.tick
+        tested = []
         for start in sorted(s for s in self.pending if s + tick <= clock):
-            self._test(start, start + tick, self.pending.pop(start))
+            counts = self.pending.pop(start)
+            self._test(start, start + tick, counts)
+            tested.append((start, counts))
         self.closed_until = max(self.closed_until, clock // tick * tick)
+        return tested
 
     def replay(self, minutes: Iterable[tuple[float, float, Mapping[Segment, list[int]]]], clock: float) -> None:
         """Rebuild from retained windows, (start, size, segment counts) oldest first, that ended by ``clock``."""
@@ -202,9 +224,7 @@ class DropDetector:
         for segment, (n, c) in counts.items():
             state = self.segments.get(segment)
             if state is None:
-                state = self.segments[segment] = SegmentState([0.0] * len(config.drops),
-                                                              [None] * len(config.drops),
-                                                              [[0, 0] for _ in config.drops])
+                state = self.segments[segment] = self._new_state()
             p0, base_orders = self._baseline(segment, end, state)
             state.baseline, state.baseline_orders = p0, base_orders
             if p0 is not None and 0.0 < p0 < 1.0:
@@ -302,6 +322,57 @@ class DropDetector:
                 break
         self._baseline_cache[key] = found
         return found
+
+    # -- the state, for a changelog ------------------------------------------------
+    def state(self, episodes: int = 20) -> dict[str, Any]:
+        """What :meth:`replay` cannot rebuild from tested counts: the CUSUMs and alarms, the ticks not
+        tested yet, the tested labels, and the newest ``episodes`` alarms (JSON-ready)."""
+        return {
+            "closed_until": None if self.closed_until == -math.inf else self.closed_until,
+            "dropped": self.dropped,
+            "seen": {kind: sorted(values) for kind, values in self._seen.items()},
+            "pending": [[start, [[kind, value, n, c] for (kind, value), (n, c) in counts.items()]]
+                        for start, counts in sorted(self.pending.items())],
+            "segments": [[kind, value, s.statistics, s.since, s.runs, None if s.episode is None else
+                          asdict(s.episode), s.past] for (kind, value), s in self.segments.items()],
+            "episodes": [asdict(e) for e in self.episodes[-episodes:]],
+        }
+
+    def restore_labels(self, state: Mapping[str, Any]) -> None:
+        """The tested values per kind of :meth:`state`: before a :meth:`replay`, so that it folds the same."""
+        self._seen = {kind: set(values) for kind, values in state["seen"].items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Take the CUSUMs, alarms, untested ticks and labels of :meth:`state` (after a :meth:`replay`
+        of the tested counts rebuilt the baselines)."""
+        self.restore_labels(state)
+        closed = state["closed_until"]
+        self.closed_until = -math.inf if closed is None else float(closed)
+        self.dropped = int(state["dropped"])
+        self.pending = {float(start): {(kind, value): [n, c] for kind, value, n, c in rows}
+                        for start, rows in state["pending"]}
+        self.episodes = [Episode(**e) for e in state["episodes"]]
+        for kind, value, statistics, since, runs, episode, past in state["segments"]:
+            segment = (kind, value)
+            current = self.segments.get(segment)
+            if current is None:
+                current = self.segments[segment] = self._new_state()
+            current.statistics, current.since, current.runs = list(statistics), list(since), [list(r) for r in runs]
+            current.past = [(float(change), float(ended)) for change, ended in past]
+            current.episode = None if episode is None else self._same_episode(Episode(**episode))
+        self._baseline_cache = {}
+
+    def _same_episode(self, episode: Episode) -> Episode:
+        """The listed episode ``episode`` stands for (so that its end is recorded in the list), else itself."""
+        for listed in reversed(self.episodes):
+            if (listed.kind, listed.value, listed.started) == (episode.kind, episode.value, episode.started):
+                return listed
+        self.episodes.append(episode)
+        return episode
+
+    def _new_state(self) -> SegmentState:
+        drops = self.config.drops
+        return SegmentState([0.0] * len(drops), [None] * len(drops), [[0, 0] for _ in drops])
 
     # -- what is exported ----------------------------------------------------------
     def report(self) -> list[SegmentReport]:

@@ -33,6 +33,7 @@ from streams.customers.outbox import customer_messages
 from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
+from streams.orders.fleet_detection import detection_message
 from streams.orders.windows import OrderSums, WindowTotals, agg, initialize, window_closed, window_start
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
@@ -202,6 +203,11 @@ class PartitionLedger:
         # (customer, event time, primary category, categories) of the orders applied since the last
         # flush, re-keyed by customer at flush time (streams/customers/outbox.py).
         self.customer_orders: list[tuple[str, float, str, tuple[str, ...]]] = []
+        # The orders applied since the last flush, counted per tick for the fleet's drop test at flush time.
+        self.detection_orders: list[OrderFacts] = []
+        # The watermark of the orders whose detection counts are in an outbox (sent, or sent again after
+        # a restore): where the fleet's drop test may take this partition to stand.
+        self.reported_watermark: float | None = None
         # Set by restore(): the last flush's pair deltas, which may not have been sent.
         self.unsent_outbox: list[dict[str, Any]] = []
 
@@ -265,6 +271,8 @@ class PartitionLedger:
             self.pair_orders.append((event_time, facts.products))
         if config.customer_partitions:
             self.customer_orders.append((decoded.customer_id, event_time, facts.primary_category, facts.categories))
+        if config.detection_tick:
+            self.detection_orders.append(facts)
         meta.add_order(facts)
         if watermark is None or event_time > watermark:
             meta.watermark = event_time
@@ -303,7 +311,7 @@ class PartitionLedger:
             writes[seen_key(self.partition, sequence)] = {"ids": self._new_seen.ids}
             self._new_seen = SeenSegment()
         outbox: list[dict[str, Any]] = []
-        if self.pair_orders or self.customer_orders:
+        if self.pair_orders or self.customer_orders or self.detection_orders:
             config = self.config
             self.meta.outbox_sequence += 1
             sequence = self.meta.outbox_sequence
@@ -314,9 +322,14 @@ class PartitionLedger:
                 outbox += customer_messages(self.partition, sequence, self.customer_orders,
                                             config.customer_partitions, config.customer_horizon,
                                             config.customer_max_categories, config.max_message_bytes - RECORD_ROOM)
+            if self.detection_orders:
+                outbox.append(detection_message(self.partition, sequence, self.meta.watermark, self.detection_orders,
+                                                config.detection_tick, config.max_tracked))
             writes[outbox_key(self.partition)] = {"sequence": sequence, "messages": outbox}
             self.pair_orders = []
             self.customer_orders = []
+            self.detection_orders = []
+        self.reported_watermark = self.meta.watermark
         deletes.extend(self._expire())
         self._dirty = False
         return Changes(writes, deletes, (meta_key(self.partition), self.meta.to_dict()), outbox)
@@ -397,6 +410,7 @@ class PartitionLedger:
         # to a flush whose meta key was never written; its events replay and it is rebuilt.
         if outbox is not None and outbox["sequence"] == ledger.meta.outbox_sequence:
             ledger.unsent_outbox = list(outbox["messages"])
+        ledger.reported_watermark = ledger.meta.watermark
         # Keys expired by a flush that crashed after its meta key are deleted by the next one.
         ledger._dirty = True
         return ledger

@@ -52,13 +52,14 @@ class Snapshot:
     # When this worker took each owned partition (an opaque label value; "" when unknown).
     assignments: dict[int, str] = field(default_factory=dict)
     # Drop detection (streams/orders/detection.py): per segment, the alarms so far, and how far it tested.
+    detection_owner: bool = False  # this worker runs the fleet's drop test (streams/orders/fleet_detection.py)
     detection: list[SegmentReport] = field(default_factory=list)
     drop_episodes: list[Episode] = field(default_factory=list)
     detected_until: float | None = None
     detection_skipped: int = 0
 
     def detection_json(self) -> dict[str, Any]:
-        return {"detected_until": self.detected_until, "skipped": self.detection_skipped,
+        return {"owner": self.detection_owner, "detected_until": self.detected_until, "skipped": self.detection_skipped,
                 "segments": [asdict(report) for report in self.detection],
                 "episodes": [asdict(episode) for episode in self.drop_episodes]}
 

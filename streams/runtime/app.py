@@ -3,7 +3,9 @@
 Thin wiring: records are raw bytes, the work is done by the processors
 (streams/runtime/processors.py) around the pure modules.
 
-    orders    ──► process_orders    ──► state table, orders-dead-letters, pairs topic, customers topic
+    orders    ──► process_orders    ──► state table, orders-dead-letters, pairs topic, customers topic,
+                                        detection topic
+    detection ──► process_detection ──► drop-detection table (one partition: one worker tests the fleet)
     pairs     ──► process_pairs     ──► pairs table ──► recommendations.<horizon>
     customers ──► process_customers ──► customers table (RocksDB on disk)
 """
@@ -36,6 +38,7 @@ from streams.pairs.outbox import owner_partition
 from streams.runtime.customers import CustomerProcessor
 from streams.runtime.disk_store import DiskTable, store_options
 from streams.runtime.fastpath import FastPathApp
+from streams.runtime.fleet_detection import DetectionProcessor
 from streams.runtime.metrics import CrossSellCollector, CustomerCollector
 from streams.runtime.processors import OrderProcessor, PairProcessor, Recommender
 from streams.runtime.store import PartitionedTable
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 STATE_TABLE = "state"
 PAIRS_TABLE = "pairs"
 CUSTOMERS_TABLE = "customers"
+DETECTION_TABLE = "drop-detection"
 LIVE_PAGE = Path(__file__).parent.parent / "static" / "live.html"
 
 
@@ -56,6 +60,7 @@ class Pipeline:
     pairs: PairProcessor
     recommender: Recommender
     customers: CustomerProcessor | None = None
+    detection: DetectionProcessor | None = None
 
 
 def create_app(settings: Settings, app_class: type[faust.App] | None = None) -> tuple[faust.App, OrderProcessor]:
@@ -113,8 +118,8 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     pairs_topic = raw_topic(settings.pairs_topic)
     recommendation_topics = {h: raw_topic(settings.recommendations_topic_for(h)) for h in settings.horizon_labels}
 
-    def table(name: str, help: str) -> PartitionedTable:
-        created = PartitionedTable(app=app, name=name, default=None, partitions=settings.partitions,
+    def table(name: str, help: str, partitions: int = settings.partitions) -> PartitionedTable:
+        created = PartitionedTable(app=app, name=name, default=None, partitions=partitions,
                                    key_type=bytes, value_type=bytes, help=help)
         created.max_record_bytes = settings.max_message_bytes
         app.tables.add(created)
@@ -135,8 +140,17 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
         customers = CustomerProcessor(settings, customer_state)
         customer_state.recovered_callbacks.append(customers.restore)
 
+    # One partition, and a table of one: Faust assigns both to the same worker (they are co-partitioned).
+    detection_topic = app.topic(settings.detection_topic_name, key_type=bytes, value_type=bytes, partitions=1,
+                                key_serializer="raw", value_serializer="raw")
+    detection_state = table(DETECTION_TABLE, "The fleet's drop test: tested ticks and CUSUMs "
+                            "(streams/orders/fleet_detection.py).", partitions=1)
+    detection = DetectionProcessor(settings, detection_state)
+    detection_state.recovered_callbacks.append(detection.restore)
+
     orders = OrderProcessor(settings, state, raw_topic(settings.dead_letter_topic), pairs_topic,
-                            customers=customers_topic)
+                            customers=customers_topic, detection=detection_topic)
+    orders.drop_test = detection.view
     pairs = PairProcessor(settings, pair_state)
     recommender = Recommender(settings, pairs, recommendation_topics)
     state.recovered_callbacks.append(orders.restore)
@@ -155,9 +169,18 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             pairs.process(event)
 
+    @app.agent(detection_topic, name="detection")
+    async def process_detection(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            detection.process(event)
+
     @app.timer(settings.flush_interval_seconds)
     async def flush_orders() -> None:
         await orders.flush()
+
+    @app.timer(settings.flush_interval_seconds)
+    async def flush_detection() -> None:
+        await detection.flush()
 
     if customers is not None and customers_topic is not None:
         customer_processor = customers
@@ -183,10 +206,11 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     async def drop_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         await orders.revoke({tp.partition for tp in revoked if tp.topic == settings.orders_topic})
         await pairs.revoke({tp.partition for tp in revoked if tp.topic == settings.pairs_topic})
+        await detection.revoke({tp.partition for tp in revoked if tp.topic == settings.detection_topic_name})
         if customers is not None:
             await customers.revoke({tp.partition for tp in revoked if tp.topic == settings.customers_topic})
 
-    pipeline = Pipeline(app, orders, pairs, recommender, customers)
+    pipeline = Pipeline(app, orders, pairs, recommender, customers, detection)
     _web_views(app, settings, pipeline, pair_state)
     return pipeline
 

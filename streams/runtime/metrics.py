@@ -271,7 +271,12 @@ def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
 
 
 def _detection(snap: Snapshot) -> Iterator[Metric]:
-    """Drop detection per segment (streams/orders/detection.py), on this worker's partitions."""
+    """The fleet's drop test per segment (streams/orders/fleet_detection.py): only its owner exports it."""
+    yield GaugeMetricFamily(PREFIX + "drop_owner", "1 on the worker that runs the fleet's drop test (it owns the "
+                            "detection topic's one partition) and exports crosssell_drop_*, else 0.",
+                            value=1.0 if snap.detection_owner else 0.0)
+    if not snap.detection_owner:
+        return
     labels = ["segment", "value"]
 
     def gauge(name: str, doc: str) -> GaugeMetricFamily:
@@ -303,10 +308,10 @@ def _detection(snap: Snapshot) -> Iterator[Metric]:
     yield from (statistic, alarm, baseline, baseline_orders, recent, recent_orders, since, started)
     if snap.detected_until is not None:
         yield GaugeMetricFamily(PREFIX + "drop_tested_until_seconds", "Event time up to which the drop test "
-                                "has seen every tick (the oldest watermark of this worker's busy partitions).",
+                                "has seen every tick (the oldest watermark of the fleet's busy partitions).",
                                 value=snap.detected_until)
-    yield _counter("drop_orders_skipped", "Orders that reached this worker process after their tick was tested "
-                   "(left out of the drop test: fewer orders, no bias).", snap.detection_skipped)
+    yield _counter("drop_orders_skipped", "Orders whose counts reached the fleet's drop test after their tick "
+                   "was tested (left out of it: fewer orders, no bias).", snap.detection_skipped)
 
 
 def _product_pairs(pairs: PairSource, settings: Settings) -> Iterator[Metric]:

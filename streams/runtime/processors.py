@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,10 +22,11 @@ from faust.exceptions import ProducerSendError
 from faust.types import EventT
 
 from streams.customers.outbox import KIND as CUSTOMERS
-from streams.orders.config import detection_config, window_config
+from streams.orders.config import window_config
 from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
-from streams.orders.detection import DropDetector, low_watermark, window_counts
+from streams.orders.fleet_detection import KIND as DETECTION
+from streams.orders.fleet_detection import status_message
 from streams.orders.ledger import PartitionLedger, Verdict
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
@@ -39,6 +39,7 @@ from streams.pairs.recommendations import (
     confidence,
     recommendation_message,
 )
+from streams.runtime.fleet_detection import DropTestView
 from streams.runtime.store import PartitionedTable
 from streams.settings import Settings, duration_label
 
@@ -67,17 +68,20 @@ class OrderProcessor:
 
     def __init__(self, settings: Settings, table: PartitionedTable, dead_letters: faust.TopicT,
                  pairs: faust.TopicT, clock: Callable[[], float] = time.time,
-                 customers: faust.TopicT | None = None) -> None:
+                 customers: faust.TopicT | None = None, detection: faust.TopicT | None = None) -> None:
         self.settings = settings
         self.table = table
         self.dead_letters = dead_letters
         self.pairs = pairs
         self.customers = customers
+        # The fleet's drop test (streams/orders/fleet_detection.py): where each partition's tick counts
+        # and standing go, and the test's view when this worker owns it.
+        self.detection = detection
+        self.drop_test: Callable[[], DropTestView] = DropTestView
+        self._reported: dict[int, tuple[float | None, bool]] = {}  # partition -> the standing last sent
         self.clock = clock
         self.limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
         self.config = window_config(settings)
-        self.detection = detection_config(settings)
-        self.detector = DropDetector(self.detection)
         self.ledgers: dict[int, PartitionLedger] = {}
         # When this worker took each partition (unix ms): the metrics label its counters
         # with it, so every spell of ownership is a series of its own (streams/runtime/metrics.py).
@@ -97,31 +101,14 @@ class OrderProcessor:
             self.ledgers[partition] = PartitionLedger.restore(
                 partition, self.config, self.table.items_of_partition(partition))
             self.assignments[partition] = assigned
+            self._reported.pop(partition, None)  # the next flush says where it stands
         log.info("order ledgers restored for partitions %s", sorted(partitions))
-        self.rebuild_detector()
-
-    def rebuild_detector(self) -> None:
-        """Drop detection over the partitions now owned, from their retained windows: nothing of it
-        lives only in memory, so a restart or a rebalance keeps the baselines and the evidence."""
-        self.detector = DropDetector(self.detection)
-        clock = self._event_clock()
-        if clock is None:
-            return
-        by_start: dict[float, list[Any]] = {}
-        for ledger in self.ledgers.values():
-            for start, window in ledger.windows.items():
-                by_start.setdefault(start, []).append(window.totals)
-        size = self.config.size
-        self.detector.replay(((start, size, window_counts(by_start[start])) for start in sorted(by_start)), clock)
-
-    def _event_clock(self) -> float | None:
-        highwaters = self.highwaters()
-        return low_watermark([(ledger.meta.watermark, highwaters.get(p, 0) > ledger.meta.offset + 1)
-                              for p, ledger in self.ledgers.items()], self.detection.idle)
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
             forget_partitions(self, partitions)
+            for partition in partitions:
+                self._reported.pop(partition, None)
             self.dead_letter_queue = [d for d in self.dead_letter_queue if d.partition not in partitions]
 
     # -- the hot path --------------------------------------------------------
@@ -144,18 +131,11 @@ class OrderProcessor:
                 self._apply(ledger, record, record.timestamp / 1000.0, received_at)
             self.pending += len(records)
         self.unacked.append(event)
-        clock = self._event_clock()
-        if clock is not None:
-            self.detector.advance(clock)
 
     def _apply(self, ledger: PartitionLedger, record: Any, timestamp: float, received_at: float) -> None:
         """Apply one record (a Faust Message or an aiokafka ConsumerRecord; ``timestamp`` in seconds)."""
         outcome = ledger.apply(record.offset, decode_order(record.value, self.limits), timestamp, received_at)
-        facts = outcome.facts
-        if facts is not None:
-            self.detector.observe(facts.event_time, facts.primary_category, facts.channel, facts.variant,
-                                  facts.cross_sell)
-        elif outcome.verdict is Verdict.INVALID:
+        if outcome.verdict is Verdict.INVALID:
             self.dead_letter_queue.append(DeadLetter(
                 record.topic, record.partition, record.offset, timestamp, record.key, record.value,
                 header_list(record.headers), outcome.reason, outcome.detail))
@@ -181,6 +161,7 @@ class OrderProcessor:
             dead, self.dead_letter_queue = self.dead_letter_queue, []
             changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
             if not events and not changes:
+                await self._report_standing()
                 return
             sends = [self._send_dead_letter(letter) for letter in dead]
             for change in changes:
@@ -197,18 +178,44 @@ class OrderProcessor:
             # Pair deltas leave only once the state that produced them is durable; a crash
             # before they are delivered sends them again from the outbox (see ledger.restore).
             await asyncio.gather(*(self._send_pairs(m) for c in changes for m in c.outbox))
+            await self._report_standing()
             for event in events:
                 event.ack()
 
+    def _waiting(self, partition: int, highwaters: dict[int, int]) -> bool:
+        """Whether messages of ``partition`` wait to be read (as the consumer last fetched)."""
+        ledger = self.ledgers[partition]
+        return highwaters.get(partition, 0) > ledger.meta.offset + 1
+
+    async def _report_standing(self) -> None:
+        """Tell the fleet's drop test where each partition stands, when that changed since it was last told:
+        the watermark of the orders whose counts were sent, and whether more wait (a backlog holds the test)."""
+        if self.detection is None:
+            return
+        highwaters = self.highwaters()
+        sends = []
+        for partition, ledger in self.ledgers.items():
+            standing = (ledger.reported_watermark, self._waiting(partition, highwaters))
+            if self._reported.get(partition) != standing:
+                self._reported[partition] = standing
+                sends.append(self._send_pairs(status_message(partition, *standing)))
+        await asyncio.gather(*sends)
+
     def _send_pairs(self, message: dict[str, Any]) -> asyncio.Future[Any]:
         """Send one outbox message: pair deltas, or customer summaries (streams/customers/outbox.py)."""
-        topic = self.pairs
-        if message.get("kind") == CUSTOMERS:
-            if self.customers is None:  # left in the outbox before CROSSSELL_CUSTOMERS was turned off
-                done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                done.set_result(None)
-                return done
-            topic = self.customers
+        topic: faust.TopicT | None = self.pairs
+        kind = message.get("kind")
+        if kind == CUSTOMERS:
+            topic = self.customers  # None: left in the outbox before CROSSSELL_CUSTOMERS was turned off
+        elif kind == DETECTION:
+            topic = self.detection
+            source = message["source"]
+            if "waiting" not in message and source in self.ledgers:  # tick counts: where the partition stands now
+                message = {**message, "waiting": self._waiting(source, self.highwaters())}
+        if topic is None:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         fut: asyncio.Future[Any] = topic.send_soon(
             key=str(message["source"]).encode(), value=orjson.dumps(message), partition=message["partition"],
             key_serializer="raw", value_serializer="raw")
@@ -263,10 +270,12 @@ class OrderProcessor:
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}
         snapshot.assignments = {p: self.assignments.get(p, "") for p in self.ledgers}
-        snapshot.detection = self.detector.report()
-        snapshot.drop_episodes = list(self.detector.episodes)
-        snapshot.detected_until = self.detector.closed_until if self.detector.closed_until > -math.inf else None
-        snapshot.detection_skipped = self.detector.dropped
+        drop_test = self.drop_test()
+        snapshot.detection_owner = drop_test.owner
+        snapshot.detection = drop_test.segments
+        snapshot.drop_episodes = drop_test.episodes
+        snapshot.detected_until = drop_test.tested_until
+        snapshot.detection_skipped = drop_test.skipped
         return snapshot
 
 

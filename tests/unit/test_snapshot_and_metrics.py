@@ -121,9 +121,11 @@ def test_drop_detection_is_exported_per_segment() -> None:
     snapshot = take_snapshot(ledgers(), SETTINGS, dead_letters={})
     snapshot.detection, snapshot.drop_episodes = detector.report(), list(detector.episodes)
     snapshot.detected_until = detector.closed_until
+    snapshot.detection_owner = True
     registry = CollectorRegistry()
     registry.register(CrossSellCollector(lambda: snapshot, SETTINGS))
     total = {"segment": "total", "value": "all"}
+    assert registry.get_sample_value("crosssell_drop_owner") == 1.0
     assert registry.get_sample_value("crosssell_drop_alarm", total) == 1.0
     assert registry.get_sample_value("crosssell_drop_statistic", total) >= 1.0
     assert registry.get_sample_value("crosssell_drop_baseline_ratio", total) == 0.3
@@ -139,3 +141,14 @@ def test_drop_detection_is_exported_per_segment() -> None:
     assert registry.get_sample_value("crosssell_drop_alarm", books) == 0.0
     assert registry.get_sample_value("crosssell_drop_baseline_ratio", books) is None
     assert snapshot.detection_json()["episodes"][0]["kind"] == "total"
+
+
+def test_drop_detection_is_exported_only_by_the_owner_of_the_fleet_test() -> None:
+    """A worker that does not own the detection partition says so and exports no segment."""
+    snapshot = take_snapshot(ledgers(), SETTINGS, dead_letters={})
+    snapshot.detection = DropDetector(DetectionConfig()).report()
+    registry = CollectorRegistry()
+    registry.register(CrossSellCollector(lambda: snapshot, SETTINGS))
+    assert registry.get_sample_value("crosssell_drop_owner") == 0.0
+    names = {metric.name for metric in registry.collect()}
+    assert not any(name.startswith("crosssell_drop_") and name != "crosssell_drop_owner" for name in names), names

@@ -1,0 +1,188 @@
+"""streams.orders.fleet_detection: the orders partitions' tick counts merged into one drop test."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.orders.detection import DetectionConfig, DropDetector, low_watermark
+from streams.orders.facts import OrderFacts
+from streams.orders.fleet_detection import FleetDetector, detection_message, status_message, tick_rows
+
+T0 = 1_700_000_000.0
+CONFIG = DetectionConfig(expected_rate=0.3)
+
+
+def facts(at: float, cross: bool, category: str = "books", channel: str = "web") -> OrderFacts:
+    return OrderFacts("o", at, category, cross, 1, 10.0, 0.0, (category,), ("p",), channel, "control", 0)
+
+
+def traffic(seconds: float, rate: float, p: float, seed: int = 1, start: float = T0) -> list[OrderFacts]:
+    """Orders at ``rate`` per second with cross-sell rate ``p``, in event-time order."""
+    rng = random.Random(seed)
+    at, found = start, []
+    while at < start + seconds:
+        at += rng.expovariate(rate)
+        found.append(facts(at, rng.random() < p, rng.choice(("books", "games", "garden")),
+                           rng.choice(("web", "app"))))
+    return found
+
+
+class Fleet:
+    """Orders partitions that flush every ``every`` seconds of event time into a FleetDetector, and one
+    DropDetector that sees every order directly (the worker of one partition): they must agree."""
+
+    def __init__(self, partitions: int = 2, every: float = 10.0) -> None:
+        self.partitions, self.every = partitions, every
+        self.fleet = FleetDetector(CONFIG, partitions)
+        self.alone = DropDetector(CONFIG)
+        self.sequence = [0] * partitions
+        self.watermark: list[float | None] = [None] * partitions
+        self.sent: list[dict[str, Any]] = []
+
+    def run(self, orders: list[OrderFacts]) -> None:
+        batch: list[list[OrderFacts]] = [[] for _ in range(self.partitions)]
+        flush_at = orders[0].event_time + self.every
+        for n, order in enumerate(orders):
+            if order.event_time >= flush_at:
+                self.flush(batch)
+                batch = [[] for _ in range(self.partitions)]
+                flush_at += self.every
+            partition = n % self.partitions
+            batch[partition].append(order)
+            self.alone.observe(order.event_time, order.primary_category, order.channel, order.variant,
+                               order.cross_sell)
+            self.watermark[partition] = max(self.watermark[partition] or 0.0, order.event_time)
+        self.flush(batch)
+
+    def flush(self, batch: list[list[OrderFacts]]) -> None:
+        for partition, orders in enumerate(batch):
+            if orders:
+                self.sequence[partition] += 1
+                message = detection_message(partition, self.sequence[partition], self.watermark[partition], orders,
+                                            CONFIG.tick, 200)
+            else:
+                message = status_message(partition, self.watermark[partition], False)
+            self.sent.append(message)
+            self.fleet.apply(orjson.loads(orjson.dumps(message)))
+        clock = low_watermark([(w, False) for w in self.watermark], CONFIG.idle)
+        if clock is not None:
+            self.alone.advance(clock)
+
+
+def episodes(detector: DropDetector) -> list[tuple[str, str, float]]:
+    return [(e.kind, e.value, e.started) for e in detector.episodes]
+
+
+def test_tick_rows_count_each_order_in_its_tick_and_segments() -> None:
+    rows = tick_rows([facts(T0 + 1, True), facts(T0 + 2, False, "games"), facts(T0 + 7, False)], 5.0, 200)
+    assert rows == [[T0, [["total", "all", 2, 1], ["primary_category", "books", 1, 1], ["channel", "web", 2, 1],
+                          ["variant", "control", 2, 1], ["primary_category", "games", 1, 0]]],
+                    [T0 + 5, [["total", "all", 1, 0], ["primary_category", "books", 1, 0],
+                              ["channel", "web", 1, 0], ["variant", "control", 1, 0]]]]
+
+
+def test_tick_rows_fold_values_beyond_the_bound_into_other() -> None:
+    rows = tick_rows([facts(T0, False, category) for category in ("a", "b", "c")], 5.0, 2)
+    categories = {value: n for kind, value, n, _ in rows[0][1] if kind == "primary_category"}
+    assert categories == {"a": 1, "b": 1, "other": 1}
+
+
+def test_partitions_merged_raise_the_alarms_of_one_test_over_all_orders() -> None:
+    fleet = Fleet(partitions=3)
+    fleet.run(traffic(3600, 2.0, 0.3) + traffic(600, 2.0, 0.0, seed=2, start=T0 + 3600))
+    assert episodes(fleet.fleet.detector) == episodes(fleet.alone)
+    assert ("total", "all") in {(kind, value) for kind, value, _ in episodes(fleet.alone)}
+    assert fleet.fleet.detector.closed_until == fleet.alone.closed_until
+    assert fleet.fleet.detector.dropped == fleet.alone.dropped == 0
+
+
+def test_a_message_sent_again_counts_once() -> None:
+    fleet = FleetDetector(CONFIG, 1)
+    message = detection_message(0, 1, T0 + 9, [facts(T0 + 1, True), facts(T0 + 2, False)], 5.0, 200)
+    assert fleet.apply(message) is True
+    assert fleet.apply(message) is False  # a re-send after a crash
+    assert fleet.apply({**message, "sequence": 0}) is False  # an older one, late
+    total = next(r for r in fleet.detector.report() if r.kind == "total")
+    assert total.baseline == 0.3 and fleet.detector.closed_until == T0 + 5
+    assert fleet.detector.segments[("total", "all")].runs[0] in ([1, 0], [0, 0])  # one tick of 2 orders, once
+    assert fleet.apply({**message, "sequence": 2, "ticks": []}) is True
+
+
+@pytest.mark.parametrize(("standing", "tested_until"), [
+    # (watermark, waiting) of partition 1, while partition 0 sent orders up to T0 + 1,000 s
+    ((None, False), T0 + 1000),  # never had an order, nothing waits: it does not hold the test
+    ((T0 + 990, False), T0 + 990),  # a little behind: holds the test back
+    ((T0 + 100, False), T0 + 1000),  # far behind (more than `idle`) with nothing waiting: idle
+    ((T0 + 100, True), T0 + 100),  # far behind with a backlog: holds the test back
+])
+def test_the_test_waits_for_every_partition_that_is_not_idle(standing: tuple[float | None, bool],
+                                                             tested_until: float) -> None:
+    fleet = FleetDetector(CONFIG, 2)
+    fleet.apply(detection_message(0, 1, T0 + 1000, [facts(T0 + 1000, False)], 5.0, 200))
+    assert fleet.clock() is None and fleet.detector.closed_until < T0  # partition 1 has not reported yet
+    fleet.apply(status_message(1, *standing))
+    assert fleet.detector.closed_until == tested_until // 5 * 5
+
+
+def test_counts_for_a_tick_already_tested_are_left_out_and_counted() -> None:
+    fleet = FleetDetector(CONFIG, 2)
+    fleet.apply(status_message(1, T0 + 100, False))
+    fleet.apply(detection_message(0, 1, T0 + 2000, [facts(T0 + 2000, False)], 5.0, 200))
+    assert fleet.detector.closed_until == T0 + 2000  # partition 1 is idle
+    fleet.apply(detection_message(1, 1, T0 + 1500, [facts(T0 + 1500, True), facts(T0 + 1501, False)], 5.0, 200))
+    assert fleet.detector.dropped == 2
+
+
+def restored(fleet: FleetDetector, crash_before_meta: bool = False) -> FleetDetector:
+    """A new owner's detector from what the changelog holds after ``fleet``'s flushes."""
+    table: dict[str, Any] = getattr(fleet, "_table", {})
+    ticks, meta, deletes = fleet.take_changes()
+    table.update(ticks)
+    if not crash_before_meta:
+        table.update(meta)
+        for key in deletes:
+            table.pop(key, None)
+    fleet._table = table  # type: ignore[attr-defined]
+    return FleetDetector.restore(CONFIG, fleet.partitions, orjson.loads(orjson.dumps(list(table.items()))))
+
+
+def test_a_new_owner_goes_on_as_the_old_one_would_have() -> None:
+    orders = traffic(5400, 2.0, 0.3) + traffic(900, 2.0, 0.05, seed=3, start=T0 + 5400)
+    cut = next(n for n, o in enumerate(orders) if o.event_time > T0 + 5500)  # during the drop's evidence
+    before = Fleet(partitions=2)
+    before.run(orders[:cut])
+    old = before.fleet
+    table_fleet = old
+    for _ in range(2):  # flushes at two moments: minutes written, then rewritten
+        restored(table_fleet)
+    new = restored(old)
+    assert new.detector.closed_until == old.detector.closed_until
+    assert {p: s.to_list() for p, s in new.sources.items()} == {p: s.to_list() for p, s in old.sources.items()}
+    for segment, state in old.detector.segments.items():
+        twin = new.detector.segments[segment]
+        assert (twin.statistics, twin.since, twin.runs) == (state.statistics, state.since, state.runs), segment
+    assert [asdict(e) for e in new.detector.episodes] == [asdict(e) for e in old.detector.episodes]
+    # Both go on with the same messages: the same alarms, the same baselines.
+    after = Fleet(partitions=2)
+    after.sequence, after.watermark = list(before.sequence), list(before.watermark)
+    after.fleet = new
+    after.run(orders[cut:])
+    before.run(orders[cut:])
+    assert episodes(after.fleet.detector) == episodes(before.fleet.detector)
+    assert [r.baseline for r in after.fleet.detector.report()] == [r.baseline for r in before.fleet.detector.report()]
+
+
+def test_ticks_written_by_a_flush_that_crashed_before_its_meta_key_are_tested_again() -> None:
+    fleet = FleetDetector(CONFIG, 1)
+    fleet.apply(detection_message(0, 1, T0 + 30, [facts(T0 + 1, True), facts(T0 + 30, False)], 5.0, 200))
+    restored(fleet)  # durable: ticks and meta up to T0 + 30
+    fleet.apply(detection_message(0, 2, T0 + 50, [facts(T0 + 40, False), facts(T0 + 50, False)], 5.0, 200))
+    new = restored(fleet, crash_before_meta=True)
+    assert new.detector.closed_until == T0 + 30 and new.sources[0].sequence == 1
+    assert new.apply(detection_message(0, 2, T0 + 50, [facts(T0 + 40, False), facts(T0 + 50, False)], 5.0, 200))
+    assert new.detector.closed_until == T0 + 50
