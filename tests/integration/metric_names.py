@@ -97,6 +97,7 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_drop_since_seconds": frozenset({"segment", "value"}),
         "crosssell_drop_alarm_started_seconds": frozenset({"segment", "value"}),
         "crosssell_drop_tested_until_seconds": frozenset(),
+        "crosssell_drop_owner": frozenset(),
         "crosssell_drop_orders_skipped_total": frozenset(),
     }
 )
