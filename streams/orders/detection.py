@@ -92,6 +92,7 @@ class SegmentState:
     baseline: float | None = None
     baseline_orders: int = 0
     episode: Episode | None = None
+    alarmed: int | None = None  # the CUSUM that holds the alarm (its change point and run are reported)
     past: list[tuple[float, float]] = field(default_factory=list)  # (change, ended) of recent episodes
 
     def in_episode(self, moment: float) -> bool:
@@ -250,8 +251,9 @@ class DropDetector:
             run[0] += n
             run[1] += c
         alarm = max(state.statistics) >= 1.0
+        state.alarmed = alarmed(state.statistics, state.alarmed) if alarm else None
         if alarm and state.episode is None:
-            k = strongest(state.statistics)
+            k = alarmed(state.statistics, None)
             run = state.runs[k]
             since = state.since[k]
             state.episode = Episode(segment[0], segment[1], end, since if since is not None else start,
@@ -334,7 +336,7 @@ class DropDetector:
             "pending": [[start, [[kind, value, n, c] for (kind, value), (n, c) in counts.items()]]
                         for start, counts in sorted(self.pending.items())],
             "segments": [[kind, value, s.statistics, s.since, s.runs, None if s.episode is None else
-                          asdict(s.episode), s.past] for (kind, value), s in self.segments.items()],
+                          asdict(s.episode), s.past, s.alarmed] for (kind, value), s in self.segments.items()],
             "episodes": [asdict(e) for e in self.episodes[-episodes:]],
         }
 
@@ -352,13 +354,14 @@ class DropDetector:
         self.pending = {float(start): {(kind, value): [n, c] for kind, value, n, c in rows}
                         for start, rows in state["pending"]}
         self.episodes = [Episode(**e) for e in state["episodes"]]
-        for kind, value, statistics, since, runs, episode, past in state["segments"]:
+        for kind, value, statistics, since, runs, episode, past, holding in state["segments"]:
             segment = (kind, value)
             current = self.segments.get(segment)
             if current is None:
                 current = self.segments[segment] = self._new_state()
             current.statistics, current.since, current.runs = list(statistics), list(since), [list(r) for r in runs]
             current.past = [(float(change), float(ended)) for change, ended in past]
+            current.alarmed = holding
             current.episode = None if episode is None else self._same_episode(Episode(**episode))
         self._baseline_cache = {}
 
@@ -378,7 +381,7 @@ class DropDetector:
     def report(self) -> list[SegmentReport]:
         reports = []
         for (kind, value), state in sorted(self.segments.items()):
-            k = strongest(state.statistics)
+            k = strongest(state.statistics) if state.alarmed is None else state.alarmed
             run = state.runs[k]
             episode = state.episode
             reports.append(SegmentReport(
@@ -391,6 +394,16 @@ class DropDetector:
 def strongest(statistics: list[float]) -> int:
     """The index of the CUSUM nearest to (or furthest past) its threshold."""
     return max(range(len(statistics)), key=statistics.__getitem__)
+
+
+def alarmed(statistics: list[float], holding: int | None) -> int:
+    """The CUSUM an alarm is reported from: ``holding`` while it stays at its threshold, else the one
+    furthest past it, the larger design drop on a tie. Its change point and the rate since then are the
+    drop's: a CUSUM designed for a smaller drop left 0 earlier, on normal orders (a 28 % rate that
+    collapsed to 0 read as 16 % "since the drop began" from the 25 % CUSUM, whose run began before)."""
+    if holding is not None and statistics[holding] >= 1.0:
+        return holding
+    return max(range(len(statistics)), key=lambda k: (statistics[k], k))
 
 
 def window_counts(windows: Iterable[WindowTotals]) -> dict[Segment, list[int]]:

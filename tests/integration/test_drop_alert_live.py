@@ -103,11 +103,12 @@ def test_a_total_collapse_at_5_orders_per_second_reaches_alertmanager_within_the
     assert alert["labels"]["segment"] == "total" and alert["labels"]["value"] == "all"
     print(f"CrossSellRateDropped reached the receiver {took:.1f} s after the collapse began (bound {bound:.1f} s)")
     assert took <= bound, f"paged after {took:.1f} s, bound {bound:.1f} s (baseline {baseline:.3f})"
-    # The text names the rate since the drop began (the change point the test estimates, which may
-    # take in a few normal orders before the collapse) against the baseline.
+    # The text names the rate since the drop began (the change point of the CUSUM that holds the alarm:
+    # a collapse reads near 0 %, not the run of a CUSUM for smaller drops that began on normal orders)
+    # against the baseline.
     description = alert["annotations"]["description"]
     found = re.search(r"total all is ([\d.]+)% over the (\d+) orders since .* a baseline of ([\d.]+)%", description)
     assert found, description
     rate, orders, shown_baseline = float(found[1]), int(found[2]), float(found[3])
-    assert rate < shown_baseline and orders > 0, description
+    assert rate <= shown_baseline / 4 and orders > 0, description
     assert shown_baseline == pytest.approx(baseline * 100, abs=1), description  # it trails the clock

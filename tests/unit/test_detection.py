@@ -112,6 +112,22 @@ def test_the_alarm_clears_after_the_rate_recovers() -> None:
     assert not report.alarm and report.alarm_started is None
 
 
+@pytest.mark.parametrize("minutes_later", [0, 20])
+def test_a_collapse_is_reported_from_the_cusum_that_raised_the_alarm(minutes_later: int) -> None:
+    """The change point, rate and orders of the alarm are those of the CUSUM that holds it, not of one
+    designed for a smaller drop whose run began earlier on normal orders; also once every CUSUM is capped."""
+    collapse = 2 * HOUR
+    # Two minutes of a 20 % dip first: too little for an alarm, enough to start the 25 % CUSUM's run.
+    detector = run([Phase(collapse - 120, 5.0), Phase(120, 5.0, drop_in(None, 0.2)),
+                    Phase(60 + 60 * minutes_later, 5.0, drop_in(None, 1.0))])
+    report = {(r.kind, r.value): r for r in detector.report()}[TOTAL]
+    assert report.alarm and report.since is not None
+    assert collapse - 10 <= report.since <= collapse + 10, report
+    assert report.recent_rate <= 0.02 and report.recent_orders >= 100, report
+    episode = next(e for e in detector.episodes if (e.kind, e.value) == TOTAL)
+    assert collapse - 10 <= episode.change <= collapse + 10 and episode.rate <= 0.02, episode
+
+
 def test_the_baseline_holds_still_during_a_long_drop() -> None:
     detector = run([Phase(26 * HOUR, 1.0), Phase(5 * HOUR, 1.0, drop_in(None, 0.5))])
     report = {(r.kind, r.value): r for r in detector.report()}[TOTAL]
