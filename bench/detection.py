@@ -65,7 +65,7 @@ from streams.ops.broker import EmbeddedBroker, free_port
 from streams.ops.generator import Sender
 from streams.ops.traffic import DAY, Drop, OrderMaker, Scenario, TrafficShape
 from streams.orders.contract import Order, decode_order
-from streams.orders.detection import DetectionConfig, DropDetector, low_watermark
+from streams.orders.detection import DetectionConfig, DropDetector, count_in, low_watermark
 from streams.orders.facts import order_facts
 from streams.settings import Settings
 
@@ -223,14 +223,8 @@ def simulated_episodes(phases: Sequence[Phase], origin: float, mix: OrderMix, se
             index = min(bisect.bisect_right(mix.cumulative, rng.random() * mix.cumulative[-1]), len(mix.cells) - 1)
             cell = mix.cells[index]
             x = 1 if rng.random() < mix.cross_sell[index] * (1.0 - dropped(phase.drop, offset, cell)) else 0
-            for segment in (("total", "all"), ("primary_category", cell[0]), ("channel", cell[1]),
-                            ("variant", cell[2])):
-                entry = counts.get(segment)
-                if entry is None:
-                    counts[segment] = [1, x]
-                else:
-                    entry[0] += 1
-                    entry[1] += x
+            count_in(counts, (("total", "all"), ("primary_category", cell[0]), ("channel", cell[1]),
+                              ("variant", cell[2])), x)
     test()
     return [asdict(e) for e in detector.episodes]
 

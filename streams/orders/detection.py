@@ -189,14 +189,7 @@ class DropDetector:
         tick = self.pending.get(start)
         if tick is None:
             tick = self.pending[start] = {}
-        x = 1 if cross_sell else 0
-        for segment in self._segments_of(primary_category, channel, variant):
-            entry = tick.get(segment)
-            if entry is None:
-                tick[segment] = [1, x]
-            else:
-                entry[0] += 1
-                entry[1] += x
+        count_in(tick, self._segments_of(primary_category, channel, variant), 1 if cross_sell else 0)
 
     def _segments_of(self, primary_category: str, channel: str, variant: str) -> tuple[Segment, ...]:
         limit, seen = self.config.max_values, self._seen
@@ -418,6 +411,17 @@ class DropDetector:
                 state.baseline_orders, run[1] / run[0] if run[0] else 0.0, run[0], state.since[k],
                 episode.started if episode is not None else None))
         return reports
+
+
+def count_in(counts: dict[Segment, list[int]], segments: Iterable[Segment], cross_sell: int) -> None:
+    """Add one order (``cross_sell``: 1 or 0) to the [orders, cross-sell orders] of each of ``segments``."""
+    for segment in segments:
+        entry = counts.get(segment)
+        if entry is None:
+            counts[segment] = [1, cross_sell]
+        else:
+            entry[0] += 1
+            entry[1] += cross_sell
 
 
 def strongest(statistics: list[float]) -> int:

@@ -40,7 +40,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.orders.detection import MINUTE, TOTAL, DetectionConfig, DropDetector, Segment, low_watermark
+from streams.orders.detection import (
+    MINUTE,
+    TOTAL,
+    DetectionConfig,
+    DropDetector,
+    Segment,
+    count_in,
+    low_watermark,
+)
 from streams.orders.facts import OrderFacts
 
 KIND = "detection"  # the outbox kind of these messages (streams/runtime/processors.py routes them)
@@ -65,22 +73,17 @@ def tick_rows(orders: Iterable[OrderFacts], tick: float,
         counts = ticks.get(start)
         if counts is None:
             counts = ticks[start] = {}
-        x = 1 if facts.cross_sell else 0
-        for kind, value in (TOTAL, ("primary_category", facts.primary_category), ("channel", facts.channel),
+        segments = [TOTAL]
+        for kind, value in (("primary_category", facts.primary_category), ("channel", facts.channel),
                             ("variant", facts.variant)):
-            if kind != TOTAL[0]:
-                values = seen[kind]
-                if value not in values:
-                    if len(values) >= max_values:
-                        value = OTHER
-                    else:
-                        values[value] = None
-            entry = counts.get((kind, value))
-            if entry is None:
-                counts[(kind, value)] = [1, x]
-            else:
-                entry[0] += 1
-                entry[1] += x
+            values = seen[kind]
+            if value not in values:
+                if len(values) >= max_values:
+                    value = OTHER
+                else:
+                    values[value] = None
+            segments.append((kind, value))
+        count_in(counts, segments, 1 if facts.cross_sell else 0)
     return [[start, [[kind, value, n, c] for (kind, value), (n, c) in counts.items()]]
             for start, counts in sorted(ticks.items())]
 
