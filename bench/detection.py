@@ -306,6 +306,17 @@ def run_worker(phases: Sequence[Phase], origin: float, seed: int, timeout: float
             if not wait_until(applied, timeout, interval=2.0):
                 raise RuntimeError(f"the worker did not apply {sent} orders within {timeout:g}s; "
                                    f"log: {worker.log_tail()}")
+            # The tick counts reach the drop test one flush later, through the detection topic: read it
+            # once it stands still.
+            tested: list[Any] = [None]
+
+            def settled() -> bool:
+                now = get(port, "/api/detection")["detected_until"]
+                still = now is not None and now == tested[0]
+                tested[0] = now
+                return still
+
+            wait_until(settled, 120.0, interval=2.0)
             found = get(port, "/api/detection")
             if os.environ.get("BENCH_DETECTION_DEBUG"):
                 print(orjson.dumps({k: v for k, v in found.items() if k != "episodes"}).decode()[:3000],
