@@ -85,6 +85,8 @@ class Settings:
     pairs_topic: str = "crosssell-product-pairs"
     customers_topic: str = "crosssell-customers"
     recommendations_topic: str = "recommendations"
+    # Before/after markers (`python -m streams mark`), read whole by every worker.
+    markers_topic: str = "crosssell-markers"
     partitions: int = 4
     replication_factor: int = 1
     web_host: str = "127.0.0.1"
@@ -295,7 +297,7 @@ class Settings:
             )
         _require(self.log_level in _LOG_LEVELS, "LOG_LEVEL", self.log_level, "one of " + ", ".join(_LOG_LEVELS))
         for name in ("orders_topic", "dead_letter_topic", "pairs_topic", "customers_topic", "recommendations_topic",
-                     "app_id"):
+                     "markers_topic", "app_id"):
             value = getattr(self, name)
             _require(bool(_TOPIC_NAME.match(value)), name.upper(), value, "1-249 characters of A-Z a-z 0-9 . _ -")
         for name in ("max_event_bytes", "max_items", "max_quantity", "flush_max_events", "max_label_values",

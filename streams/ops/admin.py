@@ -42,6 +42,8 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.dead_letter_topic, settings.partitions, {}),
         TopicSpec(settings.pairs_topic, settings.partitions, {}),
         TopicSpec(settings.customers_topic, settings.partitions, {}),
+        # One partition keeps the markers in the order written; compacted, keyed by time and text.
+        TopicSpec(settings.markers_topic, 1, {"cleanup.policy": "compact"}),
     ] + [
         TopicSpec(settings.recommendations_topic_for(h), settings.partitions, {"cleanup.policy": "compact"})
         for h in settings.horizon_labels

@@ -13,6 +13,7 @@ from typing import Any
 from streams.orders.detection import Episode, SegmentReport
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.ledger import Counters, PartitionLedger
+from streams.orders.markers import Marker, current_marker, listed
 from streams.orders.potential import ProductPotential, top_primary_products
 from streams.orders.windows import (
     ATTRIBUTION_FIGURES,
@@ -47,6 +48,8 @@ class Snapshot:
     # window start, merged (empty when no marker is set).
     periods: dict[str, WindowTotals] = field(default_factory=dict)
     marker: float | None = None  # the marker's window start
+    marker_used: Marker | None = None  # the marker compared around (streams/orders/markers.py)
+    markers: list[Marker] = field(default_factory=list)  # every marker read from the markers topic
     # Rolling view label -> the top primary products by guaranteed orders.
     potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
     # When this worker took each owned partition (an opaque label value; "" when unknown).
@@ -91,8 +94,10 @@ class Snapshot:
         marker: dict[str, Any] | None = None
         if self.marker is not None:
             before, after = (period_group(self.periods.get(name, WindowTotals())) for name in PERIODS)
+            used = self.marker_used
             marker = {
-                "label": settings.experiment_marker,
+                "label": used.text if used is not None else settings.experiment_marker,
+                **(used.as_json() if used is not None else {}),
                 "window_start": self.marker,
                 "before": group_json(before),
                 "after": group_json(after),
@@ -106,6 +111,7 @@ class Snapshot:
             "benchmark": {"low": settings.benchmark_rate_low, "high": settings.benchmark_rate_high},
             "views": views,
             "marker": marker,
+            "markers": listed(self.markers),
         }
 
     def potential_json(self) -> dict[str, Any]:
@@ -160,7 +166,10 @@ def group_json(sums: GroupSums) -> dict[str, Any]:
 
 
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
-                  recent: int = 60, dead_letter_errors: dict[str, int] | None = None) -> Snapshot:
+                  recent: int = 60, dead_letter_errors: dict[str, int] | None = None,
+                  markers: Sequence[Marker] = ()) -> Snapshot:
+    """The worker's figures now; the before/after comparison uses the setting's marker, else the latest of
+    ``markers`` (streams/orders/markers.py)."""
     counters = Counters()
     watermarks = [ledger.meta.watermark for ledger in ledgers if ledger.meta.watermark is not None]
     watermark = max(watermarks) if watermarks else None
@@ -184,8 +193,8 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         views[label] = merge(in_view)
         potential[label] = top_primary_products((t.primary_products for t in in_view), settings.max_label_values)
     starts = sorted(by_start)[-recent:]
-    marker = settings.experiment_marker_time
-    marker_start = window_start(marker, size) if marker is not None else None
+    used = current_marker(markers, settings.experiment_marker, settings.experiment_marker_time)
+    marker_start = window_start(used.at, size) if used is not None else None
     periods: dict[str, WindowTotals] = {}
     if marker_start is not None:
         periods = {
@@ -205,5 +214,7 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
         periods=periods,
         marker=marker_start,
+        marker_used=used,
+        markers=list(markers),
         potential=potential,
     )

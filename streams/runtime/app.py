@@ -36,6 +36,7 @@ from streams.pairs.outbox import owner_partition
 from streams.runtime.customers import CustomerProcessor
 from streams.runtime.disk_store import DiskTable, store_options
 from streams.runtime.fastpath import FastPathApp
+from streams.runtime.follower import TopicFollower
 from streams.runtime.metrics import CrossSellCollector, CustomerCollector
 from streams.runtime.processors import OrderProcessor, PairProcessor, Recommender
 from streams.runtime.store import PartitionedTable
@@ -185,6 +186,21 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
         await pairs.revoke({tp.partition for tp in revoked if tp.topic == settings.pairs_topic})
         if customers is not None:
             await customers.revoke({tp.partition for tp in revoked if tp.topic == settings.customers_topic})
+
+    # Every worker reads the whole markers topic (not a group's share): each compares before/after alike.
+    def followed(topic: str, key: bytes, value: bytes | None) -> None:
+        if topic == settings.markers_topic:
+            orders.take_marker(key, value)
+
+    follower = TopicFollower(settings, [settings.markers_topic], followed)
+
+    @app.task
+    async def follow_topics() -> None:
+        follower.start()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_following(app: faust.App, **kwargs: Any) -> None:
+        follower.stop()
 
     pipeline = Pipeline(app, orders, pairs, recommender, customers)
     _web_views(app, settings, pipeline, pair_state)

@@ -28,6 +28,7 @@ from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
 from streams.orders.detection import DropDetector, low_watermark, window_counts
 from streams.orders.ledger import PartitionLedger, Verdict
+from streams.orders.markers import Marker, decode_marker
 from streams.orders.snapshot import Snapshot, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger, top_pairs
@@ -89,6 +90,16 @@ class OrderProcessor:
         self.dead_letter_errors: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.highwaters: Callable[[], dict[int, int]] = dict
+        # Before/after markers read from the markers topic (streams/runtime/follower.py), by message key.
+        self.markers: dict[bytes, Marker] = {}
+
+    def take_marker(self, key: bytes, value: bytes | None) -> None:
+        """A message of the markers topic (on the follower's thread): a marker, or a tombstone removing one."""
+        marker = decode_marker(value)
+        if marker is None:
+            self.markers.pop(key, None)
+        else:
+            self.markers[key] = marker
 
     # -- rebalancing ---------------------------------------------------------
     def restore(self, partitions: set[int]) -> None:
@@ -258,7 +269,8 @@ class OrderProcessor:
 
     def snapshot(self) -> Snapshot:
         snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent),
-                                 dead_letter_errors=dict(self.dead_letter_errors))
+                                 dead_letter_errors=dict(self.dead_letter_errors),
+                                 markers=list(self.markers.values()))
         highwaters = self.highwaters()
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}

@@ -374,3 +374,26 @@ def test_live_page_shows_no_stale_banner_while_orders_flow(system: RunningSystem
     dom = rendered_dom(system, tmp_path)
     assert "show" not in dom.attrs_by_id["stale-banner"]["class"].split()
     assert "data-stale" not in dom.body
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_shows_the_latest_markers_text_and_its_before_after_row(system: RunningSystem,
+                                                                         tmp_path: Path) -> None:
+    # Last in the file: from here on the system compares before and after this marker.
+    found = re.search(r"embedded broker \(Tansu, memory only\) at (\S+)", system.log_path.read_text())
+    assert found, system.log_tail()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CROSSSELL_")}
+    text = "launched AI assistant"
+    done = subprocess.run([sys.executable, "-m", "streams", "mark", text, "--at", str(time.time() - 150)],
+                          env={**env, "CROSSSELL_BROKER_URL": found.group(1)}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 30
+    while (system.summary()["experiments"]["marker"] or {}).get("text") != text:
+        assert time.monotonic() < deadline, "the worker did not take the marker within 30 s"
+        time.sleep(0.5)
+    dom = rendered_dom(system, tmp_path)
+    assert dom.attrs_by_id["experiments"]["data-marker"] == text
+    assert f"after vs before “{text}”" in dom.text_by_id["experiments"]
+    assert f"after vs before “{text}” at" in dom.text_by_id["experiments-sub"]
