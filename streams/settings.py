@@ -129,6 +129,9 @@ class Settings:
     # default, for now): none. Opt-in until a mismatch seen once after SIGKILLs is explained (see
     # streams/orders/potential.py).
     potential_capacity: int = 0
+    # Recommendation hit rate: the published lists (of the first pair horizon) of at most this many
+    # products are held per worker, least recently used evicted (streams/orders/hit_rate.py); 0: off.
+    hit_rate_products: int = 10_000
 
     # Frequently bought together: each horizon is split into `pair_slots` buckets. The
     # product and pair counts of every bucket of the partitions a worker owns share
@@ -306,6 +309,8 @@ class Settings:
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
         _require(self.potential_capacity >= 0, "POTENTIAL_CAPACITY", self.potential_capacity,
                  "a whole number >= 0 (0: no per-product counts)")
+        _require(self.hit_rate_products >= 0, "HIT_RATE_PRODUCTS", self.hit_rate_products,
+                 "a whole number >= 0 (0: no recommendation hit rate)")
         for name in ("pair_product_capacity", "pair_capacity"):
             _require(getattr(self, name) >= 0, name.upper(), getattr(self, name),
                      "a whole number >= 0 (0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state)")

@@ -33,6 +33,7 @@ from streams.customers.outbox import customer_messages
 from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
+from streams.orders.hit_rate import PublishedLists, hit_figures
 from streams.orders.windows import OrderSums, WindowTotals, agg, initialize, window_closed, window_start
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
@@ -202,6 +203,9 @@ class PartitionLedger:
         # (customer, event time, primary category, categories) of the orders applied since the last
         # flush, re-keyed by customer at flush time (streams/customers/outbox.py).
         self.customer_orders: list[tuple[str, float, str, tuple[str, ...]]] = []
+        # The published recommendation lists orders are checked against (streams/orders/hit_rate.py);
+        # None: no hit rate. Shared by the ledgers of a worker, set by its order processor.
+        self.lists: PublishedLists | None = None
         # Set by restore(): the last flush's pair deltas, which may not have been sent.
         self.unsent_outbox: list[dict[str, Any]] = []
 
@@ -258,7 +262,13 @@ class PartitionLedger:
             self.seen[decoded.order_id] = offset
             self._new_seen.add(decoded.order_id, offset, event_time)
         facts = order_facts(decoded)
-        self._fold(offset, start, facts)
+        hit = None
+        lists = self.lists
+        if lists is not None:
+            version = lists.at(facts.primary_product, event_time)
+            if version is not None:
+                hit = hit_figures(version, facts.products)
+        self._fold(offset, start, facts, hit)
         # Every applied order is counted, even one whose window fold was skipped
         # after a crash: the outbox of that unfinished flush was never sent.
         if facts.products and config.pair_horizons:
@@ -275,12 +285,13 @@ class PartitionLedger:
         invalid[reason] = invalid.get(reason, 0) + 1
         return Outcome(Verdict.INVALID, reason=reason, detail=detail)
 
-    def _fold(self, offset: int, start: float, facts: OrderFacts) -> None:
+    def _fold(self, offset: int, start: float, facts: OrderFacts,
+              hit: tuple[int, int, float, float] | None = None) -> None:
         window = self.windows.get(start)
         if window is None:
             window = self.windows[start] = Window(initialize())
         if offset > window.offset:  # else: folded before a crash, in a flush that did not finish
-            agg(window.totals, facts, self.config.max_tracked, self.config.potential_capacity)
+            agg(window.totals, facts, self.config.max_tracked, self.config.potential_capacity, hit)
             window.offset = offset
             self._dirty_windows.add(start)
 

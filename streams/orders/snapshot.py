@@ -12,6 +12,7 @@ from typing import Any
 
 from streams.orders.detection import Episode, SegmentReport
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
+from streams.orders.hit_rate import HIT_FIGURES, hit_rate_json
 from streams.orders.ledger import Counters, PartitionLedger
 from streams.orders.markers import Marker, current_marker, listed
 from streams.orders.potential import ProductPotential, top_primary_products
@@ -59,6 +60,9 @@ class Snapshot:
     drop_episodes: list[Episode] = field(default_factory=list)
     detected_until: float | None = None
     detection_skipped: int = 0
+    # The published lists the hit rate checks orders against: products held, and evicted so far.
+    lists_held: int | None = None  # None: the hit rate is off
+    lists_evicted: int = 0
 
     def detection_json(self) -> dict[str, Any]:
         return {"detected_until": self.detected_until, "skipped": self.detection_skipped,
@@ -118,12 +122,32 @@ class Snapshot:
         """Per rolling view: the primary products with most orders, each with its cross-sell rate."""
         return {label: [row.as_json() for row in rows] for label, rows in self.potential.items()}
 
+    def hit_rate_json(self, settings: Settings) -> dict[str, Any]:
+        """Per rolling view and variant (and all together): orders whose primary product had a published
+        list, the share holding a listed companion, and what the lists promised (streams/orders/hit_rate.py)."""
+        views = {}
+        for label, totals in self.views.items():
+            variants = bounded_labels(totals.recommendation_hits, settings.max_label_values)
+            total = [0.0] * len(HIT_FIGURES)
+            _add_figures_in(total, totals.recommendation_hits.values())
+            views[label] = {"variants": {v: hit_rate_json(f) for v, f in sorted(variants.items())},
+                            "total": hit_rate_json(total)}
+        return {"on": self.lists_held is not None, "lists_held": self.lists_held,
+                "lists_evicted": self.lists_evicted, "capacity": settings.hit_rate_products,
+                "horizon": settings.horizon_labels[0] if settings.horizon_labels else None, "views": views}
+
     def attribution_json(self, settings: Settings) -> dict[str, Any]:
         """Per rolling view: what each recommendation touchpoint sold, and the share of cross-sell it accounts for."""
         return {label: attribution_of(totals, settings.max_label_values) for label, totals in self.views.items()}
 
 
 PERIODS = ("before", "after")
+
+
+def _add_figures_in(total: list[float], figures: Any) -> None:
+    for row in figures:
+        for i, value in enumerate(row):
+            total[i] += value
 
 
 def attribution_of(totals: WindowTotals, limit: int) -> dict[str, Any]:

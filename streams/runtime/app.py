@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 STATE_TABLE = "state"
 PAIRS_TABLE = "pairs"
 CUSTOMERS_TABLE = "customers"
+# How long a worker taking partitions waits for the published lists to be read (the hit rate).
+LISTS_CATCH_UP_SECONDS = 10.0
 LIVE_PAGE = Path(__file__).parent.parent / "static" / "live.html"
 
 
@@ -57,6 +59,7 @@ class Pipeline:
     pairs: PairProcessor
     recommender: Recommender
     customers: CustomerProcessor | None = None
+    follower: TopicFollower | None = None  # reads the markers and the published lists, whole, in every worker
 
 
 def create_app(settings: Settings, app_class: type[faust.App] | None = None) -> tuple[faust.App, OrderProcessor]:
@@ -188,11 +191,18 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
             await customers.revoke({tp.partition for tp in revoked if tp.topic == settings.customers_topic})
 
     # Every worker reads the whole markers topic (not a group's share): each compares before/after alike.
+    # So does the recommendations topic of the first horizon, for the hit rate (when it is on).
+    lists_topic = settings.recommendations_topic_for(settings.horizon_labels[0]) \
+        if settings.horizon_labels and orders.lists is not None else None
+
     def followed(topic: str, key: bytes, value: bytes | None) -> None:
         if topic == settings.markers_topic:
             orders.take_marker(key, value)
+        elif topic == lists_topic:
+            orders.take_list(key, value)
 
-    follower = TopicFollower(settings, [settings.markers_topic], followed)
+    follower = TopicFollower(settings, [settings.markers_topic, *([lists_topic] if lists_topic else [])], followed)
+    orders.wait_for_lists = lambda: follower.wait_caught_up(LISTS_CATCH_UP_SECONDS)
 
     @app.task
     async def follow_topics() -> None:
@@ -202,7 +212,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     async def stop_following(app: faust.App, **kwargs: Any) -> None:
         follower.stop()
 
-    pipeline = Pipeline(app, orders, pairs, recommender, customers)
+    pipeline = Pipeline(app, orders, pairs, recommender, customers, follower)
     _web_views(app, settings, pipeline, pair_state)
     return pipeline
 
@@ -245,6 +255,7 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         data["experiments"] = snapshot.experiments_json(settings)
         data["attribution"] = snapshot.attribution_json(settings)
         data["potential"] = snapshot.potential_json()
+        data["hit_rate"] = snapshot.hit_rate_json(settings)
         # The page compares the newest event time with the worker's clock, not the browser's.
         data["clock"] = time.time()
         data["stale_after_seconds"] = settings.stale_after_seconds
@@ -261,6 +272,10 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     @app.page("/api/attribution")
     async def attribution(web: Any, request: Any) -> Any:
         return json_response(pipeline.orders.snapshot().attribution_json(settings))
+
+    @app.page("/api/hit-rate")
+    async def hit_rate(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().hit_rate_json(settings))
 
     @app.page("/api/potential")
     async def potential(web: Any, request: Any) -> Any:

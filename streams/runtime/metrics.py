@@ -22,6 +22,7 @@ from streams.orders.contract import REASONS
 from streams.orders.experiments import SUM_NAMES
 from streams.orders.snapshot import Snapshot, period_group
 from streams.orders.windows import ATTRIBUTION_FIGURES, bounded_labels, ratio, top_pairs
+from streams.runtime.hit_rate_metrics import recommendation_hits
 from streams.settings import Settings
 
 PREFIX = "crosssell_"
@@ -58,6 +59,7 @@ class CrossSellCollector(Collector):
         yield from _experiments(snap, self._settings)
         yield from _attribution(snap, self._settings)
         yield from _potential(snap, self._settings)
+        yield from recommendation_hits(snap, self._settings)
         yield from _health(snap, self._settings)
         yield from _detection(snap)
         if self._pairs is not None:

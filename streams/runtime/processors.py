@@ -9,6 +9,7 @@ the events, so Faust never commits an offset the state does not hold.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import time
@@ -27,6 +28,7 @@ from streams.orders.config import detection_config, window_config
 from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
 from streams.orders.detection import DropDetector, low_watermark, window_counts
+from streams.orders.hit_rate import PublishedLists, published_list
 from streams.orders.ledger import PartitionLedger, Verdict
 from streams.orders.markers import Marker, decode_marker
 from streams.orders.snapshot import Snapshot, take_snapshot
@@ -92,6 +94,25 @@ class OrderProcessor:
         self.highwaters: Callable[[], dict[int, int]] = dict
         # Before/after markers read from the markers topic (streams/runtime/follower.py), by message key.
         self.markers: dict[bytes, Marker] = {}
+        # The published recommendation lists, for the hit rate (None: off). The follower's thread
+        # only queues messages; the event loop applies them before the next orders.
+        self.lists = PublishedLists(settings.hit_rate_products) if settings.hit_rate_products else None
+        self.list_messages: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
+        self.wait_for_lists: Callable[[], object] = lambda: None
+
+    def take_list(self, key: bytes, value: bytes | None) -> None:
+        """A message of the recommendations topic (on the follower's thread), queued for the event loop."""
+        self.list_messages.append((key, value))
+
+    def _apply_list_messages(self) -> None:
+        lists, queue = self.lists, self.list_messages
+        assert lists is not None
+        while queue:
+            key, value = queue.popleft()
+            if not value:
+                lists.withdraw(key.decode(errors="replace"))
+            elif (found := published_list(value)) is not None:
+                lists.publish(*found)
 
     def take_marker(self, key: bytes, value: bytes | None) -> None:
         """A message of the markers topic (on the follower's thread): a marker, or a tombstone removing one."""
@@ -103,10 +124,13 @@ class OrderProcessor:
 
     # -- rebalancing ---------------------------------------------------------
     def restore(self, partitions: set[int]) -> None:
+        # Orders replayed before the published lists are read would count as unlisted.
+        self.wait_for_lists()
         assigned = str(int(self.clock() * 1000))
         for partition in partitions:
-            self.ledgers[partition] = PartitionLedger.restore(
+            self.ledgers[partition] = ledger = PartitionLedger.restore(
                 partition, self.config, self.table.items_of_partition(partition))
+            ledger.lists = self.lists
             self.assignments[partition] = assigned
         log.info("order ledgers restored for partitions %s", sorted(partitions))
         self.rebuild_detector()
@@ -145,6 +169,8 @@ class OrderProcessor:
             # revoked. Left unacked, it is replayed by the partition's owner; a fresh
             # ledger here would overwrite the owner's state in the changelog.
             return
+        if self.list_messages:
+            self._apply_list_messages()
         records = getattr(message, "records", None)
         received_at = self.clock()
         if records is None:
@@ -268,6 +294,8 @@ class OrderProcessor:
                 delay = min(delay * 2, 5.0)
 
     def snapshot(self) -> Snapshot:
+        if self.list_messages:  # also while no orders come
+            self._apply_list_messages()
         snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent),
                                  dead_letter_errors=dict(self.dead_letter_errors),
                                  markers=list(self.markers.values()))
@@ -279,6 +307,8 @@ class OrderProcessor:
         snapshot.drop_episodes = list(self.detector.episodes)
         snapshot.detected_until = self.detector.closed_until if self.detector.closed_until > -math.inf else None
         snapshot.detection_skipped = self.detector.dropped
+        if self.lists is not None:
+            snapshot.lists_held, snapshot.lists_evicted = len(self.lists.lists), self.lists.evicted
         return snapshot
 
 

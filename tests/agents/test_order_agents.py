@@ -87,6 +87,8 @@ async def built_pipeline(broker: EmbeddedBroker, tmp_path: Any, **overrides: Any
     try:
         yield built
     finally:
+        if built.follower is not None:
+            built.follower.stop()
         await app.producer.stop()
 
 
