@@ -294,6 +294,22 @@ def test_live_page_shows_attribution_by_touchpoint_and_the_top_primary_products(
 
 @needs_chromium
 @pytest.mark.timeout(240)
+def test_live_page_shows_the_recommendation_hit_rate_by_variant(system: RunningSystem, tmp_path: Path) -> None:
+    # The worker publishes lists once a minute; the orders after that are checked against them.
+    deadline = time.monotonic() + 150
+    while not system.summary()["hit_rate"]["views"]["1h"]["total"]["listed_orders"]:
+        assert time.monotonic() < deadline, "no order was checked against a published list within 150 s"
+        time.sleep(1)
+    dom = rendered_dom(system, tmp_path)
+    report = system.summary()["hit_rate"]
+    assert int(dom.attrs_by_id["hit-rate"]["data-rows"]) >= 1
+    assert "control" in dom.text_by_id["hit-rate"] or "treatment" in dom.text_by_id["hit-rate"]
+    assert "orders with a list held a listed companion" in dom.text_by_id["hit-rate-sub"]
+    assert report["on"] and report["lists_held"] >= 1
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
 def test_live_page_screenshot(system: RunningSystem, tmp_path: Path) -> None:
     target = artifacts_dir() / "live-page.png"
     target.unlink(missing_ok=True)
