@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -47,11 +47,20 @@ HIT_FIGURES = ("listed_orders", "hit_orders", "promised", "best_confidence")
 VERSIONS = 2
 
 
+class BestCompanion(NamedTuple):
+    """The listed companion with the highest lift (ties: higher confidence, then smaller id)."""
+
+    product: str
+    lift: float
+    confidence: float
+
+
 class PublishedList(NamedTuple):
     computed_at: float  # unix seconds
     companions: frozenset[str]
     promised: float  # 1 - prod(1 - c_i)
     best_confidence: float  # max c_i
+    best_by_lift: BestCompanion | None = None
 
 
 def published_list(value: bytes) -> tuple[str, PublishedList] | None:
@@ -61,18 +70,24 @@ def published_list(value: bytes) -> tuple[str, PublishedList] | None:
         product = data["product_id"]
         computed_at = datetime.fromisoformat(data["computed_at"]).timestamp()
         confidences = {c["product_id"]: float(c["confidence"]) for c in data["companions"]}
+        lifts = {c["product_id"]: float(c["lift"]) for c in data["companions"]}
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
     if not isinstance(product, str) or not confidences:
         return None
-    return product, listed(computed_at, confidences.items())
+    return product, listed(computed_at, confidences.items(), lifts)
 
 
-def listed(computed_at: float, confidences: Iterable[tuple[str, float]]) -> PublishedList:
+def listed(computed_at: float, confidences: Iterable[tuple[str, float]],
+           lifts: Mapping[str, float] | None = None) -> PublishedList:
     pairs = [(product, min(1.0, max(0.0, c))) for product, c in confidences]
     miss = math.prod(1.0 - c for _, c in pairs)
-    return PublishedList(computed_at, frozenset(p for p, _ in pairs), 1.0 - miss, max((c for _, c in pairs),
-                                                                                      default=0.0))
+    best = None
+    if lifts:
+        best = min((BestCompanion(p, lifts[p], c) for p, c in pairs if p in lifts),
+                   key=lambda b: (-b.lift, -b.confidence, b.product), default=None)
+    return PublishedList(computed_at, frozenset(p for p, _ in pairs), 1.0 - miss,
+                         max((c for _, c in pairs), default=0.0), best)
 
 
 class PublishedLists:
@@ -94,6 +109,11 @@ class PublishedLists:
     def withdraw(self, product: str) -> None:
         """A tombstone: the product has no list any more."""
         self.lists.pop(product, None)
+
+    def newest(self, product: str) -> PublishedList | None:
+        """The newest list of ``product``, without marking it used (for reading, not for orders)."""
+        versions = self.lists.get(product)
+        return versions[-1] if versions else None
 
     def at(self, product: str, event_time: float) -> PublishedList | None:
         """The newest list of ``product`` computed at or before ``event_time``; marks it used."""

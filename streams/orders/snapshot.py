@@ -12,10 +12,10 @@ from typing import Any
 
 from streams.orders.detection import Episode, SegmentReport
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
-from streams.orders.hit_rate import HIT_FIGURES, hit_rate_json
+from streams.orders.hit_rate import HIT_FIGURES, BestCompanion, hit_rate_json
 from streams.orders.ledger import Counters, PartitionLedger
 from streams.orders.markers import Marker, current_marker, listed
-from streams.orders.potential import ProductPotential, top_primary_products
+from streams.orders.potential import ProductPotential, opportunities, top_primary_products
 from streams.orders.windows import (
     ATTRIBUTION_FIGURES,
     WindowTotals,
@@ -27,6 +27,8 @@ from streams.orders.windows import (
     window_start,
 )
 from streams.settings import Settings, duration_label
+
+OPPORTUNITIES = 10  # listed per view
 
 
 @dataclass(slots=True)
@@ -60,6 +62,8 @@ class Snapshot:
     drop_episodes: list[Episode] = field(default_factory=list)
     detected_until: float | None = None
     detection_skipped: int = 0
+    # The best companion (by lift, from the published lists) of the products in `potential`.
+    companions: dict[str, BestCompanion] = field(default_factory=dict)
     # The published lists the hit rate checks orders against: products held, and evicted so far.
     lists_held: int | None = None  # None: the hit rate is off
     lists_evicted: int = 0
@@ -119,8 +123,19 @@ class Snapshot:
         }
 
     def potential_json(self) -> dict[str, Any]:
-        """Per rolling view: the primary products with most orders, each with its cross-sell rate."""
-        return {label: [row.as_json() for row in rows] for label, rows in self.potential.items()}
+        """Per rolling view: the primary products with most orders, each with its cross-sell rate and its
+        best companion by lift (None when no published list of it is held)."""
+        def best(product: str) -> dict[str, Any] | None:
+            found = self.companions.get(product)
+            return found._asdict() if found is not None else None
+        return {label: [{**row.as_json(), "best_companion": best(row.product)} for row in rows]
+                for label, rows in self.potential.items()}
+
+    def opportunities_json(self, limit: int = OPPORTUNITIES) -> dict[str, Any]:
+        """Per rolling view: the top primary products with a strong companion, by orders to gain
+        (streams/orders/potential.py)."""
+        return {label: [o.as_json() for o in opportunities(rows, self.companions, limit)]
+                for label, rows in self.potential.items()}
 
     def hit_rate_json(self, settings: Settings) -> dict[str, Any]:
         """Per rolling view and variant (and all together): orders whose primary product had a published

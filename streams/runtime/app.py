@@ -256,6 +256,7 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         data["attribution"] = snapshot.attribution_json(settings)
         data["potential"] = snapshot.potential_json()
         data["hit_rate"] = snapshot.hit_rate_json(settings)
+        data["opportunities"] = snapshot.opportunities_json()
         # The page compares the newest event time with the worker's clock, not the browser's.
         data["clock"] = time.time()
         data["stale_after_seconds"] = settings.stale_after_seconds
@@ -280,6 +281,10 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     @app.page("/api/potential")
     async def potential(web: Any, request: Any) -> Any:
         return json_response(pipeline.orders.snapshot().potential_json())
+
+    @app.page("/api/opportunities")
+    async def opportunities(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().opportunities_json())
 
     @app.page("/api/detection")
     async def detection(web: Any, request: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The recommendation hit rate on /metrics (streams/orders/hit_rate.py): sums, so Prometheus can add workers.
+"""The recommendation hit rate on /metrics (streams/orders/hit_rate.py), and the top primary products' best
+companions (streams/orders/potential.py). The hit rate as sums, so Prometheus can add workers.
 
 The hit rate of the fleet is ``sum(crosssell_recommendation_hit_orders) /
 sum(crosssell_recommendation_listed_orders)``; the mean promise likewise
@@ -44,3 +45,18 @@ def recommendation_hits(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     yield CounterMetricFamily(PREFIX + "lists_evicted", "Products whose lists this worker dropped, least recently "
                               "used first, to stay within CROSSSELL_HIT_RATE_PRODUCTS (their orders count as "
                               "unlisted until the list is published again).", value=snap.lists_evicted)
+
+
+def potential_companions(snap: Snapshot) -> Iterator[Metric]:
+    """The best companion by lift of each top primary product (streams/orders/potential.py), from its list."""
+    labels = ["product", "companion"]
+    lift = GaugeMetricFamily("crosssell_primary_product_companion_lift", "Lift of the top primary product's best "
+                             "companion (the highest lift in its published list).", labels=labels)
+    confidence = GaugeMetricFamily("crosssell_primary_product_companion_confidence", "Confidence (share of the "
+                                   "product's orders that hold it) of the top primary product's best companion.",
+                                   labels=labels)
+    for product, best in sorted(snap.companions.items()):
+        lift.add_metric([product, best.product], best.lift)
+        confidence.add_metric([product, best.product], best.confidence)
+    yield lift
+    yield confidence

@@ -308,7 +308,13 @@ class OrderProcessor:
         snapshot.detected_until = self.detector.closed_until if self.detector.closed_until > -math.inf else None
         snapshot.detection_skipped = self.detector.dropped
         if self.lists is not None:
-            snapshot.lists_held, snapshot.lists_evicted = len(self.lists.lists), self.lists.evicted
+            lists = self.lists
+            snapshot.lists_held, snapshot.lists_evicted = len(lists.lists), lists.evicted
+            for rows in snapshot.potential.values():
+                for row in rows:
+                    version = lists.newest(row.product)
+                    if version is not None and version.best_by_lift is not None:
+                        snapshot.companions[row.product] = version.best_by_lift
         return snapshot
 
 

@@ -59,6 +59,9 @@ METRIC_LABELS: Final = MappingProxyType(
         # Potential: the top primary products of each rolling view.
         "crosssell_primary_product_orders": frozenset({"window", "product"}),
         "crosssell_primary_product_cross_sell_orders": frozenset({"window", "product"}),
+        # ... and the best companion (highest lift) of each, from its published list.
+        "crosssell_primary_product_companion_lift": frozenset({"product", "companion"}),
+        "crosssell_primary_product_companion_confidence": frozenset({"product", "companion"}),
         # Recommendation hit rate: orders checked against their primary product's published list.
         **{f"crosssell_recommendation_{name}": frozenset({"window", "variant"}) for name in HIT_FIGURES},
         "crosssell_recommendation_lists_held": frozenset(),

@@ -23,27 +23,30 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.orders.hit_rate import BestCompanion
+from streams.orders.potential import ProductPotential, opportunities
 from streams.pairs.recommendations import Companion, recommendation_message
 from tests.harness import Cluster, Worker, cluster, labelled_sum, wait_until
 
 PARTITIONS = 2
 ORDERS = 800
-LISTS = {  # primary -> (companion, confidence)
-    "tv": [("cable", 0.4), ("mount", 0.25), ("soundbar", 0.1)],
-    "laptop": [("mouse", 0.5), ("bag", 0.3)],
-    "pan": [("lid", 0.6)],
-    "late": [("cable", 0.9)],  # computed after every order: no list at their event time
+LISTS = {  # primary -> (companion, confidence, lift)
+    "tv": [("cable", 0.4, 1.2), ("mount", 0.25, 3.0), ("soundbar", 0.1, 0.8)],
+    "laptop": [("mouse", 0.5, 2.0), ("bag", 0.3, 2.5)],
+    "pan": [("lid", 0.6, 0.9)],  # its best companion sells no better than chance: no opportunity
+    "late": [("cable", 0.9, 1.5)],  # computed after every order: no list at their event time
 }
+BEST = {"tv": ("mount", 3.0, 0.25), "laptop": ("bag", 2.5, 0.3), "pan": ("lid", 0.9, 0.6), "late": ("cable", 1.5, 0.9)}
 UNLISTED_PRIMARY = "bike"
 OTHERS = ["cable", "mount", "soundbar", "mouse", "bag", "lid", "socks", "batteries"]
 FIGURES = ("listed_orders", "hit_orders", "promised", "best_confidence")
 
 
-def promise(companions: list[tuple[str, float]]) -> tuple[float, float]:
+def promise(companions: list[tuple[str, float, float]]) -> tuple[float, float]:
     miss = 1.0
-    for _, confidence in companions:
+    for _, confidence, _ in companions:
         miss *= 1 - confidence
-    return 1 - miss, max(c for _, c in companions)
+    return 1 - miss, max(c for _, c, _ in companions)
 
 
 class Truth:
@@ -54,7 +57,7 @@ class Truth:
             computed = base + 3600 if product == "late" else base - 120
             value = recommendation_message(
                 product, "24h", datetime.fromtimestamp(computed, UTC),
-                [Companion(c, 10, confidence, 2.0) for c, confidence in companions],
+                [Companion(c, 10, confidence, lift) for c, confidence, lift in companions],
                 orders_with_product=100, total_orders=1000, exact=True, error_bound=0)
             self.lists.append((product.encode(), orjson.dumps(value), None))
         self.events: list[tuple[bytes, bytes, int | None]] = []
@@ -73,7 +76,7 @@ class Truth:
             self.events.append((document["order_id"].encode(), orjson.dumps(document), None))
             if primary in LISTS and primary != "late":
                 promised, best = promise(LISTS[primary])
-                listed = {c for c, _ in LISTS[primary]}
+                listed = {c for c, _, _ in LISTS[primary]}
                 figures = [1, int(bool(listed & set(extras))), promised, best]
                 self.expected[variant] = [a + b for a, b in zip(self.expected.get(variant, [0] * 4), figures,
                                                                 strict=True)]
@@ -84,7 +87,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
     tmp: Path = tmp_path_factory.mktemp("hit-rate")
     truth = Truth((time.time() - 600) // 60 * 60)
     env = {"CROSSSELL_PARTITIONS": str(PARTITIONS), "CROSSSELL_RECOMMENDATION_INTERVAL_SECONDS": "1h",
-           "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6", "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6"}
+           "CROSSSELL_SESSION_TIMEOUT_SECONDS": "6", "CROSSSELL_REBALANCE_TIMEOUT_SECONDS": "6",
+           "CROSSSELL_POTENTIAL_CAPACITY": "32"}
     with cluster(tmp, env) as running_cluster:
         running_cluster.produce(truth.lists, topic=running_cluster.settings.recommendations_topic_for("24h"))
         workers = [running_cluster.worker().start() for _ in range(2)]
@@ -131,3 +135,31 @@ def test_the_api_gives_the_hit_rate_and_the_promise_per_variant(
             assert row["hit_rate"] == pytest.approx(hits / listed)  # type: ignore[operator]
             assert row["promised"] == pytest.approx(promised / listed)  # type: ignore[operator]
         assert "hit_rate" in orjson.loads(worker.get("/api/summary"))
+
+
+def test_each_top_primary_product_shows_its_best_companion_by_lift_and_the_opportunities_follow(
+        running: tuple[Cluster, list[Worker], Truth]) -> None:
+    _, workers, _ = running
+    seen = set()
+    for worker in workers:
+        rows = orjson.loads(worker.get("/api/potential"))["1h"]
+        companions = {}
+        for row in rows:
+            best = row["best_companion"]
+            if row["product"] in BEST:
+                assert (best["product"], best["lift"], best["confidence"]) == BEST[row["product"]], row
+                companions[row["product"]] = BestCompanion(**best)
+                seen.add(row["product"])
+            else:
+                assert best is None, row  # no list published for it
+        potentials = [ProductPotential(**{k: v for k, v in r.items() if k != "best_companion"}) for r in rows]
+        expected = [o.as_json() for o in opportunities(potentials, companions, 10)]
+        got = orjson.loads(worker.get("/api/opportunities"))["1h"]
+        assert got == expected
+        assert {o["product"] for o in got} == {"tv", "laptop", "late"} & {r.product for r in potentials}
+        metrics = worker.metrics()
+        for product in companions:
+            companion, lift, _ = BEST[product]
+            assert labelled_sum(metrics, "crosssell_primary_product_companion_lift", product=product,
+                                companion=companion) == lift
+    assert seen == set(BEST)

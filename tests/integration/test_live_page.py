@@ -294,18 +294,27 @@ def test_live_page_shows_attribution_by_touchpoint_and_the_top_primary_products(
 
 @needs_chromium
 @pytest.mark.timeout(240)
-def test_live_page_shows_the_recommendation_hit_rate_by_variant(system: RunningSystem, tmp_path: Path) -> None:
-    # The worker publishes lists once a minute; the orders after that are checked against them.
+def test_live_page_shows_the_recommendation_hit_rate_and_the_opportunities(system: RunningSystem,
+                                                                          tmp_path: Path) -> None:
+    # The worker publishes lists once a minute; the orders after that are checked against them, and the
+    # top primary products get their best companion from them.
     deadline = time.monotonic() + 150
-    while not system.summary()["hit_rate"]["views"]["1h"]["total"]["listed_orders"]:
-        assert time.monotonic() < deadline, "no order was checked against a published list within 150 s"
+    while True:
+        summary = system.summary()
+        if summary["hit_rate"]["views"]["1h"]["total"]["listed_orders"] and summary["opportunities"]["1h"]:
+            break
+        assert time.monotonic() < deadline, "no order checked against a list, or no opportunity, within 150 s"
         time.sleep(1)
     dom = rendered_dom(system, tmp_path)
     report = system.summary()["hit_rate"]
+    assert report["on"] and report["lists_held"] >= 1
     assert int(dom.attrs_by_id["hit-rate"]["data-rows"]) >= 1
     assert "control" in dom.text_by_id["hit-rate"] or "treatment" in dom.text_by_id["hit-rate"]
     assert "orders with a list held a listed companion" in dom.text_by_id["hit-rate-sub"]
-    assert report["on"] and report["lists_held"] >= 1
+    companions = [row["best_companion"]["product"] for row in summary["potential"]["1h"] if row["best_companion"]]
+    assert any(companion in dom.text_by_id["potential"] for companion in companions)
+    assert int(dom.attrs_by_id["opportunities"]["data-rows"]) >= 1
+    assert any(o["product"] in dom.text_by_id["opportunities"] for o in summary["opportunities"]["1h"])
 
 
 @needs_chromium
