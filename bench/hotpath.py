@@ -40,12 +40,15 @@ def _cpu(step: Callable[[], Any]) -> tuple[float, Any]:
     return time.process_time() - started, result
 
 
-def run(events: int, flush_every: int, seed: int, span: float, partitions: int) -> dict[str, float]:
+def run(events: int, flush_every: int, seed: int, span: float, partitions: int,
+        potential_capacity: int | None = None) -> dict[str, float]:
     shape = TrafficShape(late_share=0.01, duplicate_share=0.005, invalid_share=0.0,
                          categories=12, products_per_category=16667)
     now = time.time()
     values = [value for _, value in make_events(order_maker(seed, shape), events, now - span, now)]
-    return measure(values, flush_every, Settings(partitions=partitions), now)
+    settings = Settings(partitions=partitions) if potential_capacity is None else Settings(
+        partitions=partitions, potential_capacity=potential_capacity)
+    return measure(values, flush_every, settings, now)
 
 
 def measure(values: list[bytes], flush_every: int, settings: Settings, now: float) -> dict[str, float]:
@@ -95,13 +98,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--event-time-span", type=float, default=600.0,
                         help="seconds of event time the orders cover (default 600, as python -m bench)")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best of each step is shown (default 3)")
+    parser.add_argument("--potential-capacity", default=None, metavar="N[,N...]",
+                        help="CROSSSELL_POTENTIAL_CAPACITY for the runs (default: the setting's default); several, "
+                             "e.g. 0,32, are run in turns in one sitting and shown side by side")
     args = parser.parse_args(argv)
-    runs = [run(args.events, args.flush_every, args.seed, args.event_time_span, args.partitions)
-            for _ in range(args.repeat)]
-    best = {name: min(r[name] for r in runs) for name in runs[0]}
-    print(f"{args.events} events, flush every {args.flush_every}, best of {args.repeat}: CPU us per event")
-    for name, value in best.items():
-        print(f"  {name.removesuffix('_us'):<7} {value:7.2f}")
+    capacities: list[int | None] = [None] if args.potential_capacity is None else [
+        int(c) for c in args.potential_capacity.split(",")]
+    runs: dict[int | None, list[dict[str, float]]] = {c: [] for c in capacities}
+    for _ in range(args.repeat):  # in turns, so that a noisy moment of the machine hits every variant
+        for capacity in capacities:
+            runs[capacity].append(run(args.events, args.flush_every, args.seed, args.event_time_span,
+                                      args.partitions, capacity))
+    for capacity, measured in runs.items():
+        best = {name: min(r[name] for r in measured) for name in measured[0]}
+        shown = "" if capacity is None else f", potential capacity {capacity}"
+        print(f"{args.events} events, flush every {args.flush_every}{shown}, best of {args.repeat}: "
+              "CPU us per event")
+        for name, value in best.items():
+            print(f"  {name.removesuffix('_us'):<7} {value:7.2f}")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,6 @@ class TopicFollower:
         self.handle = handle
         self.poll_seconds = poll_seconds
         self.read = 0  # messages handed to the callback
-        # Set once every partition was read up to its end offset at least once.
-        self.caught_up = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -63,11 +61,7 @@ class TopicFollower:
             while not self._stopping.is_set():
                 if len(assigned) < len(self.topics):
                     assigned |= self._assign_new(consumer, assigned)
-                messages = consumer.consume(500, timeout=self.poll_seconds)
-                if not messages and len(assigned) == len(self.topics) and not self.caught_up.is_set() \
-                        and self._at_end(consumer):
-                    self.caught_up.set()
-                for message in messages:
+                for message in consumer.consume(500, timeout=self.poll_seconds):
                     if message.error() is not None:
                         continue
                     try:
@@ -77,20 +71,6 @@ class TopicFollower:
                     self.read += 1
         finally:
             consumer.close()
-
-    def wait_caught_up(self, timeout: float) -> bool:
-        """Start if not started, and wait until the topics were read to their end (False: not within timeout)."""
-        self.start()
-        return self.caught_up.wait(timeout)
-
-    @staticmethod
-    def _at_end(consumer: Consumer) -> bool:
-        # Tansu 0.6.0 may report an end offset short of the last record (FACTS.md): reaching it is enough.
-        for tp in consumer.position(consumer.assignment()):
-            _, high = consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
-            if high > 0 and tp.offset < high:
-                return False
-        return True
 
     def _assign_new(self, consumer: Consumer, assigned: set[str]) -> set[str]:
         """Assign every partition of the topics that exist now (a topic created later is picked up then)."""

@@ -98,7 +98,6 @@ class OrderProcessor:
         # only queues messages; the event loop applies them before the next orders.
         self.lists = PublishedLists(settings.hit_rate_products) if settings.hit_rate_products else None
         self.list_messages: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
-        self.wait_for_lists: Callable[[], object] = lambda: None
 
     def take_list(self, key: bytes, value: bytes | None) -> None:
         """A message of the recommendations topic (on the follower's thread), queued for the event loop."""
@@ -124,8 +123,6 @@ class OrderProcessor:
 
     # -- rebalancing ---------------------------------------------------------
     def restore(self, partitions: set[int]) -> None:
-        # Orders replayed before the published lists are read would count as unlisted.
-        self.wait_for_lists()
         assigned = str(int(self.clock() * 1000))
         for partition in partitions:
             self.ledgers[partition] = ledger = PartitionLedger.restore(
