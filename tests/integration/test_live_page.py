@@ -102,7 +102,7 @@ def running_system(workdir: Path, *args: str) -> Iterator[RunningSystem]:
         CROSSSELL_WEB_HOST="127.0.0.1",
         CROSSSELL_WEB_PORT=str(port),
         CROSSSELL_DATA_DIR=str(workdir / "data"),
-        CROSSSELL_POTENTIAL_CAPACITY="32",  # the top primary products panel (off by default)
+        CROSSSELL_POTENTIAL_CAPACITY="32",  # the top primary products panel (the default, stated: the panel needs it)
         PYTHONUNBUFFERED="1",
     )
     log_path = workdir / "run.log"
