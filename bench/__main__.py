@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                              "fastpath=0,monitor=default (keys: python -m bench.variant_worker's docstring); "
                              "repeatable; to measure what single optimisations gain")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="record a py-spy profile of each (4) worker during its throughput phase into DIR")
+                        help="record a py-spy profile of each (4) worker during its throughput phase into DIR "
+                             "(<name>.txt), and during its latency phase (<name>-latency.txt)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})")
     return parser
 
@@ -266,8 +267,11 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
         count = max(1, int(rate * args.latency_seconds))
         _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
         live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
+        profiler = _start_profiler(kids, args, workers[0], f"{suffix}-latency")
         latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=settings.orders_topic, events=live,
                                            rate=rate, base=args.events)
+        if profiler is not None:
+            _stop_profiler(profiler)
         # The table's peak RSS is the throughput phase's: the memory target is for the preloaded
         # events (and their 200,000 products). The latency phase adds rate x seconds more orders
         # (more for a faster worker), each kept in the dedup horizon: its peak is reported apart.
