@@ -28,7 +28,7 @@ from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
 from streams.orders.detection import DropDetector, low_watermark, window_counts
 from streams.orders.ledger import PartitionLedger, Verdict
-from streams.orders.snapshot import Snapshot, take_snapshot
+from streams.orders.snapshot import Snapshot, WindowMerges, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger, top_pairs
 from streams.pairs.outbox import owner_partition
@@ -89,6 +89,7 @@ class OrderProcessor:
         self.dead_letter_errors: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.highwaters: Callable[[], dict[int, int]] = dict
+        self.window_merges = WindowMerges()  # what the last snapshot merged, for the next (scrapes)
 
     # -- rebalancing ---------------------------------------------------------
     def restore(self, partitions: set[int]) -> None:
@@ -258,7 +259,7 @@ class OrderProcessor:
 
     def snapshot(self) -> Snapshot:
         snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent),
-                                 dead_letter_errors=dict(self.dead_letter_errors))
+                                 dead_letter_errors=dict(self.dead_letter_errors), merges=self.window_merges)
         highwaters = self.highwaters()
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}
