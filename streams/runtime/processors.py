@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -382,12 +382,10 @@ class Recommender:
 
     def _rank(self) -> list[tuple[int, HorizonView, dict[str, dict[str, int]]]]:
         """Every view with its companions above the minimum support; keeps their top pairs."""
-        steps = self._ranking()
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        ranked: list[tuple[int, HorizonView, dict[str, dict[str, int]]]] = []
+        for _ in self._ranking(ranked):
+            pass
+        return ranked
 
     async def _rank_in_steps(self) -> list[tuple[int, HorizonView, dict[str, dict[str, int]]]]:
         """:meth:`_rank`, letting the event loop run between two views.
@@ -396,29 +394,26 @@ class Recommender:
         thousand pairs): in one go it held up every event and every /metrics answer
         meanwhile, the longest steps of the loop and most of p99 at a low rate.
         """
-        steps = self._ranking()
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        ranked: list[tuple[int, HorizonView, dict[str, dict[str, int]]]] = []
+        for _ in self._ranking(ranked):
             await asyncio.sleep(0)
+        return ranked
 
-    def _ranking(self) -> Generator[None, None, list[tuple[int, HorizonView, dict[str, dict[str, int]]]]]:
-        """The ranking, one view per step: a view's pairs are read whole, the buckets do not change within."""
-        started = time.process_time()
-        ranked = []
+    def _ranking(self, ranked: list[tuple[int, HorizonView, dict[str, dict[str, int]]]]) -> Iterator[None]:
+        """Ranks into ``ranked``, one view per step: a view's pairs are read whole, its buckets unchanged within."""
+        spent = 0.0  # in the steps themselves: the loop may run other work for a while between two
         top_pairs_rows: dict[tuple[int, str], list[dict[str, Any]]] = {}
         for q, view in self._views():
+            started = time.monotonic()
             pairs = view.guaranteed_pairs()
             grouped = view.companions(self.settings.min_support, pairs)
             top_pairs_rows[(q, view.horizon)] = self._pair_rows(view, top_pairs(pairs, self.settings.top_pairs))
             ranked.append((q, view, grouped))
+            spent += time.monotonic() - started
             yield
         self._top_pairs = top_pairs_rows
         self._ranked_at = time.monotonic()
-        self._ranking_seconds = time.process_time() - started  # its own CPU: steps may be far apart
-        return ranked
+        self._ranking_seconds = spent
 
     async def publish(self, now: datetime | None = None) -> int:
         """Send the changed lists of the products this worker owns; returns messages sent."""
