@@ -305,28 +305,33 @@ class SpaceSaving:
         counts = self._counts
         ranked = sorted(counts.values(), reverse=True)
         threshold = ranked[capacity - 1]  # the smallest count kept
+        largest = ranked[capacity]  # the largest count dropped
         room_at_threshold = capacity - sum(1 for count in ranked[:capacity] if count > threshold)
         kept_at_threshold = set(sorted(item for item, count in counts.items() if count == threshold)
                                 [:room_at_threshold])
-        dropped = [item for item, count in counts.items()
-                   if count < threshold or (count == threshold and item not in kept_at_threshold)]
-        largest = max(counts[item] for item in dropped)
-        gone = set(dropped)
-        errors = self._errors
-        # Rebuilt rather than deleted from: a dict keeps its size when items leave it.
-        self._load(((item, count, errors.get(item, 0)) for item, count in counts.items() if item not in gone),
+        # Rebuilt rather than deleted from (a dict keeps its size when items leave it), in one
+        # comprehension each: a cut of a few hundred thousand items holds up the event loop.
+        kept = {item: count for item, count in counts.items()
+                if count > threshold or (count == threshold and item in kept_at_threshold)}
+        dropped = len(counts) - len(kept)
+        self._keep(kept, {item: error for item, error in self._errors.items() if item in kept},
                    max(self._floor, largest))
-        return len(dropped)
+        return dropped
 
     def _load(self, entries: Iterable[tuple[str, int, int]], floor: int) -> None:
-        self._counts = {}
-        self._errors = {}
-        self._key_chars = 0
+        counts: dict[str, int] = {}
+        errors: dict[str, int] = {}
         for item, count, error in entries:
-            self._counts[item] = count
-            self._key_chars += len(item)
+            counts[item] = count
             if error:
-                self._errors[item] = error
+                errors[item] = error
+        self._keep(counts, errors, floor)
+
+    def _keep(self, counts: dict[str, int], errors: dict[str, int], floor: int) -> None:
+        """Monitor ``counts`` (errors: those above 0) with floor ``floor``; levels are built at the next eviction."""
+        self._counts = counts
+        self._errors = errors
+        self._key_chars = sum(map(len, counts))
         self._floor = floor
         self._levels = {}
         self._level_heap = []
