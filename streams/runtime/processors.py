@@ -276,7 +276,8 @@ class PairProcessor:
 
     The ledgers of every partition this worker owns share one memory budget
     (CROSSSELL_PAIR_MEMORY_MB, streams/pairs/budget.py), enforced after each
-    message: the state grows by at most one message beyond it.
+    message: the state grows by at most one message beyond it. A cut runs in
+    steps, letting the event loop run between them.
     """
 
     def __init__(self, settings: Settings, table: PartitionedTable) -> None:
@@ -310,12 +311,15 @@ class PairProcessor:
         async with self.lock:
             forget_partitions(self, partitions)
 
-    def process(self, event: EventT[Any]) -> None:
+    async def process(self, event: EventT[Any]) -> None:
         ledger = self.ledgers.get(event.message.partition)
         if ledger is None:  # revoked while in flight: the owner replays it
             return
         if ledger.apply(orjson.loads(event.value), event.value):
-            self.budget.enforce(self.ledgers.values(), changed=ledger)
+            # A cut of the large summaries took ~150 ms each in one go: in steps, the other
+            # agents and the scrapes go on between them (the next message waits for the cut).
+            for _ in self.budget.enforce_in_steps(self.ledgers.values(), changed=ledger):
+                await asyncio.sleep(0)
         self.unacked.append(event)
 
     def accuracy(self, horizon: str) -> tuple[bool, int]:
@@ -327,11 +331,17 @@ class PairProcessor:
         async with self.lock:
             events, self.unacked = self.unacked, []
             changed = []
-            for partition, ledger in self.ledgers.items():
+            for partition, ledger in list(self.ledgers.items()):
                 writes, deletes = ledger.take_changes()
                 if writes or deletes:
                     changed.append(partition)
-                self.table.write(writes, deletes)
+                for key, value in writes.items():
+                    # A bucket's base can hold a few hundred thousand counts (~50 ms to serialise
+                    # and split): one a step, the agents and scrapes go on in between. What was
+                    # taken are copies, and a message applied meanwhile is logged at the next flush.
+                    self.table.write({key: value})
+                    await asyncio.sleep(0)
+                self.table.write({}, deletes)
             self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
             await self.table.wait_written()
             # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
