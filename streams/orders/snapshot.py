@@ -6,14 +6,14 @@ it is rebuilt on demand so nothing exported can drift from the state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.orders.detection import Episode, SegmentReport
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
 from streams.orders.hit_rate import HIT_FIGURES, BestCompanion, hit_rate_json
-from streams.orders.ledger import Counters, PartitionLedger
+from streams.orders.ledger import Counters, PartitionLedger, Window
 from streams.orders.markers import Marker, current_marker, listed
 from streams.orders.potential import ProductPotential, opportunities, top_primary_products
 from streams.orders.windows import (
@@ -37,7 +37,8 @@ class Snapshot:
     watermark: float | None
     counters: Counters
     views: dict[str, WindowTotals]  # rolling view label ("5m") -> merged totals
-    recent: list[tuple[float, WindowTotals]]  # newest windows, oldest first
+    # Newest windows, oldest first, merged across partitions; shared with the next snapshot (read only).
+    recent: list[tuple[float, WindowTotals]]
     windows_held: int
     dead_letters: dict[str, int]
     lag: dict[int, int] = field(default_factory=dict)
@@ -204,19 +205,59 @@ def group_json(sums: GroupSums) -> dict[str, Any]:
     }
 
 
+class WindowMerges:
+    """The windows of one start, across partitions, merged; kept while none of them changes.
+
+    A scrape merges every window of every rolling view. Only the newest windows
+    still change (a window takes no event once the watermark passed it), so the
+    merge of each start is reused until one of its windows folds another event
+    (its offset moves) or is replaced (expired, restored): a scrape then merges
+    the windows of one or two starts and the starts of each view, not every
+    window of every partition. Without it :func:`take_snapshot` merges the same
+    way (per start, then the starts), so cached or not a snapshot adds its
+    floats in the same order.
+    """
+
+    def __init__(self) -> None:
+        # start -> (the windows merged and their offsets then, the merge)
+        self._merged: dict[float, tuple[list[tuple[Window, int]], WindowTotals]] = {}
+
+    def merged(self, start: float, windows: list[Window]) -> WindowTotals:
+        held = self._merged.get(start)
+        if held is not None:
+            seen, totals = held
+            if len(seen) == len(windows) and all(window is was and window.offset == offset
+                                                 for window, (was, offset) in zip(windows, seen, strict=True)):
+                return totals
+        totals = merge([window.totals for window in windows])
+        self._merged[start] = ([(window, window.offset) for window in windows], totals)
+        return totals
+
+    def keep_only(self, starts: Iterable[float]) -> None:
+        """Forget the starts no ledger holds any more (expired windows)."""
+        kept = set(starts)
+        self._merged = {start: held for start, held in self._merged.items() if start in kept}
+
+
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
                   recent: int = 60, dead_letter_errors: dict[str, int] | None = None,
-                  markers: Sequence[Marker] = ()) -> Snapshot:
-    """The worker's figures now; the before/after comparison uses the setting's marker, else the latest of
-    ``markers`` (streams/orders/markers.py)."""
+                  markers: Sequence[Marker] = (), merges: WindowMerges | None = None) -> Snapshot:
+    """The worker's figures now, from what ``ledgers`` hold, read together; the before/after comparison
+    uses the setting's marker, else the latest of ``markers`` (streams/orders/markers.py); ``merges``: the
+    per-start merges of the previous call, to reuse."""
     counters = Counters()
     watermarks = [ledger.meta.watermark for ledger in ledgers if ledger.meta.watermark is not None]
     watermark = max(watermarks) if watermarks else None
-    by_start: dict[float, list[WindowTotals]] = {}
+    windows_by_start: dict[float, list[Window]] = {}
     for ledger in ledgers:
         counters.add(ledger.meta)
         for start, window in ledger.windows.items():
-            by_start.setdefault(start, []).append(window.totals)
+            windows_by_start.setdefault(start, []).append(window)
+    if merges is None:
+        merges = WindowMerges()
+    else:
+        merges.keep_only(windows_by_start)
+    by_start = {start: merges.merged(start, windows) for start, windows in windows_by_start.items()}
     size = settings.window_seconds
     views: dict[str, WindowTotals] = {}
     potential: dict[str, list[ProductPotential]] = {}
@@ -228,24 +269,24 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
             potential[label] = []
             continue
         first = newest - length + size
-        in_view = [t for s, ts in by_start.items() if s >= first for t in ts]
-        views[label] = merge(in_view)
-        potential[label] = top_primary_products((t.primary_products for t in in_view), settings.max_label_values)
+        views[label] = merge([totals for s, totals in by_start.items() if s >= first])
+        potential[label] = top_primary_products((w.totals.primary_products for s, ws in windows_by_start.items()
+                                                 if s >= first for w in ws), settings.max_label_values)
     starts = sorted(by_start)[-recent:]
     used = current_marker(markers, settings.experiment_marker, settings.experiment_marker_time)
     marker_start = window_start(used.at, size) if used is not None else None
     periods: dict[str, WindowTotals] = {}
     if marker_start is not None:
         periods = {
-            "before": merge(t for s, ts in by_start.items() if s < marker_start for t in ts),
-            "after": merge(t for s, ts in by_start.items() if s >= marker_start for t in ts),
+            "before": merge(totals for s, totals in by_start.items() if s < marker_start),
+            "after": merge(totals for s, totals in by_start.items() if s >= marker_start),
         }
     return Snapshot(
         partitions=sorted(ledger.partition for ledger in ledgers),
         watermark=watermark,
         counters=counters,
         views=views,
-        recent=[(start, merge(by_start[start])) for start in starts],
+        recent=[(start, by_start[start]) for start in starts],
         windows_held=sum(len(ledger.windows) for ledger in ledgers),
         dead_letters=dead_letters,
         dead_letter_errors=dict(dead_letter_errors or {}),

@@ -128,9 +128,25 @@ def agg(totals: WindowTotals, facts: OrderFacts, max_tracked: int, products: int
             totals.primary_products = PrimaryProducts(products)
         totals.primary_products.add(facts.primary_product, facts.cross_sell)
     cross_sell = int(facts.cross_sell)
-    _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
-    _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
-    _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
+    # _count_label, inline for a label counted before (nearly every order): three calls fewer per order.
+    entry = totals.by_category.get(facts.primary_category)
+    if entry is None:
+        _count_label(totals.by_category, facts.primary_category, cross_sell, max_tracked)
+    else:
+        entry[0] += 1
+        entry[1] += cross_sell
+    entry = totals.by_channel.get(facts.channel)
+    if entry is None:
+        _count_label(totals.by_channel, facts.channel, cross_sell, max_tracked)
+    else:
+        entry[0] += 1
+        entry[1] += cross_sell
+    entry = totals.by_variant.get(facts.variant)
+    if entry is None:
+        _count_label(totals.by_variant, facts.variant, cross_sell, max_tracked)
+    else:
+        entry[0] += 1
+        entry[1] += cross_sell
     sums = totals.variant_sums
     variant = facts.variant
     if variant not in sums and len(sums) >= max_tracked:

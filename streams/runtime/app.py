@@ -155,7 +155,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     @app.agent(pairs_topic, name="pairs")
     async def process_pairs(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
-            pairs.process(event)
+            await pairs.process(event)
 
     @app.timer(settings.flush_interval_seconds)
     async def flush_orders() -> None:
