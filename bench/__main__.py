@@ -44,7 +44,7 @@ import orjson
 
 from bench import pipeline
 from bench.load import Event, make_events, order_maker, preload
-from bench.procs import Child, ChildFailed, Children, children, peak_rss_mb, python_module
+from bench.procs import Child, ChildFailed, Children, children, cpu_seconds, peak_rss_mb, python_module
 from bench.report import Result, machine, ratios, table, write_json
 from streams.ops.admin import ensure_topics
 from streams.ops.broker import BrokerError, EmbeddedBroker, free_port
@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                              "fastpath=0,monitor=default (keys: python -m bench.variant_worker's docstring); "
                              "repeatable; to measure what single optimisations gain")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="record a py-spy profile of each (4) worker during its throughput phase into DIR")
+                        help="record a py-spy profile of each (4) worker during its throughput phase into DIR "
+                             "(<name>.txt), and during its latency phase (<name>-latency.txt)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})")
     return parser
 
@@ -220,6 +221,10 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
               f"({lat['measured']} of {lat['sent']} events; /metrics polled every 50 ms, one answer took "
             f"p50 {lat['scrape_p50_seconds'] * 1000:.0f} ms, p99 {lat['scrape_p99_seconds'] * 1000:.0f} ms); "
               f"peak RSS {lat['peak_rss_mb_after']:.0f} MB after these {lat['sent']:,} more events")
+        if "worker_cores" in lat:
+            print(f"  during it ({lat['phase_seconds']:.0f} s, until all were counted): the worker used "
+                  f"{lat['worker_cores']:.2f} cores, {lat['worker_cpu_seconds_per_million_events']:.1f} CPU s per "
+                  f"million events; the broker {lat.get('broker_cores', 0):.2f} cores")
     for label, result in results.items():
         broker_cpu = result.extra.get("broker_cpu_seconds_per_million_events")
         if broker_cpu is not None:
@@ -266,8 +271,18 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
         count = max(1, int(rate * args.latency_seconds))
         _note(f"{label}: latency at {rate:,.0f} events/s for {args.latency_seconds:g}s")
         live = make_events(maker, count, time.time(), time.time() + args.latency_seconds)
+        profiler = _start_profiler(kids, args, workers[0], f"{suffix}-latency")
+        pids = {"worker": workers[0].child.pid, "broker": broker_pid}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+        started = time.monotonic()
         latency = pipeline.measure_latency(workers[0], bootstrap=bootstrap, topic=settings.orders_topic, events=live,
                                            rate=rate, base=args.events)
+        # What the phase cost: more per event than the throughput phase means half that phase's
+        # rate is more than half of what the worker can do here (scrapes, smaller fetches).
+        phase = time.monotonic() - started
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid is not None}
+        if profiler is not None:
+            _stop_profiler(profiler)
         # The table's peak RSS is the throughput phase's: the memory target is for the preloaded
         # events (and their 200,000 products). The latency phase adds rate x seconds more orders
         # (more for a faster worker), each kept in the dedup horizon: its peak is reported apart.
@@ -279,6 +294,10 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
             "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
             "scrape_p50_seconds": round(latency.scrape_p50, 4), "scrape_p99_seconds": round(latency.scrape_p99, 4),
             "peak_rss_mb_after": round(rss, 1),
+            "phase_seconds": round(phase, 1),
+            **{f"{name}_cpu_seconds_per_million_events": round(seconds / max(1, latency.sent) * 1e6, 1)
+               for name, seconds in cpu.items()},
+            **{f"{name}_cores": round(seconds / phase, 2) for name, seconds in cpu.items()},
         }
     for worker in workers:
         kids.stop(worker.child)

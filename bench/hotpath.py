@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,9 @@ import orjson
 from bench.load import make_events, order_maker
 from streams.ops.traffic import TrafficShape
 from streams.orders.config import window_config
-from streams.orders.contract import Limits, decode_order
+from streams.orders.contract import Limits, Order, decode_order
+from streams.orders.facts import order_facts
+from streams.orders.hit_rate import PublishedLists, listed
 from streams.orders.ledger import PartitionLedger
 from streams.pairs.budget import PairMemoryBudget
 from streams.pairs.ledger import PairLedger
@@ -40,20 +43,39 @@ def _cpu(step: Callable[[], Any]) -> tuple[float, Any]:
     return time.process_time() - started, result
 
 
-def run(events: int, flush_every: int, seed: int, span: float, partitions: int) -> dict[str, float]:
+def run(events: int, flush_every: int, seed: int, span: float, partitions: int,
+        potential_capacity: int | None = None, hit_rate: bool = False) -> dict[str, float]:
     shape = TrafficShape(late_share=0.01, duplicate_share=0.005, invalid_share=0.0,
                          categories=12, products_per_category=16667)
     now = time.time()
     values = [value for _, value in make_events(order_maker(seed, shape), events, now - span, now)]
-    return measure(values, flush_every, Settings(partitions=partitions), now)
+    settings = Settings(partitions=partitions) if potential_capacity is None else Settings(
+        partitions=partitions, potential_capacity=potential_capacity)
+    lists = published_lists(values, settings, now - span - 1) if hit_rate else None
+    return measure(values, flush_every, settings, now, lists)
 
 
-def measure(values: list[bytes], flush_every: int, settings: Settings, now: float) -> dict[str, float]:
+def published_lists(values: list[bytes], settings: Settings, computed_at: float) -> PublishedLists:
+    """Lists of ten companions for the most frequent primary products, as many as the hit rate holds."""
+    limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
+    primaries = Counter(order_facts(order).primary_product for order in
+                        (decode_order(value, limits) for value in values) if isinstance(order, Order))
+    lists = PublishedLists(settings.hit_rate_products)
+    for n, (product, _) in enumerate(primaries.most_common(settings.hit_rate_products)):
+        companions = [(other, 0.05) for other, _ in primaries.most_common(n % 50 + 10)[-10:]]
+        lists.publish(product, listed(computed_at, companions, {c: 2.0 for c, _ in companions}))
+    return lists
+
+
+def measure(values: list[bytes], flush_every: int, settings: Settings, now: float,
+            lists: PublishedLists | None = None) -> dict[str, float]:
     """CPU us per event of each step over ``values`` (events produced up to ``now``), spread over
-    ``settings.partitions`` ledgers."""
+    ``settings.partitions`` ledgers; with ``lists``, orders are checked against them (the hit rate)."""
     events, partitions = len(values), settings.partitions
     limits = Limits(settings.max_event_bytes, settings.max_items, settings.max_quantity)
     ledgers = [PartitionLedger(p, window_config(settings)) for p in range(partitions)]
+    for ledger in ledgers:
+        ledger.lists = lists
     horizons = {duration_label(h): h for h in settings.pair_horizons}
     pair_ledgers = [PairLedger(q, horizons, settings.pair_slots) for q in range(partitions)]
     budget = PairMemoryBudget(settings.pair_memory_bytes)  # one worker owning every pairs partition
@@ -95,13 +117,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--event-time-span", type=float, default=600.0,
                         help="seconds of event time the orders cover (default 600, as python -m bench)")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the best of each step is shown (default 3)")
+    parser.add_argument("--potential-capacity", default=None, metavar="N[,N...]",
+                        help="CROSSSELL_POTENTIAL_CAPACITY for the runs (default: the setting's default); several, "
+                             "e.g. 0,32, are run in turns in one sitting and shown side by side")
+    parser.add_argument("--hit-rate", action="store_true",
+                        help="also run with published lists for the most frequent primary products (as many as "
+                             "CROSSSELL_HIT_RATE_PRODUCTS), in turns with the runs without")
     args = parser.parse_args(argv)
-    runs = [run(args.events, args.flush_every, args.seed, args.event_time_span, args.partitions)
-            for _ in range(args.repeat)]
-    best = {name: min(r[name] for r in runs) for name in runs[0]}
-    print(f"{args.events} events, flush every {args.flush_every}, best of {args.repeat}: CPU us per event")
-    for name, value in best.items():
-        print(f"  {name.removesuffix('_us'):<7} {value:7.2f}")
+    capacities: list[int | None] = [None] if args.potential_capacity is None else [
+        int(c) for c in args.potential_capacity.split(",")]
+    variants = [(c, h) for c in capacities for h in ((False, True) if args.hit_rate else (False,))]
+    runs: dict[tuple[int | None, bool], list[dict[str, float]]] = {v: [] for v in variants}
+    for _ in range(args.repeat):  # in turns, so that a noisy moment of the machine hits every variant
+        for capacity, hit_rate in variants:
+            runs[(capacity, hit_rate)].append(run(args.events, args.flush_every, args.seed, args.event_time_span,
+                                                  args.partitions, capacity, hit_rate))
+    for (capacity, hit_rate), measured in runs.items():
+        best = {name: min(r[name] for r in measured) for name in measured[0]}
+        shown = ("" if capacity is None else f", potential capacity {capacity}") + (
+            ", hit rate on" if hit_rate else "")
+        print(f"{args.events} events, flush every {args.flush_every}{shown}, best of {args.repeat}: "
+              "CPU us per event")
+        for name, value in best.items():
+            print(f"  {name.removesuffix('_us'):<7} {value:7.2f}")
 
 
 if __name__ == "__main__":

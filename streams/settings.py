@@ -88,6 +88,8 @@ class Settings:
     # empty: <app_id>-drop-detection.
     detection_topic: str = ""
     recommendations_topic: str = "recommendations"
+    # Before/after markers (`python -m streams mark`), read whole by every worker.
+    markers_topic: str = "crosssell-markers"
     partitions: int = 4
     replication_factor: int = 1
     web_host: str = "127.0.0.1"
@@ -126,10 +128,12 @@ class Settings:
     # Distinct categories/channels/variants kept per window before "other".
     max_tracked_values: int = 200
     top_pairs: int = 20
-    # Potential: primary products counted per window and partition (Space-Saving beyond); 0 (the
-    # default, for now): none. Opt-in until a mismatch seen once after SIGKILLs is explained (see
-    # streams/orders/potential.py).
-    potential_capacity: int = 0
+    # Potential: primary products counted per window and partition (Space-Saving beyond); 0: none.
+    # About 2.5 us of CPU per event and 5.5 kB per window and partition at 32 (streams/orders/potential.py).
+    potential_capacity: int = 32
+    # Recommendation hit rate: the published lists (of the first pair horizon) of at most this many
+    # products are held per worker, least recently used evicted (streams/orders/hit_rate.py); 0: off.
+    hit_rate_products: int = 10_000
 
     # Frequently bought together: each horizon is split into `pair_slots` buckets. The
     # product and pair counts of every bucket of the partitions a worker owns share
@@ -302,7 +306,7 @@ class Settings:
             )
         _require(self.log_level in _LOG_LEVELS, "LOG_LEVEL", self.log_level, "one of " + ", ".join(_LOG_LEVELS))
         for name in ("orders_topic", "dead_letter_topic", "pairs_topic", "customers_topic", "recommendations_topic",
-                     "app_id"):
+                     "markers_topic", "app_id"):
             value = getattr(self, name)
             _require(bool(_TOPIC_NAME.match(value)), name.upper(), value, "1-249 characters of A-Z a-z 0-9 . _ -")
         _require(not self.detection_topic or bool(_TOPIC_NAME.match(self.detection_topic)), "DETECTION_TOPIC",
@@ -313,6 +317,8 @@ class Settings:
             _require(getattr(self, name) >= 1, name.upper(), getattr(self, name), "a whole number >= 1")
         _require(self.potential_capacity >= 0, "POTENTIAL_CAPACITY", self.potential_capacity,
                  "a whole number >= 0 (0: no per-product counts)")
+        _require(self.hit_rate_products >= 0, "HIT_RATE_PRODUCTS", self.hit_rate_products,
+                 "a whole number >= 0 (0: no recommendation hit rate)")
         for name in ("pair_product_capacity", "pair_capacity"):
             _require(getattr(self, name) >= 0, name.upper(), getattr(self, name),
                      "a whole number >= 0 (0: no cap; deprecated, CROSSSELL_PAIR_MEMORY_MB bounds the pair state)")

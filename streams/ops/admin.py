@@ -44,6 +44,8 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.customers_topic, settings.partitions, {}),
         # One partition: its owner tests the whole fleet's orders (streams/orders/fleet_detection.py).
         TopicSpec(settings.detection_topic_name, 1, {}),
+        # One partition keeps the markers in the order written; compacted, keyed by time and text.
+        TopicSpec(settings.markers_topic, 1, {"cleanup.policy": "compact"}),
     ] + [
         TopicSpec(settings.recommendations_topic_for(h), settings.partitions, {"cleanup.policy": "compact"})
         for h in settings.horizon_labels

@@ -1,4 +1,4 @@
-"""``python -m streams COMMAND``: run, worker, broker, create-topics, generate, replay.
+"""``python -m streams COMMAND``: run, worker, broker, create-topics, generate, replay, recommendations, mark.
 
 Settings come from ``CROSSSELL_*`` environment variables (streams/settings.py);
 flags are only for what a person varies per invocation (traffic shape, files).
@@ -123,6 +123,15 @@ def _parser() -> argparse.ArgumentParser:
                                  help="only this horizon, e.g. 24h (default: every CROSSSELL_PAIR_HORIZONS)")
     recommendations.add_argument("--follow", action="store_true", help="keep printing updates until Ctrl-C")
     recommendations.set_defaults(command=cmd_recommendations)
+
+    mark = command("mark", "record that something happened (\"launched AI assistant\"): the before/after "
+                   "comparison of every worker then uses this marker; --list prints the markers written")
+    mark.add_argument("text", nargs="?", default=None, help="what happened, in a few words")
+    mark.add_argument("--at", default=None, help="when it happened: RFC 3339 with an offset "
+                      "(2026-11-22T18:30:00Z) or unix seconds (default: now)")
+    mark.add_argument("--list", action="store_true", help="print every marker (one JSON line each, oldest first) "
+                      "and which one the comparison uses")
+    mark.set_defaults(command=cmd_mark)
     return parser
 
 
@@ -305,6 +314,43 @@ def cmd_recommendations(settings: Settings, args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         print_recommendations(bootstrap, topics, settings.partitions, args.product,
                               security=librdkafka_config(settings), follow=args.follow)
+    return 0
+
+
+def cmd_mark(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from streams.ops.markers import read_markers, write_marker
+    from streams.orders.markers import MarkerError, current_marker, listed, new_marker
+    from streams.settings import parse_instant
+
+    if args.list:
+        bootstrap = _require_broker(settings, "mark --list")
+        check_broker(settings)
+        markers = read_markers(bootstrap, settings.markers_topic, security=librdkafka_config(settings))
+        for row in listed(markers):
+            print(orjson.dumps(row).decode())
+        used = current_marker(markers, settings.experiment_marker, settings.experiment_marker_time)
+        print("crosssell: the before/after comparison uses " + ("no marker" if used is None else
+              f"{used.text!r} at {used.as_json()['at']} ({used.source})"), file=sys.stderr)
+        return 0
+    try:
+        at = None if args.at is None else parse_instant(args.at)
+    except ValueError:
+        raise SettingsError(f"--at={args.at!r} is not a time: expected RFC 3339 with an offset "
+                            "(2026-11-22T18:30:00Z) or unix seconds") from None
+    try:
+        marker = new_marker(args.text or "", at, time.time())
+    except MarkerError as exc:
+        raise SettingsError(str(exc)) from None
+    bootstrap = _require_broker(settings, "mark")
+    _prepare_broker(settings)
+    write_marker(bootstrap, settings.markers_topic, marker, security=librdkafka_config(settings))
+    print(f"crosssell: marked {marker.text!r} at {marker.as_json()['at']} in {settings.markers_topic}",
+          file=sys.stderr)
+    if settings.experiment_marker:
+        print(f"crosssell: note: CROSSSELL_EXPERIMENT_MARKER={settings.experiment_marker!r} is set and overrides "
+              "markers in workers that have it", file=sys.stderr)
     return 0
 
 

@@ -34,7 +34,8 @@ from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
 from streams.orders.fleet_detection import detection_message
-from streams.orders.windows import OrderSums, WindowTotals, agg, initialize, window_closed, window_start
+from streams.orders.hit_rate import PublishedLists, hit_figures
+from streams.orders.windows import OrderSums, WindowTotals, agg, initialize
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
 
@@ -86,6 +87,7 @@ class Outcome(NamedTuple):
     detail: str = ""
 
 
+_new_outcome = tuple.__new__
 APPLIED = Verdict.APPLIED  # looked up once: attribute access on an Enum class is slow (~0.1 us)
 REPLAYED = Outcome(Verdict.REPLAYED)
 LATE = Outcome(Verdict.LATE)
@@ -208,6 +210,9 @@ class PartitionLedger:
         # The watermark of the orders whose detection counts are in an outbox (sent, or sent again after
         # a restore): where the fleet's drop test may take this partition to stand.
         self.reported_watermark: float | None = None
+        # The published recommendation lists orders are checked against (streams/orders/hit_rate.py);
+        # None: no hit rate. Shared by the ledgers of a worker, set by its order processor.
+        self.lists: PublishedLists | None = None
         # Set by restore(): the last flush's pair deltas, which may not have been sent.
         self.unsent_outbox: list[dict[str, Any]] = []
 
@@ -252,19 +257,36 @@ class PartitionLedger:
                 f"occurred_at is {watermark - event_time:.0f}s before the newest event of the partition; "
                 f"windows are kept for {config.retention:g}s",
             )
-        first_seen = self.seen.get(decoded.order_id)
+        order_id = decoded.order_id
+        first_seen = self.seen.get(order_id)
         if first_seen is not None and first_seen != offset:
             meta.duplicates += 1
             return DUPLICATE
-        start = window_start(event_time, config.size)
-        if watermark is not None and window_closed(start, watermark, config.size, config.grace):
+        size = config.size
+        start = (event_time // size) * size  # window_start and window_closed, inline: once per event
+        if watermark is not None and start + size + config.grace <= watermark:
             meta.late += 1
             return LATE
         if first_seen is None:
-            self.seen[decoded.order_id] = offset
-            self._new_seen.add(decoded.order_id, offset, event_time)
+            self.seen[order_id] = offset
+            new_seen = self._new_seen
+            new_seen.ids[order_id] = [offset, event_time]  # SeenSegment.add, inline
+            if event_time > new_seen.newest:
+                new_seen.newest = event_time
         facts = order_facts(decoded)
-        self._fold(offset, start, facts)
+        hit = None
+        lists = self.lists
+        if lists is not None:
+            version = lists.at(facts.primary_product, event_time)
+            if version is not None:
+                hit = hit_figures(version, facts.products)
+        window = self.windows.get(start)  # the window fold, inline: once per event
+        if window is None:
+            window = self.windows[start] = Window(initialize())
+        if offset > window.offset:  # else: folded before a crash, in a flush that did not finish
+            agg(window.totals, facts, config.max_tracked, config.potential_capacity, hit)
+            window.offset = offset
+            self._dirty_windows.add(start)
         # Every applied order is counted, even one whose window fold was skipped
         # after a crash: the outbox of that unfinished flush was never sent.
         if facts.products and config.pair_horizons:
@@ -276,21 +298,12 @@ class PartitionLedger:
         meta.add_order(facts)
         if watermark is None or event_time > watermark:
             meta.watermark = event_time
-        return Outcome(APPLIED, facts)
+        return _new_outcome(Outcome, (APPLIED, facts, "", ""))  # Outcome(APPLIED, facts) without its __new__
 
     def _invalid(self, reason: str, detail: str) -> Outcome:
         invalid = self.meta.invalid
         invalid[reason] = invalid.get(reason, 0) + 1
         return Outcome(Verdict.INVALID, reason=reason, detail=detail)
-
-    def _fold(self, offset: int, start: float, facts: OrderFacts) -> None:
-        window = self.windows.get(start)
-        if window is None:
-            window = self.windows[start] = Window(initialize())
-        if offset > window.offset:  # else: folded before a crash, in a flush that did not finish
-            agg(window.totals, facts, self.config.max_tracked, self.config.potential_capacity)
-            window.offset = offset
-            self._dirty_windows.add(start)
 
     # -- flushing ----------------------------------------------------------
     def take_changes(self) -> Changes | None:

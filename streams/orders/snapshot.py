@@ -6,14 +6,16 @@ it is rebuilt on demand so nothing exported can drift from the state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from streams.orders.detection import Episode, SegmentReport
 from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_variants
-from streams.orders.ledger import Counters, PartitionLedger
-from streams.orders.potential import ProductPotential, top_primary_products
+from streams.orders.hit_rate import HIT_FIGURES, BestCompanion, hit_rate_json
+from streams.orders.ledger import Counters, PartitionLedger, Window
+from streams.orders.markers import Marker, current_marker, listed
+from streams.orders.potential import ProductPotential, opportunities, top_primary_products
 from streams.orders.windows import (
     ATTRIBUTION_FIGURES,
     WindowTotals,
@@ -26,6 +28,8 @@ from streams.orders.windows import (
 )
 from streams.settings import Settings, duration_label
 
+OPPORTUNITIES = 10  # listed per view
+
 
 @dataclass(slots=True)
 class Snapshot:
@@ -33,7 +37,8 @@ class Snapshot:
     watermark: float | None
     counters: Counters
     views: dict[str, WindowTotals]  # rolling view label ("5m") -> merged totals
-    recent: list[tuple[float, WindowTotals]]  # newest windows, oldest first
+    # Newest windows, oldest first, merged across partitions; shared with the next snapshot (read only).
+    recent: list[tuple[float, WindowTotals]]
     windows_held: int
     dead_letters: dict[str, int]
     lag: dict[int, int] = field(default_factory=dict)
@@ -47,6 +52,8 @@ class Snapshot:
     # window start, merged (empty when no marker is set).
     periods: dict[str, WindowTotals] = field(default_factory=dict)
     marker: float | None = None  # the marker's window start
+    marker_used: Marker | None = None  # the marker compared around (streams/orders/markers.py)
+    markers: list[Marker] = field(default_factory=list)  # every marker read from the markers topic
     # Rolling view label -> the top primary products by guaranteed orders.
     potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
     # When this worker took each owned partition (an opaque label value; "" when unknown).
@@ -57,6 +64,11 @@ class Snapshot:
     drop_episodes: list[Episode] = field(default_factory=list)
     detected_until: float | None = None
     detection_skipped: int = 0
+    # The best companion (by lift, from the published lists) of the products in `potential`.
+    companions: dict[str, BestCompanion] = field(default_factory=dict)
+    # The published lists the hit rate checks orders against: products held, and evicted so far.
+    lists_held: int | None = None  # None: the hit rate is off
+    lists_evicted: int = 0
 
     def detection_json(self) -> dict[str, Any]:
         return {"owner": self.detection_owner, "detected_until": self.detected_until, "skipped": self.detection_skipped,
@@ -92,8 +104,10 @@ class Snapshot:
         marker: dict[str, Any] | None = None
         if self.marker is not None:
             before, after = (period_group(self.periods.get(name, WindowTotals())) for name in PERIODS)
+            used = self.marker_used
             marker = {
-                "label": settings.experiment_marker,
+                "label": used.text if used is not None else settings.experiment_marker,
+                **(used.as_json() if used is not None else {}),
                 "window_start": self.marker,
                 "before": group_json(before),
                 "after": group_json(after),
@@ -107,11 +121,37 @@ class Snapshot:
             "benchmark": {"low": settings.benchmark_rate_low, "high": settings.benchmark_rate_high},
             "views": views,
             "marker": marker,
+            "markers": listed(self.markers),
         }
 
     def potential_json(self) -> dict[str, Any]:
-        """Per rolling view: the primary products with most orders, each with its cross-sell rate."""
-        return {label: [row.as_json() for row in rows] for label, rows in self.potential.items()}
+        """Per rolling view: the primary products with most orders, each with its cross-sell rate and its
+        best companion by lift (None when no published list of it is held)."""
+        def best(product: str) -> dict[str, Any] | None:
+            found = self.companions.get(product)
+            return found._asdict() if found is not None else None
+        return {label: [{**row.as_json(), "best_companion": best(row.product)} for row in rows]
+                for label, rows in self.potential.items()}
+
+    def opportunities_json(self, limit: int = OPPORTUNITIES) -> dict[str, Any]:
+        """Per rolling view: the top primary products with a strong companion, by orders to gain
+        (streams/orders/potential.py)."""
+        return {label: [o.as_json() for o in opportunities(rows, self.companions, limit)]
+                for label, rows in self.potential.items()}
+
+    def hit_rate_json(self, settings: Settings) -> dict[str, Any]:
+        """Per rolling view and variant (and all together): orders whose primary product had a published
+        list, the share holding a listed companion, and what the lists promised (streams/orders/hit_rate.py)."""
+        views = {}
+        for label, totals in self.views.items():
+            variants = bounded_labels(totals.recommendation_hits, settings.max_label_values)
+            total = [0.0] * len(HIT_FIGURES)
+            _add_figures_in(total, totals.recommendation_hits.values())
+            views[label] = {"variants": {v: hit_rate_json(f) for v, f in sorted(variants.items())},
+                            "total": hit_rate_json(total)}
+        return {"on": self.lists_held is not None, "lists_held": self.lists_held,
+                "lists_evicted": self.lists_evicted, "capacity": settings.hit_rate_products,
+                "horizon": settings.horizon_labels[0] if settings.horizon_labels else None, "views": views}
 
     def attribution_json(self, settings: Settings) -> dict[str, Any]:
         """Per rolling view: what each recommendation touchpoint sold, and the share of cross-sell it accounts for."""
@@ -119,6 +159,12 @@ class Snapshot:
 
 
 PERIODS = ("before", "after")
+
+
+def _add_figures_in(total: list[float], figures: Any) -> None:
+    for row in figures:
+        for i, value in enumerate(row):
+            total[i] += value
 
 
 def attribution_of(totals: WindowTotals, limit: int) -> dict[str, Any]:
@@ -160,16 +206,59 @@ def group_json(sums: GroupSums) -> dict[str, Any]:
     }
 
 
+class WindowMerges:
+    """The windows of one start, across partitions, merged; kept while none of them changes.
+
+    A scrape merges every window of every rolling view. Only the newest windows
+    still change (a window takes no event once the watermark passed it), so the
+    merge of each start is reused until one of its windows folds another event
+    (its offset moves) or is replaced (expired, restored): a scrape then merges
+    the windows of one or two starts and the starts of each view, not every
+    window of every partition. Without it :func:`take_snapshot` merges the same
+    way (per start, then the starts), so cached or not a snapshot adds its
+    floats in the same order.
+    """
+
+    def __init__(self) -> None:
+        # start -> (the windows merged and their offsets then, the merge)
+        self._merged: dict[float, tuple[list[tuple[Window, int]], WindowTotals]] = {}
+
+    def merged(self, start: float, windows: list[Window]) -> WindowTotals:
+        held = self._merged.get(start)
+        if held is not None:
+            seen, totals = held
+            if len(seen) == len(windows) and all(window is was and window.offset == offset
+                                                 for window, (was, offset) in zip(windows, seen, strict=True)):
+                return totals
+        totals = merge([window.totals for window in windows])
+        self._merged[start] = ([(window, window.offset) for window in windows], totals)
+        return totals
+
+    def keep_only(self, starts: Iterable[float]) -> None:
+        """Forget the starts no ledger holds any more (expired windows)."""
+        kept = set(starts)
+        self._merged = {start: held for start, held in self._merged.items() if start in kept}
+
+
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
-                  recent: int = 60, dead_letter_errors: dict[str, int] | None = None) -> Snapshot:
+                  recent: int = 60, dead_letter_errors: dict[str, int] | None = None,
+                  markers: Sequence[Marker] = (), merges: WindowMerges | None = None) -> Snapshot:
+    """The worker's figures now, from what ``ledgers`` hold, read together; the before/after comparison
+    uses the setting's marker, else the latest of ``markers`` (streams/orders/markers.py); ``merges``: the
+    per-start merges of the previous call, to reuse."""
     counters = Counters()
     watermarks = [ledger.meta.watermark for ledger in ledgers if ledger.meta.watermark is not None]
     watermark = max(watermarks) if watermarks else None
-    by_start: dict[float, list[WindowTotals]] = {}
+    windows_by_start: dict[float, list[Window]] = {}
     for ledger in ledgers:
         counters.add(ledger.meta)
         for start, window in ledger.windows.items():
-            by_start.setdefault(start, []).append(window.totals)
+            windows_by_start.setdefault(start, []).append(window)
+    if merges is None:
+        merges = WindowMerges()
+    else:
+        merges.keep_only(windows_by_start)
+    by_start = {start: merges.merged(start, windows) for start, windows in windows_by_start.items()}
     size = settings.window_seconds
     views: dict[str, WindowTotals] = {}
     potential: dict[str, list[ProductPotential]] = {}
@@ -181,24 +270,24 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
             potential[label] = []
             continue
         first = newest - length + size
-        in_view = [t for s, ts in by_start.items() if s >= first for t in ts]
-        views[label] = merge(in_view)
-        potential[label] = top_primary_products((t.primary_products for t in in_view), settings.max_label_values)
+        views[label] = merge([totals for s, totals in by_start.items() if s >= first])
+        potential[label] = top_primary_products((w.totals.primary_products for s, ws in windows_by_start.items()
+                                                 if s >= first for w in ws), settings.max_label_values)
     starts = sorted(by_start)[-recent:]
-    marker = settings.experiment_marker_time
-    marker_start = window_start(marker, size) if marker is not None else None
+    used = current_marker(markers, settings.experiment_marker, settings.experiment_marker_time)
+    marker_start = window_start(used.at, size) if used is not None else None
     periods: dict[str, WindowTotals] = {}
     if marker_start is not None:
         periods = {
-            "before": merge(t for s, ts in by_start.items() if s < marker_start for t in ts),
-            "after": merge(t for s, ts in by_start.items() if s >= marker_start for t in ts),
+            "before": merge(totals for s, totals in by_start.items() if s < marker_start),
+            "after": merge(totals for s, totals in by_start.items() if s >= marker_start),
         }
     return Snapshot(
         partitions=sorted(ledger.partition for ledger in ledgers),
         watermark=watermark,
         counters=counters,
         views=views,
-        recent=[(start, merge(by_start[start])) for start in starts],
+        recent=[(start, by_start[start]) for start in starts],
         windows_held=sum(len(ledger.windows) for ledger in ledgers),
         dead_letters=dead_letters,
         dead_letter_errors=dict(dead_letter_errors or {}),
@@ -206,5 +295,7 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         applied_offsets={ledger.partition: ledger.meta.offset for ledger in ledgers},
         periods=periods,
         marker=marker_start,
+        marker_used=used,
+        markers=list(markers),
         potential=potential,
     )

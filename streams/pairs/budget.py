@@ -27,12 +27,12 @@ Nothing here knows about Kafka or Faust.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from streams.pairs.ledger import BucketKey, PairLedger
-from streams.pairs.sketch import SpaceSaving
+from streams.pairs.sketch import SpaceSaving, finish
 
 EXACT_ENTRY_BYTES: Final = 125  # measured 104-113 with a base, ~120 with logs of half of it, besides the name
 LOSSY_ENTRY_BYTES: Final = 175  # measured ~146 with a base
@@ -103,6 +103,15 @@ class PairMemoryBudget:
         to it): the others count as the last call found them. Without it (and after
         :meth:`forget`, e.g. once a flush expired buckets), every summary is counted again.
         """
+        return finish(self.enforce_in_steps(ledgers, changed))
+
+    def enforce_in_steps(self, ledgers: Iterable[PairLedger],
+                         changed: PairLedger | None = None) -> Generator[None, None, Usage]:
+        """:meth:`enforce`, in steps a caller may let the event loop run between (a cut takes many).
+
+        Between two steps of a cut the summaries not cut yet are as before it; nothing may be
+        added to the ledgers until the steps are done.
+        """
         ledgers = list(ledgers)
         if changed is not None and all(ledger in self._ledger_bytes for ledger in ledgers):
             self._ledger_bytes[changed] = ledger_bytes(changed)
@@ -113,13 +122,13 @@ class PairMemoryBudget:
                     self.usage.capacity = None
                 self.usage.bytes = used
                 return self.usage
-        return self._enforce_all(ledgers)
+        return (yield from self._enforce_all(ledgers))
 
     def forget(self) -> None:
         """Count every summary at the next :meth:`enforce`: ledgers changed other than by a message."""
         self._ledger_bytes = {}
 
-    def _enforce_all(self, ledgers: list[PairLedger]) -> Usage:
+    def _enforce_all(self, ledgers: list[PairLedger]) -> Generator[None, None, Usage]:
         held: list[tuple[PairLedger, BucketKey, SpaceSaving, int | None, int]] = [
             (ledger, key, summary, cap, summary_bytes(summary))
             for ledger in ledgers for key, summary, cap in ledger.summaries()
@@ -131,7 +140,9 @@ class PairMemoryBudget:
                                     int(self.limit_bytes * CUT_TO))
             for ledger, key, summary, cap, _ in held:
                 if len(summary) > capacity:
-                    usage.dropped += summary.resize(capacity if cap is None else min(cap, capacity))
+                    yield
+                    usage.dropped += yield from summary.resize_in_steps(capacity if cap is None
+                                                                        else min(cap, capacity))
                     ledger.mark_changed(key)  # the changelog holds what the worker holds, for the next recovery
             usage.cuts += 1
             usage.capacity = capacity

@@ -83,7 +83,8 @@ class PairBucket:
         return True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"orders": self.orders, "applied": self.applied, "generation": self.generation,
+        # Copies (positions are replaced, not changed): a flush writes it after other messages may be applied.
+        return {"orders": self.orders, "applied": dict(self.applied), "generation": self.generation,
                 "products": self.products.to_dict(), "pairs": self.pairs.to_dict()}
 
     @classmethod

@@ -39,6 +39,7 @@ from streams.runtime.customers import CustomerProcessor
 from streams.runtime.disk_store import DiskTable, store_options
 from streams.runtime.fastpath import FastPathApp
 from streams.runtime.fleet_detection import DetectionProcessor
+from streams.runtime.follower import TopicFollower
 from streams.runtime.metrics import CrossSellCollector, CustomerCollector
 from streams.runtime.processors import OrderProcessor, PairProcessor, Recommender
 from streams.runtime.store import PartitionedTable
@@ -60,6 +61,7 @@ class Pipeline:
     pairs: PairProcessor
     recommender: Recommender
     customers: CustomerProcessor | None = None
+    follower: TopicFollower | None = None  # reads the markers and the published lists, whole, in every worker
     detection: DetectionProcessor | None = None
 
 
@@ -167,7 +169,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     @app.agent(pairs_topic, name="pairs")
     async def process_pairs(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.noack().events():  # type: ignore[attr-defined]
-            pairs.process(event)
+            await pairs.process(event)
 
     @app.agent(detection_topic, name="detection")
     async def process_detection(stream: faust.StreamT[bytes]) -> None:
@@ -210,7 +212,31 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
         if customers is not None:
             await customers.revoke({tp.partition for tp in revoked if tp.topic == settings.customers_topic})
 
-    pipeline = Pipeline(app, orders, pairs, recommender, customers, detection)
+    # Every worker reads the whole markers topic (not a group's share): each compares before/after alike.
+    # So does the recommendations topic of the first horizon, for the hit rate (when it is on).
+    lists_topic = settings.recommendations_topic_for(settings.horizon_labels[0]) \
+        if settings.horizon_labels and orders.lists is not None else None
+
+    def followed(topic: str, key: bytes, value: bytes | None) -> None:
+        if topic == settings.markers_topic:
+            orders.take_marker(key, value)
+        elif topic == lists_topic:
+            orders.take_list(key, value)
+
+    follower = TopicFollower(settings, [settings.markers_topic, *([lists_topic] if lists_topic else [])], followed)
+
+    # Started with the worker, not awaited: blocking the event loop while a partition's state is
+    # restored stalled the worker after SIGKILLs (tests/integration/test_crash_recovery.py). Orders
+    # applied before the lists are read (a restart's first seconds) count as without a list.
+    @app.task
+    async def follow_topics() -> None:
+        follower.start()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_following(app: faust.App, **kwargs: Any) -> None:
+        follower.stop()
+
+    pipeline = Pipeline(app, orders, pairs, recommender, customers, follower, detection)
     _web_views(app, settings, pipeline, pair_state)
     return pipeline
 
@@ -253,6 +279,8 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         data["experiments"] = snapshot.experiments_json(settings)
         data["attribution"] = snapshot.attribution_json(settings)
         data["potential"] = snapshot.potential_json()
+        data["hit_rate"] = snapshot.hit_rate_json(settings)
+        data["opportunities"] = snapshot.opportunities_json()
         # The page compares the newest event time with the worker's clock, not the browser's.
         data["clock"] = time.time()
         data["stale_after_seconds"] = settings.stale_after_seconds
@@ -270,9 +298,17 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
     async def attribution(web: Any, request: Any) -> Any:
         return json_response(pipeline.orders.snapshot().attribution_json(settings))
 
+    @app.page("/api/hit-rate")
+    async def hit_rate(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().hit_rate_json(settings))
+
     @app.page("/api/potential")
     async def potential(web: Any, request: Any) -> Any:
         return json_response(pipeline.orders.snapshot().potential_json())
+
+    @app.page("/api/opportunities")
+    async def opportunities(web: Any, request: Any) -> Any:
+        return json_response(pipeline.orders.snapshot().opportunities_json())
 
     @app.page("/api/detection")
     async def detection(web: Any, request: Any) -> Any:

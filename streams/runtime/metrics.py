@@ -22,6 +22,7 @@ from streams.orders.contract import REASONS
 from streams.orders.experiments import SUM_NAMES
 from streams.orders.snapshot import Snapshot, period_group
 from streams.orders.windows import ATTRIBUTION_FIGURES, bounded_labels, ratio, top_pairs
+from streams.runtime.hit_rate_metrics import potential_companions, recommendation_hits
 from streams.settings import Settings
 
 PREFIX = "crosssell_"
@@ -58,6 +59,7 @@ class CrossSellCollector(Collector):
         yield from _experiments(snap, self._settings)
         yield from _attribution(snap, self._settings)
         yield from _potential(snap, self._settings)
+        yield from recommendation_hits(snap, self._settings)
         yield from _health(snap, self._settings)
         yield from _detection(snap)
         if self._pairs is not None:
@@ -244,6 +246,7 @@ def _potential(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
             cross.add_metric([window, row.product], row.cross_sell_orders)
     yield orders
     yield cross
+    yield from potential_companions(snap)
 
 
 def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:

@@ -9,9 +9,10 @@ the events, so Faust never commits an offset the state does not hold.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,8 +28,10 @@ from streams.orders.contract import Limits, decode_order
 from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_list
 from streams.orders.fleet_detection import KIND as DETECTION
 from streams.orders.fleet_detection import status_message
+from streams.orders.hit_rate import PublishedLists, published_list
 from streams.orders.ledger import PartitionLedger, Verdict
-from streams.orders.snapshot import Snapshot, take_snapshot
+from streams.orders.markers import Marker, decode_marker
+from streams.orders.snapshot import Snapshot, WindowMerges, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger, top_pairs
 from streams.pairs.outbox import owner_partition
@@ -93,13 +96,43 @@ class OrderProcessor:
         self.dead_letter_errors: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.highwaters: Callable[[], dict[int, int]] = dict
+        # Before/after markers read from the markers topic (streams/runtime/follower.py), by message key.
+        self.markers: dict[bytes, Marker] = {}
+        # The published recommendation lists, for the hit rate (None: off). The follower's thread
+        # only queues messages; the event loop applies them before the next orders.
+        self.lists = PublishedLists(settings.hit_rate_products) if settings.hit_rate_products else None
+        self.list_messages: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
+        self.window_merges = WindowMerges()  # what the last snapshot merged, for the next (scrapes)
+
+    def take_list(self, key: bytes, value: bytes | None) -> None:
+        """A message of the recommendations topic (on the follower's thread), queued for the event loop."""
+        self.list_messages.append((key, value))
+
+    def _apply_list_messages(self) -> None:
+        lists, queue = self.lists, self.list_messages
+        assert lists is not None
+        while queue:
+            key, value = queue.popleft()
+            if not value:
+                lists.withdraw(key.decode(errors="replace"))
+            elif (found := published_list(value)) is not None:
+                lists.publish(*found)
+
+    def take_marker(self, key: bytes, value: bytes | None) -> None:
+        """A message of the markers topic (on the follower's thread): a marker, or a tombstone removing one."""
+        marker = decode_marker(value)
+        if marker is None:
+            self.markers.pop(key, None)
+        else:
+            self.markers[key] = marker
 
     # -- rebalancing ---------------------------------------------------------
     def restore(self, partitions: set[int]) -> None:
         assigned = str(int(self.clock() * 1000))
         for partition in partitions:
-            self.ledgers[partition] = PartitionLedger.restore(
+            self.ledgers[partition] = ledger = PartitionLedger.restore(
                 partition, self.config, self.table.items_of_partition(partition))
+            ledger.lists = self.lists
             self.assignments[partition] = assigned
             self._reported.pop(partition, None)  # the next flush says where it stands
         log.info("order ledgers restored for partitions %s", sorted(partitions))
@@ -121,6 +154,8 @@ class OrderProcessor:
             # revoked. Left unacked, it is replayed by the partition's owner; a fresh
             # ledger here would overwrite the owner's state in the changelog.
             return
+        if self.list_messages:
+            self._apply_list_messages()
         records = getattr(message, "records", None)
         received_at = self.clock()
         if records is None:
@@ -264,8 +299,11 @@ class OrderProcessor:
                 delay = min(delay * 2, 5.0)
 
     def snapshot(self) -> Snapshot:
+        if self.list_messages:  # also while no orders come
+            self._apply_list_messages()
         snapshot = take_snapshot(list(self.ledgers.values()), self.settings, dead_letters=dict(self.dead_letters_sent),
-                                 dead_letter_errors=dict(self.dead_letter_errors))
+                                 dead_letter_errors=dict(self.dead_letter_errors),
+                                 markers=list(self.markers.values()), merges=self.window_merges)
         highwaters = self.highwaters()
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}
@@ -276,6 +314,14 @@ class OrderProcessor:
         snapshot.drop_episodes = drop_test.episodes
         snapshot.detected_until = drop_test.tested_until
         snapshot.detection_skipped = drop_test.skipped
+        if self.lists is not None:
+            lists = self.lists
+            snapshot.lists_held, snapshot.lists_evicted = len(lists.lists), lists.evicted
+            for rows in snapshot.potential.values():
+                for row in rows:
+                    version = lists.newest(row.product)
+                    if version is not None and version.best_by_lift is not None:
+                        snapshot.companions[row.product] = version.best_by_lift
         return snapshot
 
 
@@ -284,7 +330,8 @@ class PairProcessor:
 
     The ledgers of every partition this worker owns share one memory budget
     (CROSSSELL_PAIR_MEMORY_MB, streams/pairs/budget.py), enforced after each
-    message: the state grows by at most one message beyond it.
+    message: the state grows by at most one message beyond it. A cut runs in
+    steps, letting the event loop run between them.
     """
 
     def __init__(self, settings: Settings, table: PartitionedTable) -> None:
@@ -318,12 +365,15 @@ class PairProcessor:
         async with self.lock:
             forget_partitions(self, partitions)
 
-    def process(self, event: EventT[Any]) -> None:
+    async def process(self, event: EventT[Any]) -> None:
         ledger = self.ledgers.get(event.message.partition)
         if ledger is None:  # revoked while in flight: the owner replays it
             return
         if ledger.apply(orjson.loads(event.value), event.value):
-            self.budget.enforce(self.ledgers.values(), changed=ledger)
+            # A cut of the large summaries took ~150 ms each in one go: in steps, the other
+            # agents and the scrapes go on between them (the next message waits for the cut).
+            for _ in self.budget.enforce_in_steps(self.ledgers.values(), changed=ledger):
+                await asyncio.sleep(0)
         self.unacked.append(event)
 
     def accuracy(self, horizon: str) -> tuple[bool, int]:
@@ -335,11 +385,17 @@ class PairProcessor:
         async with self.lock:
             events, self.unacked = self.unacked, []
             changed = []
-            for partition, ledger in self.ledgers.items():
+            for partition, ledger in list(self.ledgers.items()):
                 writes, deletes = ledger.take_changes()
                 if writes or deletes:
                     changed.append(partition)
-                self.table.write(writes, deletes)
+                for key, value in writes.items():
+                    # A bucket's base can hold a few hundred thousand counts (~50 ms to serialise
+                    # and split): one a step, the agents and scrapes go on in between. What was
+                    # taken are copies, and a message applied meanwhile is logged at the next flush.
+                    self.table.write({key: value})
+                    await asyncio.sleep(0)
+                self.table.write({}, deletes)
             self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
             await self.table.wait_written()
             # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
@@ -367,10 +423,12 @@ class Recommender:
         self._top_pairs: dict[tuple[int, str], list[dict[str, Any]]] = {}
         self._ranked_at = -float("inf")
         self._ranking_seconds = 0.0
+        self._refresh: asyncio.Task[Any] | None = None  # a ranking for the top pairs, under way
 
     # Ranking reads every pair the worker holds: scrapes and the live page reuse the last
     # ranking while it is younger than this, or than 20 rankings took (at most 5 % of a core).
     VIEW_MAX_AGE = 10.0
+    PUBLISH_STEP = 500  # products a publication ranks between two turns of the event loop
 
     @property
     def state_bytes(self) -> int:
@@ -388,31 +446,53 @@ class Recommender:
 
     def _rank(self) -> list[tuple[int, HorizonView, dict[str, dict[str, int]]]]:
         """Every view with its companions above the minimum support; keeps their top pairs."""
-        started = time.monotonic()
-        ranked = []
+        ranked: list[tuple[int, HorizonView, dict[str, dict[str, int]]]] = []
+        for _ in self._ranking(ranked):
+            pass
+        return ranked
+
+    async def _rank_in_steps(self) -> list[tuple[int, HorizonView, dict[str, dict[str, int]]]]:
+        """:meth:`_rank`, letting the event loop run between two views.
+
+        Ranking reads every pair the worker holds (~0.2-0.5 s with a few hundred
+        thousand pairs): in one go it held up every event and every /metrics answer
+        meanwhile, the longest steps of the loop and most of p99 at a low rate.
+        """
+        ranked: list[tuple[int, HorizonView, dict[str, dict[str, int]]]] = []
+        for _ in self._ranking(ranked):
+            await asyncio.sleep(0)
+        return ranked
+
+    def _ranking(self, ranked: list[tuple[int, HorizonView, dict[str, dict[str, int]]]]) -> Iterator[None]:
+        """Ranks into ``ranked``, one view per step: a view's pairs are read whole, its buckets unchanged within."""
+        spent = 0.0  # in the steps themselves: the loop may run other work for a while between two
         top_pairs_rows: dict[tuple[int, str], list[dict[str, Any]]] = {}
         for q, view in self._views():
+            started = time.monotonic()
             pairs = view.guaranteed_pairs()
             grouped = view.companions(self.settings.min_support, pairs)
             top_pairs_rows[(q, view.horizon)] = self._pair_rows(view, top_pairs(pairs, self.settings.top_pairs))
             ranked.append((q, view, grouped))
+            spent += time.monotonic() - started
+            yield
         self._top_pairs = top_pairs_rows
         self._ranked_at = time.monotonic()
-        self._ranking_seconds = self._ranked_at - started
-        return ranked
+        self._ranking_seconds = spent
 
     async def publish(self, now: datetime | None = None) -> int:
         """Send the changed lists of the products this worker owns; returns messages sent."""
         now = now or datetime.now(UTC)
         s = self.settings
         sends: list[asyncio.Future[Any]] = []
-        for q, view, grouped in self._rank():
+        for q, view, grouped in await self._rank_in_steps():
             horizon = view.horizon
             candidates = set(grouped) | {
                 product for (h, product), state in self.published.items()
                 if h == horizon and state.companions and owner_partition(product, s.partitions) == q}
             exact, error_bound = view.exact, view.error_bound
-            for product in sorted(candidates):
+            for n, product in enumerate(sorted(candidates), 1):
+                if n % self.PUBLISH_STEP == 0:
+                    await asyncio.sleep(0)  # events and scrapes go on between steps of a long publication
                 ranked = view.ranked(product, grouped.get(product, {}), s.recommendation_top_k, s.min_support)
                 last = self.published.get((horizon, product))
                 decision = self.throttle.decide(ranked, last, now)
@@ -451,13 +531,31 @@ class Recommender:
         return result
 
     def top_pairs(self, horizon: str, limit: int) -> list[dict[str, Any]]:
-        """The most frequent product pairs (a < b) this worker holds, with A→B confidence and lift."""
+        """The most frequent product pairs (a < b) this worker holds, with A→B confidence and lift.
+
+        From the last ranking. Once it is older than :attr:`VIEW_MAX_AGE`, a new one
+        starts in steps on the event loop and this answer is the last one's (a scrape
+        does not wait for the ranking); ranked here and now only while the last
+        ranking found no pairs (a first answer), or outside an event loop.
+        """
         age = time.monotonic() - self._ranked_at
         if age > max(self.VIEW_MAX_AGE, 20 * self._ranking_seconds):
-            self._rank()
+            self._refresh_top_pairs()
         rows = [row for (_, h), rows in self._top_pairs.items() if h == horizon for row in rows]
         rows.sort(key=lambda row: (-row["count"], row["product"], row["companion"]))
         return rows[:limit]
+
+    def _refresh_top_pairs(self) -> None:
+        if self._refresh is not None and not self._refresh.done():
+            return  # under way
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or not any(self._top_pairs.values()):
+            self._rank()  # nothing to show yet (or no loop to rank on): the answer waits for it
+        else:
+            self._refresh = loop.create_task(self._rank_in_steps())
 
     @staticmethod
     def _pair_rows(view: HorizonView, top: list[tuple[str, str, int]]) -> list[dict[str, Any]]:

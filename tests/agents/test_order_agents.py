@@ -87,6 +87,8 @@ async def built_pipeline(broker: EmbeddedBroker, tmp_path: Any, **overrides: Any
     try:
         yield built
     finally:
+        if built.follower is not None:
+            built.follower.stop()
         await app.producer.stop()
 
 
@@ -276,6 +278,42 @@ async def test_pair_counts_beyond_the_memory_budget_are_published_as_guaranteed_
             assert true - message["error_bound"] <= companion["count"] <= true
             listed += 1
     assert listed > 100
+
+
+async def test_a_stale_top_pairs_ranking_is_redone_in_steps_while_a_scrape_gets_the_last_one(
+        broker: EmbeddedBroker, tmp_path: Any) -> None:
+    async def put(agent: Any, sequence: int, baskets: list[tuple[str, ...]]) -> None:
+        accumulator = PairAccumulator()
+        accumulator.add_baskets(baskets)
+        for message in outbox_messages(0, sequence, {("24h", 0.0): accumulator}, PARTITIONS):
+            await agent.put(orjson.dumps(message), partition=message["partition"])
+
+    async with built_pipeline(broker, tmp_path, min_support=1) as built:
+        recommender = built.recommender
+        async with built.app.agents["pairs"].test_context() as agent:
+            await put(agent, 1, [("p-a", "p-b")] * 30 + [("p-c", "p-d")] * 10)
+            first = recommender.top_pairs("24h", 1)  # the first answer is ranked there and then
+            assert [(row["product"], row["companion"], row["count"]) for row in first] == [("p-a", "p-b", 30)]
+            await put(agent, 2, [("p-c", "p-d")] * 40)
+        recommender._ranked_at -= recommender.VIEW_MAX_AGE + 1  # as if that long went by
+        ticks, ranked = 0, False
+
+        async def tick() -> None:  # another coroutine on the loop: it runs whenever the ranking yields
+            nonlocal ticks
+            while not ranked:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        assert recommender.top_pairs("24h", 1) == first  # the scrape does not wait for the new ranking
+        assert recommender._refresh is not None
+        await recommender._refresh
+        ranked = True
+        await ticker
+        views = PARTITIONS * len(built.pairs.horizons)
+        assert ticks >= views - 1  # one step per view, not one long one
+        assert [(row["product"], row["companion"], row["count"]) for row in recommender.top_pairs("24h", 1)] == [
+            ("p-c", "p-d", 50)]
 
 
 def record_sizes(messages: list[Any]) -> list[int]:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Final
 
 from streams.orders.experiments import SUM_NAMES
+from streams.orders.hit_rate import HIT_FIGURES
 from streams.orders.windows import ATTRIBUTION_FIGURES
 
 # Every crosssell_* series a worker exports, with its label names.
@@ -58,6 +59,13 @@ METRIC_LABELS: Final = MappingProxyType(
         # Potential: the top primary products of each rolling view.
         "crosssell_primary_product_orders": frozenset({"window", "product"}),
         "crosssell_primary_product_cross_sell_orders": frozenset({"window", "product"}),
+        # ... and the best companion (highest lift) of each, from its published list.
+        "crosssell_primary_product_companion_lift": frozenset({"product", "companion"}),
+        "crosssell_primary_product_companion_confidence": frozenset({"product", "companion"}),
+        # Recommendation hit rate: orders checked against their primary product's published list.
+        **{f"crosssell_recommendation_{name}": frozenset({"window", "variant"}) for name in HIT_FIGURES},
+        "crosssell_recommendation_lists_held": frozenset(),
+        "crosssell_recommendation_lists_evicted_total": frozenset(),
         # Top-N product pairs (horizon in 24h, 7d).
         "crosssell_product_pair_orders": frozenset({"horizon", "product", "companion"}),
         "crosssell_product_pair_lift": frozenset({"horizon", "product", "companion"}),

@@ -38,6 +38,8 @@ ENV = {
     # Frequent, small flushes: more kills land between a flush's two phases.
     "CROSSSELL_FLUSH_INTERVAL_SECONDS": "200ms",
     "CROSSSELL_FLUSH_MAX_EVENTS": "97",
+    # The top primary products are compared too (a mismatch was once seen here with them on).
+    "CROSSSELL_POTENTIAL_CAPACITY": "32",
     **SHORT_SESSION,
 }
 

@@ -102,7 +102,7 @@ def running_system(workdir: Path, *args: str) -> Iterator[RunningSystem]:
         CROSSSELL_WEB_HOST="127.0.0.1",
         CROSSSELL_WEB_PORT=str(port),
         CROSSSELL_DATA_DIR=str(workdir / "data"),
-        CROSSSELL_POTENTIAL_CAPACITY="32",  # the top primary products panel (off by default)
+        CROSSSELL_POTENTIAL_CAPACITY="32",  # the top primary products panel (the default, stated: the panel needs it)
         PYTHONUNBUFFERED="1",
     )
     log_path = workdir / "run.log"
@@ -294,6 +294,31 @@ def test_live_page_shows_attribution_by_touchpoint_and_the_top_primary_products(
 
 @needs_chromium
 @pytest.mark.timeout(240)
+def test_live_page_shows_the_recommendation_hit_rate_and_the_opportunities(system: RunningSystem,
+                                                                          tmp_path: Path) -> None:
+    # The worker publishes lists once a minute; the orders after that are checked against them, and the
+    # top primary products get their best companion from them.
+    deadline = time.monotonic() + 150
+    while True:
+        summary = system.summary()
+        if summary["hit_rate"]["views"]["1h"]["total"]["listed_orders"] and summary["opportunities"]["1h"]:
+            break
+        assert time.monotonic() < deadline, "no order checked against a list, or no opportunity, within 150 s"
+        time.sleep(1)
+    dom = rendered_dom(system, tmp_path)
+    report = system.summary()["hit_rate"]
+    assert report["on"] and report["lists_held"] >= 1
+    assert int(dom.attrs_by_id["hit-rate"]["data-rows"]) >= 1
+    assert "control" in dom.text_by_id["hit-rate"] or "treatment" in dom.text_by_id["hit-rate"]
+    assert "orders with a list held a listed companion" in dom.text_by_id["hit-rate-sub"]
+    companions = [row["best_companion"]["product"] for row in summary["potential"]["1h"] if row["best_companion"]]
+    assert any(companion in dom.text_by_id["potential"] for companion in companions)
+    assert int(dom.attrs_by_id["opportunities"]["data-rows"]) >= 1
+    assert any(o["product"] in dom.text_by_id["opportunities"] for o in summary["opportunities"]["1h"])
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
 def test_live_page_screenshot(system: RunningSystem, tmp_path: Path) -> None:
     target = artifacts_dir() / "live-page.png"
     target.unlink(missing_ok=True)
@@ -374,3 +399,26 @@ def test_live_page_shows_no_stale_banner_while_orders_flow(system: RunningSystem
     dom = rendered_dom(system, tmp_path)
     assert "show" not in dom.attrs_by_id["stale-banner"]["class"].split()
     assert "data-stale" not in dom.body
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_live_page_shows_the_latest_markers_text_and_its_before_after_row(system: RunningSystem,
+                                                                         tmp_path: Path) -> None:
+    # Last in the file: from here on the system compares before and after this marker.
+    found = re.search(r"embedded broker \(Tansu, memory only\) at (\S+)", system.log_path.read_text())
+    assert found, system.log_tail()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CROSSSELL_")}
+    text = "launched AI assistant"
+    done = subprocess.run([sys.executable, "-m", "streams", "mark", text, "--at", str(time.time() - 150)],
+                          env={**env, "CROSSSELL_BROKER_URL": found.group(1)}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 30
+    while (system.summary()["experiments"]["marker"] or {}).get("text") != text:
+        assert time.monotonic() < deadline, "the worker did not take the marker within 30 s"
+        time.sleep(0.5)
+    dom = rendered_dom(system, tmp_path)
+    assert dom.attrs_by_id["experiments"]["data-marker"] == text
+    assert f"after vs before “{text}”" in dom.text_by_id["experiments"]
+    assert f"after vs before “{text}” at" in dom.text_by_id["experiments-sub"]

@@ -261,6 +261,37 @@ def test_a_cut_rewrites_the_buckets_it_changed_so_that_recovery_stays_within_the
             key: bucket.to_dict() for key, bucket in ledger.buckets.items()}
 
 
+def test_a_cut_in_steps_leaves_the_state_of_a_cut_in_one_go(orders: list[Order]) -> None:
+    """The worker lets the event loop run between the steps of a cut: one step per summary at least."""
+    states = []
+    for stepwise in (False, True):
+        ledgers = [PairLedger(q, HORIZONS, SLOTS) for q in range(PARTITIONS)]
+        budget = PairMemoryBudget(10**9)
+        list(feed(orders[:4000], ledgers, budget))
+        budget.limit_bytes = budget.usage.bytes // 3
+        steps = 0
+        if stepwise:
+            for _ in budget.enforce_in_steps(ledgers):
+                steps += 1
+        else:
+            budget.enforce(ledgers)
+        cut = sum(1 for ledger in ledgers for _, summary, _ in ledger.summaries() if not summary.is_exact)
+        assert cut > 1 and (not stepwise or steps >= cut)
+        states.append(([{key: b.to_dict() for key, b in ledger.buckets.items()} for ledger in ledgers],
+                       budget.usage))
+    assert states[0] == states[1]
+
+
+def test_a_bucket_taken_for_a_flush_keeps_its_state_while_more_messages_are_applied() -> None:
+    """A pairs flush writes its buckets one step at a time: what it took must not follow later messages."""
+    bucket = PairBucket.empty()
+    message = {"source": 0, "sequence": 1, "orders": 2, "products": {"a": 2, "b": 1}, "pairs": {"a": {"b": 1}}}
+    bucket.apply(message)
+    taken = bucket.to_dict()
+    bucket.apply({**message, "sequence": 2})
+    assert (taken["orders"], taken["applied"], taken["pairs"]["counts"]) == (2, {"0": [1, 0]}, {"a\x1fb": 1})
+
+
 @pytest.mark.parametrize("limit_bytes", [10**9, 1_500_000, 400_000])
 def test_counting_the_changed_ledger_alone_accounts_cuts_and_lifts_as_counting_every_summary(
         orders: list[Order], limit_bytes: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.pairs import sketch
 from streams.pairs.basket import PairAccumulator, product_basket
 from streams.pairs.recommendations import confidence, lift
 from streams.pairs.sketch import SpaceSaving
@@ -132,6 +133,34 @@ def test_space_saving_resized_below_its_items_keeps_the_largest_and_raises_the_f
     assert (summary.floor, summary.estimate("d"), summary.guaranteed("d"), summary.key_chars) == (2, 2, 0, 2)
     summary.add("e")  # evicts b at 2
     assert summary.entries() == [("a", 3, 0), ("e", 3, 2)]
+
+
+@pytest.mark.parametrize("step", [1, 3, 50_000])
+def test_space_saving_cut_in_steps_keeps_the_smallest_tied_items_and_changes_nothing_until_its_last_step(
+        monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Ties at the threshold are sorted a slice at a time and merged: the same items as sorting them all."""
+    monkeypatch.setattr(sketch, "CUT_STEP", step)
+    rng = random.Random(step)
+    summary = SpaceSaving()
+    summary.add_many((f"p{rng.randrange(400):03d}", rng.choice((1, 1, 1, 2, 3))) for _ in range(600))
+    before = summary.to_dict()
+    counts = before["counts"]
+    # The reference: the largest counts, ties to the smaller items.
+    expected = dict(sorted(counts.items(), key=lambda entry: (-entry[1], entry[0]))[:100])
+    steps = summary.resize_in_steps(100)
+    taken = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            dropped = done.value
+            break
+        assert summary.to_dict() == before  # reads between steps see the summary whole
+        taken += 1
+    assert summary.guaranteed_counts() == expected
+    assert dropped == len(counts) - 100
+    assert summary.floor == max(count for item, count in counts.items() if item not in expected)
+    assert taken >= 2 if step == 1 else taken >= 1
 
 
 def test_space_saving_raised_capacity_takes_new_items_at_the_floor_plus_their_count() -> None:

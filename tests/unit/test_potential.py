@@ -13,8 +13,14 @@ from prometheus_client import CollectorRegistry
 from streams.orders.config import window_config
 from streams.orders.contract import Item
 from streams.orders.facts import order_facts
+from streams.orders.hit_rate import BestCompanion, listed
 from streams.orders.ledger import PartitionLedger
-from streams.orders.potential import PrimaryProducts, ProductPotential, top_primary_products
+from streams.orders.potential import (
+    PrimaryProducts,
+    ProductPotential,
+    opportunities,
+    top_primary_products,
+)
 from streams.orders.snapshot import take_snapshot
 from streams.orders.windows import WindowTotals, agg, initialize
 from streams.runtime.metrics import CrossSellCollector
@@ -123,3 +129,34 @@ def test_snapshot_metrics_and_json_list_the_top_primary_products_per_view() -> N
     assert registry.get_sample_value("crosssell_primary_product_cross_sell_orders",
                                      {"window": "5m", "product": "tv"}) == 1
     assert registry.get_sample_value("crosssell_primary_product_orders", {"window": "1h", "product": "book"}) is None
+
+
+def test_a_lists_best_companion_is_the_highest_lift_ties_to_confidence_then_id() -> None:
+    version = listed(0.0, [("cable", 0.4), ("mount", 0.2), ("bag", 0.3)], {"cable": 1.5, "mount": 3.0, "bag": 3.0})
+    assert version.best_by_lift == BestCompanion("bag", 3.0, 0.3)
+    assert listed(0.0, [("cable", 0.4)]).best_by_lift is None
+
+
+def row(product: str, orders: int, cross_sell: int) -> ProductPotential:
+    return ProductPotential(product, orders, orders, cross_sell, cross_sell / orders, True)
+
+
+@pytest.mark.parametrize(("rows", "companions", "expected"), [
+    # (orders - cross-sell orders) * confidence: volume, a low rate and a strong companion each raise it.
+    ([row("tv", 100, 10), row("pan", 200, 150), row("bike", 50, 0)],
+     {"tv": BestCompanion("cable", 2.0, 0.5), "pan": BestCompanion("lid", 4.0, 0.9),
+      "bike": BestCompanion("lock", 1.5, 0.8)},
+     [("pan", 45.0), ("tv", 45.0), ("bike", 40.0)]),
+    # No companion held, or one bought with it no more often than chance (lift <= 1): not an opportunity.
+    ([row("tv", 100, 10), row("pan", 200, 0)], {"pan": BestCompanion("lid", 1.0, 0.9)}, []),
+])
+def test_opportunities_rank_plain_orders_times_the_best_companions_confidence(
+        rows: list[ProductPotential], companions: dict[str, BestCompanion], expected: list[tuple[str, float]]) -> None:
+    found = opportunities(rows, companions, limit=10)
+    assert [(o.product, o.score) for o in found] == [(p, pytest.approx(s)) for p, s in expected]
+
+
+def test_opportunities_keep_the_limit() -> None:
+    rows = [row(f"p{n}", 100 + n, 0) for n in range(5)]
+    found = opportunities(rows, {r.product: BestCompanion("x", 2.0, 0.5) for r in rows}, limit=2)
+    assert [o.product for o in found] == ["p4", "p3"]
