@@ -70,7 +70,7 @@ ticks and takes the CUSUMs and alarms back with :meth:`DropDetector.load_state`.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -130,9 +130,10 @@ class SegmentState:
     past: list[tuple[float, float]] = field(default_factory=list)  # (change, ended) of recent episodes
 
     def in_episode(self, moment: float) -> bool:
-        if self.episode is not None and self.episode.change <= moment:
+        """Whether a tick that ended at ``moment`` belongs to an alarm: from the minute of its change point."""
+        if self.episode is not None and minute_of(self.episode.change) < moment:
             return True
-        return any(change <= moment < ended for change, ended in self.past)
+        return any(minute_of(change) < moment < ended for change, ended in self.past)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +177,13 @@ class DropDetector:
         self.dropped = 0
         self.episodes: list[Episode] = []
         self._seen: dict[str, set[str]] = {}
-        # Cumulative [orders, cross] per segment, with a copy at every minute for the baseline sums.
+        # Cumulative [orders, cross] per segment, and at the start of every minute with a tick counted, a
+        # copy of it as it was then (the ticks that ended by that moment): the baseline sums.
         self._cumulative: dict[Segment, list[int]] = {}
         # Tested ticks wait ``short_lag`` before they count in a baseline: by then a sharp drop
         # in them has been detected, and the ticks of an alarm (from its change point) are left out.
         self._maturing: deque[tuple[float, Mapping[Segment, list[int]]]] = deque()
-        self._mark_ends: list[float] = []
+        self._mark_moments: list[float] = []
         self._marks: list[dict[Segment, tuple[int, int]]] = []
         self._baseline_cache: dict[tuple[Segment, float, float], tuple[float | None, int]] = {}
 
@@ -289,6 +291,7 @@ class DropDetector:
                                     baseline=p0, rate=run[1] / run[0] if run[0] else 0.0, orders=run[0])
             self.episodes.append(state.episode)
             del self.episodes[:-config.episodes_kept]
+            self._uncount_from(segment, state.episode.change)
         elif not alarm and state.episode is not None:
             state.episode.ended = end
             state.past = [*state.past[-9:], (state.episode.change, end)]
@@ -297,6 +300,12 @@ class DropDetector:
     # -- the baseline ------------------------------------------------------------
     def _count(self, end: float, counts: Mapping[Segment, list[int]]) -> None:
         cumulative = self._cumulative
+        minute = math.ceil(end / MINUTE) * MINUTE - MINUTE  # the start of the minute the tick ended in
+        if not self._mark_moments or minute > self._mark_moments[-1]:
+            self._mark_moments.append(minute)
+            self._marks.append({s: (n, c) for s, (n, c) in cumulative.items()})
+            self._baseline_cache = {}
+            self._prune(minute)
         for segment, (n, c) in counts.items():
             state = self.segments.get(segment)
             if state is not None and state.in_episode(end):
@@ -307,26 +316,41 @@ class DropDetector:
             else:
                 entry[0] += n
                 entry[1] += c
-        minute_end = math.ceil(end / MINUTE) * MINUTE
-        if not self._mark_ends or minute_end > self._mark_ends[-1]:
-            self._mark_ends.append(minute_end)
-            self._marks.append({s: (n, c) for s, (n, c) in cumulative.items()})
-            self._baseline_cache = {}
-            self._prune(minute_end)
+
+    def _uncount_from(self, segment: Segment, change: float) -> None:
+        """Take out of the baseline sums the ticks of ``segment`` counted from the minute of ``change`` on.
+
+        A drop too small to be seen within ``short_lag`` had its first ticks counted before the alarm
+        went on; left in, they would lower the baseline once the alarm ends (the next drop of that
+        segment would look smaller than it is)."""
+        index = bisect_left(self._mark_moments, minute_of(change))
+        if index == len(self._marks):
+            return  # no tick of that minute or later counted yet
+        kept = self._marks[index].get(segment, (0, 0))  # every tick counted by then ended by the cut
+        for mark in self._marks[index + 1:]:
+            if segment in mark:
+                mark[segment] = kept
+        if segment in self._cumulative:
+            self._cumulative[segment] = list(kept)
+        self._baseline_cache = {}
 
     def _prune(self, now: float) -> None:
         config = self.config
         oldest = now - config.baseline_span - config.baseline_lag - 2 * MINUTE
-        drop = bisect_right(self._mark_ends, oldest) - 1  # keep one mark at or before ``oldest``
+        drop = bisect_left(self._mark_moments, oldest)  # the marks before ``oldest`` are not read again
         if drop > 256:
-            del self._mark_ends[:drop]
+            del self._mark_moments[:drop]
             del self._marks[:drop]
 
     def _counts_between(self, segment: Segment, first: float, last: float) -> tuple[int, int]:
-        """Orders and cross-sell orders of ``segment`` in ticks that ended in (first, last], by minute."""
+        """Orders and cross-sell orders of ``segment`` in ticks that ended in (first, last], minute starts."""
         def at(moment: float) -> tuple[int, int]:
-            index = bisect_right(self._mark_ends, moment) - 1
-            return self._marks[index].get(segment, (0, 0)) if index >= 0 else (0, 0)
+            # The first mark at or after ``moment``: no tick ended between them (it would have made a mark).
+            index = bisect_left(self._mark_moments, moment)
+            if index < len(self._marks):
+                return self._marks[index].get(segment, (0, 0))
+            n, c = self._cumulative.get(segment, (0, 0))
+            return n, c
         n1, c1 = at(last)
         n0, c0 = at(first)
         return n1 - n0, c1 - c0
@@ -342,7 +366,7 @@ class DropDetector:
             return cached
         found: tuple[float | None, int] = (None, 0)
         for lag in (config.baseline_lag, config.short_lag):
-            last = min(now - lag, frozen)
+            last = minute_of(min(now - lag, frozen))
             n, c = self._counts_between(segment, last - config.baseline_span, last)
             if n >= config.min_baseline_orders:
                 p = c / n
@@ -418,6 +442,11 @@ class DropDetector:
                 state.baseline_orders, run[1] / run[0] if run[0] else 0.0, run[0], state.since[k],
                 episode.started if episode is not None else None))
         return reports
+
+
+def minute_of(moment: float) -> float:
+    """The start of the event-time minute of ``moment``."""
+    return moment // MINUTE * MINUTE
 
 
 def count_in(counts: dict[Segment, list[int]], segments: Iterable[Segment], cross_sell: int) -> None:

@@ -223,3 +223,41 @@ def test_statistics_stay_within_the_cap() -> None:
     assert max(state.statistics) == pytest.approx(detector.config.cap)
     assert all(0.0 <= s <= detector.config.cap for s in state.statistics)
     assert not any(math.isnan(s) for s in state.statistics)
+
+
+def ticks_at(detector: DropDetector, start: float, seconds: float, orders: int, cross_sell: int,
+             tested: list[tuple[float, float, dict[Segment, list[int]]]]) -> float:
+    """``orders`` orders (``cross_sell`` of them cross-sell) in every third tick, in the total only."""
+    tick = detector.config.tick
+    for at in range(int(start), int(start + seconds), int(3 * tick)):
+        detector.add_tick(float(at), [("total", "all", orders, cross_sell)])
+        tested.extend((s, tick, counts) for s, counts in detector.advance(at + tick))
+    return start + seconds
+
+
+def test_a_slow_drop_leaves_the_baseline_from_its_change_point() -> None:
+    """A drop seen only after ``short_lag``: its ticks from the change point on, counted in the baseline
+    before the alarm went on, are taken out again, so the baseline after the alarm is the normal rate."""
+    detector = DropDetector(DetectionConfig())
+    tested: list[tuple[float, float, dict[Segment, list[int]]]] = []
+    t = ticks_at(detector, 0.0, 3 * HOUR, 20, 5, tested)  # 1.3 orders/s at 25 %
+    t = ticks_at(detector, t, 45 * 60, 20, 4, tested)  # 20 %: the 25 % CUSUM needs ~27 minutes
+    t = ticks_at(detector, t, 2 * HOUR, 20, 5, tested)  # normal again, past the baseline's hour of lag
+    [episode] = detector.episodes
+    assert episode.change == 3 * HOUR
+    assert episode.started - episode.change > detector.config.short_lag  # its first ticks were counted
+    assert episode.ended is not None and episode.ended + detector.config.baseline_lag < t
+    state = detector.segments[TOTAL]
+    assert state.baseline is not None and state.baseline_orders > 0
+    assert max(state.statistics) == 0.0  # no evidence holds the baseline back: it covers the drop
+    measured = 0.25  # only normal ticks counted
+    assert state.baseline == pytest.approx(measured - math.sqrt(measured * (1 - measured) / state.baseline_orders))
+
+    rebuilt = DropDetector(DetectionConfig())  # a new owner, from the tested ticks
+    rebuilt.replay(tested, t)
+    assert [(e.change, e.started, e.ended) for e in rebuilt.episodes] == \
+        [(e.change, e.started, e.ended) for e in detector.episodes]
+    for replica in (detector, rebuilt):
+        ticks_at(replica, t, 5.0, 20, 5, [])
+    assert rebuilt.segments[TOTAL].baseline == detector.segments[TOTAL].baseline
+    assert rebuilt.segments[TOTAL].baseline_orders == detector.segments[TOTAL].baseline_orders
