@@ -404,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", help="the segments' CUSUM thresholds, e.g. 14,15,19 (--simulate and "
                         "--offline only; default the worker's)")
     parser.add_argument("--total-thresholds", help="the total's, e.g. 12,13,14 (--simulate and --offline only)")
+    parser.add_argument("--origin", type=float, help="event time the timeline starts at, unix seconds (default: "
+                        "so that it ends a minute ago); fixed, two --simulate runs draw the same ticks")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds the worker may take to apply everything once sent (default 3600)")
@@ -414,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     baseline = measure_baseline(args.seed)
     phases = timeline(args.week_days, rates, baseline, drops=(1.0,) if args.quick else DROPS, quick=args.quick)
     span = sum(p.seconds for p in phases)
-    origin = time.time() - span - 60  # ends a minute ago: no event time ahead of the worker's clock
+    # Ends a minute ago by default: no event time ahead of the worker's clock.
+    origin = time.time() - span - 60 if args.origin is None else args.origin
     print(f"detection: {len(phases)} phases over {span / DAY:.1f} days of event time; p0 total "
           f"{baseline.rate['total']:.3f}, {CATEGORY} {baseline.rate['category']:.3f} "
           f"({baseline.share['category']:.0%} of orders)", file=sys.stderr, flush=True)
