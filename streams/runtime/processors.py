@@ -253,12 +253,15 @@ class OrderProcessor:
             for change in changes:
                 self.table.write(change.writes)  # serialised now
             meta = orjson.loads(orjson.dumps(dict(c.meta for c in changes)))  # a copy of the state as of now
-            self._outstanding = asyncio.ensure_future(self._make_durable(events, changes, meta, dead))
+            # Whether a partition's orders wait to be counted is told against what this flush covers:
+            # events applied after the take are not in its counts (the fleet's test must wait for them).
+            covered = {partition: ledger.meta.offset for partition, ledger in self.ledgers.items()}
+            self._outstanding = asyncio.ensure_future(self._make_durable(events, changes, meta, dead, covered))
         if wait:
             await self.settle()
 
     async def _make_durable(self, events: list[EventT[Any]], changes: list[Changes], meta: dict[str, Any],
-                            dead: list[DeadLetter]) -> None:
+                            dead: list[DeadLetter], covered: dict[int, int]) -> None:
         """The rest of a flush, after its take: wait for the changelog, write the meta key, send, ack."""
         await asyncio.gather(*(self._send_dead_letter(letter) for letter in dead))
         await self.table.wait_written()
@@ -271,17 +274,18 @@ class OrderProcessor:
         self.table.delete_replaced_parts()
         # Pair deltas leave only once the state that produced them is durable; a crash
         # before they are delivered sends them again from the outbox (see ledger.restore).
-        await asyncio.gather(*(self._send_pairs(m) for c in changes for m in c.outbox))
-        await self._report_standing()
+        await asyncio.gather(*(self._send_pairs(m, covered) for c in changes for m in c.outbox))
+        await self._report_standing(covered)
         for event in events:
             event.ack()
 
-    def _waiting(self, partition: int, highwaters: dict[int, int]) -> bool:
-        """Whether messages of ``partition`` wait to be read (as the consumer last fetched)."""
-        ledger = self.ledgers[partition]
-        return highwaters.get(partition, 0) > ledger.meta.offset + 1
+    def _waiting(self, partition: int, highwaters: dict[int, int], covered: dict[int, int] | None = None) -> bool:
+        """Whether messages of ``partition`` wait to be read (as the consumer last fetched), or to be
+        counted: those past its offset in ``covered`` (what the flush reporting covers), else its ledger's."""
+        offset = self.ledgers[partition].meta.offset if covered is None else covered.get(partition, -1)
+        return highwaters.get(partition, 0) > offset + 1
 
-    async def _report_standing(self) -> None:
+    async def _report_standing(self, covered: dict[int, int] | None = None) -> None:
         """Tell the fleet's drop test where each partition stands, when that changed since it was last told:
         the watermark of the orders whose counts were sent, and whether more wait (a backlog holds the test)."""
         if self.detection is None:
@@ -289,13 +293,13 @@ class OrderProcessor:
         highwaters = self.highwaters()
         sends = []
         for partition, ledger in self.ledgers.items():
-            standing = (ledger.reported_watermark, self._waiting(partition, highwaters))
+            standing = (ledger.reported_watermark, self._waiting(partition, highwaters, covered))
             if self._reported.get(partition) != standing:
                 self._reported[partition] = standing
                 sends.append(self._send_pairs(status_message(partition, *standing)))
         await asyncio.gather(*sends)
 
-    def _send_pairs(self, message: dict[str, Any]) -> asyncio.Future[Any]:
+    def _send_pairs(self, message: dict[str, Any], covered: dict[int, int] | None = None) -> asyncio.Future[Any]:
         """Send one outbox message: pair deltas, or customer summaries (streams/customers/outbox.py)."""
         topic: faust.TopicT | None = self.pairs
         kind = message.get("kind")
@@ -305,7 +309,7 @@ class OrderProcessor:
             topic = self.detection
             source = message["source"]
             if "waiting" not in message and source in self.ledgers:  # tick counts: where the partition stands now
-                message = {**message, "waiting": self._waiting(source, self.highwaters())}
+                message = {**message, "waiting": self._waiting(source, self.highwaters(), covered)}
         if topic is None:
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)

@@ -147,7 +147,7 @@ async def test_an_order_applied_while_a_flush_resends_old_pair_deltas_is_stored_
     # does not cover would count that order again after a crash.
     orders = pipeline.orders
     gate = asyncio.Event()
-    monkeypatch.setattr(orders, "_send_pairs", lambda message: asyncio.ensure_future(gate.wait()))
+    monkeypatch.setattr(orders, "_send_pairs", lambda message, *_: asyncio.ensure_future(gate.wait()))
     async with pipeline.app.agents["orders"].test_context() as agent:
         await agent.put(order("o-1", ("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 2)), key=b"o-1",
                         partition=0)
