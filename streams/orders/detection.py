@@ -257,7 +257,9 @@ class DropDetector:
     # -- testing -----------------------------------------------------------------
     def _test(self, start: float, end: float, counts: Mapping[Segment, list[int]]) -> None:
         config = self.config
-        for segment, (n, c) in counts.items():
+        # In segment order, not in the order the counts came: alarms of one tick are listed the same
+        # whether one process saw every order or a fleet merged its workers' tick counts as they arrived.
+        for segment, (n, c) in sorted(counts.items()):
             state = self.segments.get(segment)
             if state is None:
                 state = self.segments[segment] = self._new_state()

@@ -164,7 +164,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             orders.process(event)
             if orders.flush_due():
-                await orders.flush()
+                await orders.flush(wait=False)  # applying goes on while the broker acknowledges it
 
     @app.agent(pairs_topic, name="pairs")
     async def process_pairs(stream: faust.StreamT[bytes]) -> None:
@@ -235,6 +235,7 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_following(app: faust.App, **kwargs: Any) -> None:
         follower.stop()
+        await orders.settle_before_dropping()  # the producer still runs: the outstanding flush completes
 
     pipeline = Pipeline(app, orders, pairs, recommender, customers, follower, detection)
     _web_views(app, settings, pipeline, pair_state)

@@ -29,7 +29,7 @@ from streams.orders.dead_letters import DeadLetter, dead_letter_record, header_l
 from streams.orders.fleet_detection import KIND as DETECTION
 from streams.orders.fleet_detection import status_message
 from streams.orders.hit_rate import PublishedLists, published_list
-from streams.orders.ledger import PartitionLedger, Verdict
+from streams.orders.ledger import Changes, PartitionLedger, Verdict
 from streams.orders.markers import Marker, decode_marker
 from streams.orders.snapshot import Snapshot, WindowMerges, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
@@ -103,6 +103,7 @@ class OrderProcessor:
         self.lists = PublishedLists(settings.hit_rate_products) if settings.hit_rate_products else None
         self.list_messages: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
         self.window_merges = WindowMerges()  # what the last snapshot merged, for the next (scrapes)
+        self._outstanding: asyncio.Future[None] | None = None  # the flush waiting for the broker (see flush)
 
     def take_list(self, key: bytes, value: bytes | None) -> None:
         """A message of the recommendations topic (on the follower's thread), queued for the event loop."""
@@ -139,6 +140,7 @@ class OrderProcessor:
 
     async def revoke(self, partitions: set[int]) -> None:
         async with self.lock:
+            await self.settle_before_dropping()  # its events acked, its writes durable: none replayed
             forget_partitions(self, partitions)
             for partition in partitions:
                 self._reported.pop(partition, None)
@@ -176,11 +178,63 @@ class OrderProcessor:
                 header_list(record.headers), outcome.reason, outcome.detail))
 
     def flush_due(self) -> bool:
-        return self.pending >= self.settings.flush_max_events
+        """Whether the agent should flush now: enough events pending, and no flush outstanding unless
+        the pending events reached twice that (then the agent waits for it before applying more)."""
+        limit = self.settings.flush_max_events
+        if self.pending < limit:
+            return False
+        outstanding = self._outstanding
+        return outstanding is None or outstanding.done() or self.pending >= 2 * limit
 
-    async def flush(self) -> None:
-        """Write what changed, wait until the changelog holds it, then ack the events."""
+    async def settle(self) -> None:
+        """Wait until the outstanding flush (if any) is durable and its events acked; raises what it raised."""
+        outstanding = self._outstanding
+        if outstanding is not None:
+            # Shielded: a waiter cancelled (the agent at a rebalance) must not cancel the flush itself.
+            await asyncio.shield(outstanding)
+            if self._outstanding is outstanding:
+                self._outstanding = None
+
+    async def settle_before_dropping(self) -> None:
+        """:meth:`settle` at a revoke or a stop; a flush that failed leaves its events unacked (replayed)."""
+        try:
+            await self.settle()
+        except Exception:
+            log.exception("the outstanding flush of the orders failed; its events are replayed by the next owner")
+            self._outstanding = None
+
+    async def flush(self, wait: bool = True) -> None:
+        """Take what changed and hand it to the producer; its events are acked once the changelog holds it.
+
+        At most one flush is outstanding: this one first waits until the previous one
+        is durable. With ``wait`` it also waits for itself; the orders agent passes
+        False and goes on applying events while the broker acknowledges the writes.
+
+        Why the state stays exact with a flush outstanding:
+
+        - Taking is atomic. From taking the changes to handing every value to the
+          producer nothing awaits, and every value is serialised then (the windows'
+          totals are live objects; ``Meta.to_dict`` is a copy, encoded here too). So
+          the flush writes the state as of one instant: every event applied before
+          it and none after, and the meta key records the offset of the last one.
+          An event applied while the flush waits changes only live objects and is
+          in the next flush's take, with its event in the next flush's acks.
+        - Order. A flush writes its changed keys, waits until the changelog holds
+          them, then the meta key, then the pair deltas; the next flush takes only
+          after all of that (and the acks) are done. So the changelog never holds
+          a later flush's keys before an earlier flush's meta key, and the outbox
+          key is overwritten only after the deltas it held were delivered.
+        - Acks. An event is acked only by the flush whose take covered it, once
+          that flush is durable: Faust commits no offset the changelog does not
+          hold. A crash at any point replays from the last committed offset into
+          the state of the last meta key written, which skips what it covers.
+        - Revoke and stop wait for the outstanding flush (:meth:`settle`) before
+          the partitions' ledgers are dropped.
+        - Memory: the agent stops applying when ``2 x CROSSSELL_FLUSH_MAX_EVENTS``
+          events are pending (:meth:`flush_due`), until the outstanding flush is done.
+        """
         async with self.lock:
+            await self.settle()
             # The last complete flush's pair deltas must be delivered before this flush
             # overwrites the outbox key that holds them. First, before anything is taken:
             # the agent goes on applying events while this awaits.
@@ -188,9 +242,7 @@ class OrderProcessor:
             for ledger in self.ledgers.values():
                 ledger.unsent_outbox = []
             await asyncio.gather(*(self._send_pairs(m) for m in resend))
-            # From taking the changes to writing them nothing awaits: the windows' totals
-            # are live objects, and an event applied in between would be stored ahead of
-            # the offset the flush records (and counted again after a crash).
+            # From taking the changes to writing them nothing awaits (see above).
             events, self.unacked = self.unacked, []
             self.pending = 0
             dead, self.dead_letter_queue = self.dead_letter_queue, []
@@ -198,31 +250,42 @@ class OrderProcessor:
             if not events and not changes:
                 await self._report_standing()
                 return
-            sends = [self._send_dead_letter(letter) for letter in dead]
             for change in changes:
-                self.table.write(change.writes)
-            await asyncio.gather(*sends)
-            await self.table.wait_written()
-            # The meta key comes after: its offset says "everything up to here is applied".
-            self.table.write(dict(c.meta for c in changes))
-            await self.table.wait_written()
-            # Expired keys go last, so a replay after a crash still finds them (see Changes);
-            # with them the parts of values replaced in this flush.
-            self.table.write({}, [key for c in changes for key in c.deletes])
-            self.table.delete_replaced_parts()
-            # Pair deltas leave only once the state that produced them is durable; a crash
-            # before they are delivered sends them again from the outbox (see ledger.restore).
-            await asyncio.gather(*(self._send_pairs(m) for c in changes for m in c.outbox))
-            await self._report_standing()
-            for event in events:
-                event.ack()
+                self.table.write(change.writes)  # serialised now
+            meta = orjson.loads(orjson.dumps(dict(c.meta for c in changes)))  # a copy of the state as of now
+            # Whether a partition's orders wait to be counted is told against what this flush covers:
+            # events applied after the take are not in its counts (the fleet's test must wait for them).
+            covered = {partition: ledger.meta.offset for partition, ledger in self.ledgers.items()}
+            self._outstanding = asyncio.ensure_future(self._make_durable(events, changes, meta, dead, covered))
+        if wait:
+            await self.settle()
 
-    def _waiting(self, partition: int, highwaters: dict[int, int]) -> bool:
-        """Whether messages of ``partition`` wait to be read (as the consumer last fetched)."""
-        ledger = self.ledgers[partition]
-        return highwaters.get(partition, 0) > ledger.meta.offset + 1
+    async def _make_durable(self, events: list[EventT[Any]], changes: list[Changes], meta: dict[str, Any],
+                            dead: list[DeadLetter], covered: dict[int, int]) -> None:
+        """The rest of a flush, after its take: wait for the changelog, write the meta key, send, ack."""
+        await asyncio.gather(*(self._send_dead_letter(letter) for letter in dead))
+        await self.table.wait_written()
+        # The meta key comes after: its offset says "everything up to here is applied".
+        self.table.write(meta)
+        await self.table.wait_written()
+        # Expired keys go last, so a replay after a crash still finds them (see Changes);
+        # with them the parts of values replaced in this flush.
+        self.table.write({}, [key for c in changes for key in c.deletes])
+        self.table.delete_replaced_parts()
+        # Pair deltas leave only once the state that produced them is durable; a crash
+        # before they are delivered sends them again from the outbox (see ledger.restore).
+        await asyncio.gather(*(self._send_pairs(m, covered) for c in changes for m in c.outbox))
+        await self._report_standing(covered)
+        for event in events:
+            event.ack()
 
-    async def _report_standing(self) -> None:
+    def _waiting(self, partition: int, highwaters: dict[int, int], covered: dict[int, int] | None = None) -> bool:
+        """Whether messages of ``partition`` wait to be read (as the consumer last fetched), or to be
+        counted: those past its offset in ``covered`` (what the flush reporting covers), else its ledger's."""
+        offset = self.ledgers[partition].meta.offset if covered is None else covered.get(partition, -1)
+        return highwaters.get(partition, 0) > offset + 1
+
+    async def _report_standing(self, covered: dict[int, int] | None = None) -> None:
         """Tell the fleet's drop test where each partition stands, when that changed since it was last told:
         the watermark of the orders whose counts were sent, and whether more wait (a backlog holds the test)."""
         if self.detection is None:
@@ -230,13 +293,13 @@ class OrderProcessor:
         highwaters = self.highwaters()
         sends = []
         for partition, ledger in self.ledgers.items():
-            standing = (ledger.reported_watermark, self._waiting(partition, highwaters))
+            standing = (ledger.reported_watermark, self._waiting(partition, highwaters, covered))
             if self._reported.get(partition) != standing:
                 self._reported[partition] = standing
                 sends.append(self._send_pairs(status_message(partition, *standing)))
         await asyncio.gather(*sends)
 
-    def _send_pairs(self, message: dict[str, Any]) -> asyncio.Future[Any]:
+    def _send_pairs(self, message: dict[str, Any], covered: dict[int, int] | None = None) -> asyncio.Future[Any]:
         """Send one outbox message: pair deltas, or customer summaries (streams/customers/outbox.py)."""
         topic: faust.TopicT | None = self.pairs
         kind = message.get("kind")
@@ -246,7 +309,7 @@ class OrderProcessor:
             topic = self.detection
             source = message["source"]
             if "waiting" not in message and source in self.ledgers:  # tick counts: where the partition stands now
-                message = {**message, "waiting": self._waiting(source, self.highwaters())}
+                message = {**message, "waiting": self._waiting(source, self.highwaters(), covered)}
         if topic is None:
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(None)

@@ -147,7 +147,7 @@ async def test_an_order_applied_while_a_flush_resends_old_pair_deltas_is_stored_
     # does not cover would count that order again after a crash.
     orders = pipeline.orders
     gate = asyncio.Event()
-    monkeypatch.setattr(orders, "_send_pairs", lambda message: asyncio.ensure_future(gate.wait()))
+    monkeypatch.setattr(orders, "_send_pairs", lambda message, *_: asyncio.ensure_future(gate.wait()))
     async with pipeline.app.agents["orders"].test_context() as agent:
         await agent.put(order("o-1", ("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 2)), key=b"o-1",
                         partition=0)
@@ -165,6 +165,62 @@ async def test_an_order_applied_while_a_flush_resends_old_pair_deltas_is_stored_
     assert restored.meta.to_dict() == live.meta.to_dict()
     assert {start: w.totals.to_dict() for start, w in restored.windows.items()} == {
         start: w.totals.to_dict() for start, w in live.windows.items()}
+
+
+async def test_the_agent_applies_events_while_a_flush_is_outstanding_and_acks_them_only_after_theirs(
+        broker: EmbeddedBroker, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The agent hands a flush to the producer and goes on applying while the broker acknowledges
+    # it; the events it applied meanwhile belong to the next flush, and are acked only by that one.
+    async with built_pipeline(broker, tmp_path, flush_max_events=2) as built:
+        orders, table = built.orders, built.orders.table
+        gates = [asyncio.Event(), asyncio.Event()]  # the broker's acknowledgements of the first and second flush
+        calls = 0
+        wait_written = table.wait_written
+
+        async def held_until_the_gate_opens() -> None:
+            nonlocal calls
+            calls += 1
+            await gates[0 if calls <= 2 else 1].wait()  # a flush waits twice: its keys, then its meta key
+            await wait_written()
+
+        monkeypatch.setattr(table, "wait_written", held_until_the_gate_opens)
+        seen: list[Any] = []
+        process = orders.process
+        monkeypatch.setattr(orders, "process", lambda event: (seen.append(event), process(event))[1])
+
+        def put(agent: Any, n: int, wait: bool = True) -> Any:
+            # Bounded: an agent that waited for its flush here would never apply the event.
+            return asyncio.wait_for(agent.put(order(f"o-{n}", ("tv", "electronics", 400.0, 1), ("cable", "cables",
+                                    9.0, 1)), key=f"o-{n}".encode(), partition=0, wait=wait), 10)
+
+        def acked() -> list[bool]:
+            return [event.message.acked for event in seen]
+
+        async def applied(n: int) -> None:
+            while orders.ledgers[0].meta.orders < n:
+                await asyncio.sleep(0.01)
+
+        async with built.app.agents["orders"].test_context() as agent:
+            for n in (1, 2):  # two pending: the agent starts a flush, and does not wait for it
+                await put(agent, n)
+            for n in (3, 4, 5, 6):  # applied while that flush is outstanding, up to twice the limit pending
+                await put(agent, n)
+            assert orders._outstanding is not None and not orders._outstanding.done()
+            assert orders.ledgers[0].meta.orders == 6
+            assert acked() == [False] * 6
+            await put(agent, 7, wait=False)  # the agent waits for the outstanding flush before applying it
+            await asyncio.sleep(0.2)
+            assert orders.ledgers[0].meta.orders == 6, "applied more than twice the limit past a flush"
+            gates[0].set()  # the first flush is durable: its events are acked, the next flush (3-6) starts
+            await asyncio.wait_for(applied(7), 10)
+            assert acked() == [True] * 2 + [False] * 5
+            gates[1].set()
+            await asyncio.wait_for(orders.settle(), 10)
+            assert acked() == [True] * 6 + [False]
+            await orders.flush()
+            assert acked() == [True] * 7
+        stored = {key: value for key, value in table.items_of_partition(0) if key.endswith("/meta")}
+        assert stored["0/meta"]["orders"] == 7 and stored["0/meta"]["offset"] == 6
 
 
 async def test_an_event_replayed_at_an_applied_offset_is_not_counted_again(pipeline: Pipeline) -> None:
