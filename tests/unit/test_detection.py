@@ -261,3 +261,27 @@ def test_a_slow_drop_leaves_the_baseline_from_its_change_point() -> None:
         ticks_at(replica, t, 5.0, 20, 5, [])
     assert rebuilt.segments[TOTAL].baseline == detector.segments[TOTAL].baseline
     assert rebuilt.segments[TOTAL].baseline_orders == detector.segments[TOTAL].baseline_orders
+
+
+@pytest.mark.parametrize("arrival", ["segment order", "reversed", "shuffled"])
+def test_alarms_of_one_tick_are_listed_in_segment_order_however_the_counts_arrived(arrival: str) -> None:
+    """A fleet merges a tick's counts from several flushes, meeting its segments in any order; its alarms
+    are listed as one process over every order lists them (tests/integration/test_fleet_detection.py)."""
+    segments = [TOTAL, ("channel", "app"), ("channel", "web"), ("primary_category", "books"),
+                ("variant", "control"), ("variant", "treatment")]
+    rng = random.Random(5)
+    detector = DropDetector(DetectionConfig())
+    tick = detector.config.tick
+    for at in range(0, int(2 * HOUR + 600), int(tick)):
+        collapsed = at >= 2 * HOUR
+        rows = [(kind, value, 20, 0 if collapsed else 5) for kind, value in segments]
+        if arrival == "reversed":
+            rows.reverse()
+        elif arrival == "shuffled":
+            rng.shuffle(rows)
+        for row in rows:  # one message per segment, as flushes of several partitions bring them
+            detector.add_tick(float(at), [row])
+        detector.advance(at + tick)
+    listed = [(e.started, e.kind, e.value) for e in detector.episodes]
+    assert {(kind, value) for _, kind, value in listed} == set(segments)
+    assert listed == sorted(listed)
