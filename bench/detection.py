@@ -236,11 +236,13 @@ def simulate(phases: Sequence[Phase], origin: float, baseline: Baseline, seeds: 
     mix = OrderMix.measure(1)
     ratios: dict[str, list[float]] = {}
     false_alarms: list[int] = []
+    alarms: list[str] = []
     for seed in range(seeds):
         episodes = simulated_episodes(phases, origin + seed * 0.7, mix, 1000 + seed, config)
         for row in results(phases, episodes, origin + seed * 0.7, baseline):
             if row["drop"] is None:
                 false_alarms.append(row["false_alarms"])
+                alarms.extend(f"run {seed + 1}: {alarm}" for alarm in row["alarms"])
             else:
                 ratios.setdefault(row["scenario"], []).append(
                     math.inf if row["detect_s"] is None else row["detect_s"] / row["target_s"])
@@ -252,6 +254,7 @@ def simulate(phases: Sequence[Phase], origin: float, baseline: Baseline, seeds: 
         finite = [r for r in rs if r < math.inf]
         mean = f"{sum(finite) / len(finite):.2f}" if finite else "-"
         lines.append(f"| {scenario} | {max(rs):.2f} | {mean} | {sum(r > 1 for r in rs)} |")
+    lines.extend(f"false alarm, {alarm}" for alarm in alarms)
     return "\n".join(lines)
 
 
@@ -404,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", help="the segments' CUSUM thresholds, e.g. 14,15,19 (--simulate and "
                         "--offline only; default the worker's)")
     parser.add_argument("--total-thresholds", help="the total's, e.g. 12,13,14 (--simulate and --offline only)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a DetectionConfig field for --simulate and --offline, e.g. baseline_lag=21600 "
+                             "(numbers; repeatable)")
     parser.add_argument("--origin", type=float, help="event time the timeline starts at, unix seconds (default: "
                         "so that it ends a minute ago); fixed, two --simulate runs draw the same ticks")
     parser.add_argument("--seed", type=int, default=1)
@@ -426,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, thresholds=tuple(float(h) for h in args.thresholds.split(",")))
     if args.total_thresholds:
         config = replace(config, total_thresholds=tuple(float(h) for h in args.total_thresholds.split(",")))
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        config = replace(config, **{name: type(getattr(config, name))(float(value))})
     if args.simulate:
         print(simulate(phases, origin, baseline, args.simulate, config))
         print(f"detection: simulated, took {time.monotonic() - started:.0f}s", file=sys.stderr)
