@@ -211,7 +211,8 @@ def test_low_watermark(partitions: list[tuple[float | None, bool]], expected: fl
     assert low_watermark(partitions, idle=600.0) == expected
 
 
-@pytest.mark.parametrize("config", [DetectionConfig(tick=7.0), DetectionConfig(thresholds=(1.0,))])
+@pytest.mark.parametrize("config", [DetectionConfig(tick=7.0), DetectionConfig(thresholds=(1.0,)),
+                                    DetectionConfig(reference_orders=1e9)])
 def test_bad_configurations_are_refused(config: DetectionConfig) -> None:
     with pytest.raises(ValueError):
         DropDetector(config)
@@ -285,3 +286,28 @@ def test_alarms_of_one_tick_are_listed_in_segment_order_however_the_counts_arriv
     listed = [(e.started, e.kind, e.value) for e in detector.episodes]
     assert {(kind, value) for _, kind, value in listed} == set(segments)
     assert listed == sorted(listed)
+
+
+@pytest.mark.parametrize(("name", "reference", "phases", "cut"), [
+    ("no reference: the thresholds as configured", 0.0, [Phase(30 * HOUR, 0.2)], False),
+    ("a full day of few orders: cut", 30_000.0, [Phase(30 * HOUR, 0.2)], True),
+    ("less than a day of orders: as configured", 30_000.0, [Phase(20 * HOUR, 0.2)], False),
+    ("more orders a day than the reference: as configured", 20_000.0, [Phase(30 * HOUR, 1.0)], False),
+])
+def test_thresholds_are_cut_by_the_log_of_the_orders_a_day_below_the_reference(
+        name: str, reference: float, phases: list[Phase], cut: bool) -> None:
+    detector = run(phases, DetectionConfig(reference_orders=reference))
+    for segment in (TOTAL, ("primary_category", "books")):
+        state = detector.segments[segment]
+        expected = math.log(reference / state.baseline_orders) if cut else 0.0
+        assert state.threshold_cut == pytest.approx(expected), segment
+        assert (state.threshold_cut > 0) is cut
+
+
+def test_a_small_drop_in_a_segment_of_few_orders_is_seen_sooner_with_the_cut() -> None:
+    phases = [Phase(30 * HOUR, 0.2), Phase(6 * HOUR, 0.2, drop_in("books", 0.5))]
+    books = ("primary_category", "books")
+    configured = first_alarm(run(phases, DetectionConfig(reference_orders=0.0)), books)
+    cut = first_alarm(run(phases, DetectionConfig(reference_orders=30_000.0)), books)
+    assert cut is not None and (configured is None or cut < configured), (cut, configured)
+    assert alarms(run(phases[:1], DetectionConfig(reference_orders=30_000.0))) == []

@@ -36,10 +36,10 @@ class Fleet:
     """Orders partitions that flush every ``every`` seconds of event time into a FleetDetector, and one
     DropDetector that sees every order directly (the worker of one partition): they must agree."""
 
-    def __init__(self, partitions: int = 2, every: float = 10.0) -> None:
-        self.partitions, self.every = partitions, every
-        self.fleet = FleetDetector(CONFIG, partitions)
-        self.alone = DropDetector(CONFIG)
+    def __init__(self, partitions: int = 2, every: float = 10.0, config: DetectionConfig = CONFIG) -> None:
+        self.partitions, self.every, self.config = partitions, every, config
+        self.fleet = FleetDetector(config, partitions)
+        self.alone = DropDetector(config)
         self.sequence = [0] * partitions
         self.watermark: list[float | None] = [None] * partitions
         self.sent: list[dict[str, Any]] = []
@@ -64,12 +64,12 @@ class Fleet:
             if orders:
                 self.sequence[partition] += 1
                 message = detection_message(partition, self.sequence[partition], self.watermark[partition], orders,
-                                            CONFIG.tick, 200)
+                                            self.config.tick, 200)
             else:
                 message = status_message(partition, self.watermark[partition], False)
             self.sent.append(message)
             self.fleet.apply(orjson.loads(orjson.dumps(message)))
-        clock = low_watermark([(w, False) for w in self.watermark], CONFIG.idle)
+        clock = low_watermark([(w, False) for w in self.watermark], self.config.idle)
         if clock is not None:
             self.alone.advance(clock)
 
@@ -148,13 +148,20 @@ def restored(fleet: FleetDetector, crash_before_meta: bool = False) -> FleetDete
         for key in deletes:
             table.pop(key, None)
     fleet._table = table  # type: ignore[attr-defined]
-    return FleetDetector.restore(CONFIG, fleet.partitions, orjson.loads(orjson.dumps(list(table.items()))))
+    return FleetDetector.restore(fleet.config, fleet.partitions, orjson.loads(orjson.dumps(list(table.items()))))
 
 
-def test_a_new_owner_goes_on_as_the_old_one_would_have() -> None:
+# An hour's baseline with thresholds cut by the segments' volume: a new owner must find the same cuts.
+FEW_ORDERS = DetectionConfig(expected_rate=0.3, baseline_span=3600.0, baseline_lag=600.0, short_lag=300.0,
+                             reference_orders=100_000)
+
+
+@pytest.mark.parametrize(("config", "thresholds_cut"), [(CONFIG, False), (FEW_ORDERS, True)],
+                         ids=["day baseline, not full yet", "thresholds cut by volume"])
+def test_a_new_owner_goes_on_as_the_old_one_would_have(config: DetectionConfig, thresholds_cut: bool) -> None:
     orders = traffic(5400, 2.0, 0.3) + traffic(900, 2.0, 0.05, seed=3, start=T0 + 5400)
     cut = next(n for n, o in enumerate(orders) if o.event_time > T0 + 5500)  # during the drop's evidence
-    before = Fleet(partitions=2)
+    before = Fleet(partitions=2, config=config)
     before.run(orders[:cut])
     old = before.fleet
     table_fleet = old
@@ -166,9 +173,11 @@ def test_a_new_owner_goes_on_as_the_old_one_would_have() -> None:
     for segment, state in old.detector.segments.items():
         twin = new.detector.segments[segment]
         assert (twin.statistics, twin.since, twin.runs) == (state.statistics, state.since, state.runs), segment
+        assert twin.threshold_cut == state.threshold_cut, segment
+        assert (state.threshold_cut > 0) is thresholds_cut, segment
     assert [asdict(e) for e in new.detector.episodes] == [asdict(e) for e in old.detector.episodes]
     # Both go on with the same messages: the same alarms, the same baselines.
-    after = Fleet(partitions=2)
+    after = Fleet(partitions=2, config=config)
     after.sequence, after.watermark = list(before.sequence), list(before.watermark)
     after.fleet = new
     after.run(orders[cut:])
