@@ -41,6 +41,21 @@ def total_alarm(found: dict[str, Any]) -> bool:
     return any(s["alarm"] for s in found["segments"] if (s["kind"], s["value"]) == ("total", "all"))
 
 
+def settled_until(worker: Worker) -> float:
+    """The owner's tested-until once two reads a second apart agree (its last status messages applied)."""
+    seen: list[float | None] = [None]
+
+    def still() -> bool:
+        now = detection(worker)["detected_until"]
+        same = now is not None and now == seen[0]
+        seen[0] = now
+        return same
+
+    wait_until(still, 60, "the fleet's test standing still", interval=1.0)
+    assert seen[0] is not None
+    return seen[0]
+
+
 def one_test(orders: list[tuple[float, bytes, bytes, int]]) -> DropDetector:
     """The drop test over every order at once: what one worker owning every partition runs."""
     detector = DropDetector(DetectionConfig())
@@ -84,7 +99,10 @@ def test_two_workers_run_one_drop_test_that_survives_its_owner(tmp_path: Path) -
         assert detection(other)["segments"] == []
         wait_until(lambda: (detection(owner)["detected_until"] or 0) >= expected.closed_until - TICK, 60,
                    "the fleet's test through the last complete tick")
+        # The baseline ends an hour back from the tick tested: compare the new owner's where the old one stood.
+        stood = settled_until(owner)
         before = detection(owner)
+        assert before["detected_until"] == stood
         assert before["skipped"] == 0, before["skipped"]  # the backlog held the test back: no order left out
         live = [(e["kind"], e["value"], e["started"]) for e in before["episodes"]]
         alone = [(e.kind, e.value, e.started) for e in expected.episodes]
@@ -96,7 +114,10 @@ def test_two_workers_run_one_drop_test_that_survives_its_owner(tmp_path: Path) -
         owner.kill()
         wait_until(lambda: other.sample("crosssell_drop_owner") == 1, 90, "the other worker owning the test")
         wait_until(lambda: total_alarm(detection(other)), 60, "the alarm on the new owner")
+        # It restores the table, then applies again the messages the old owner had not acknowledged.
+        wait_until(lambda: (detection(other)["detected_until"] or 0) >= stood, 60, "the new owner where the old stood")
         after = detection(other)
+        assert after["detected_until"] == stood, (after["detected_until"], stood)
         total_after = next(s for s in after["segments"] if s["kind"] == "total")
         assert total_after["baseline"] == pytest.approx(total_before["baseline"], abs=1e-9)
         assert total_after["since"] == total_before["since"]
