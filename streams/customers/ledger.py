@@ -154,7 +154,7 @@ class CustomerLedger:
         for customer, data in message["customers"].items():
             delta = CustomerState.from_json(data)
             before = self.state(customer)
-            after = merge(before, delta, config.horizon, config.max_categories)
+            after = merge(before, delta, config.horizon, config.max_categories, self.oldest_bucket())
             self.touched[customer] = (self.touched[customer][0], after)
             watermark = self.meta.watermark
             if watermark is None or delta.last_at > watermark:

@@ -120,6 +120,47 @@ def test_counts_equal_the_truth_from_the_orders(seed, config):
             truth(orders, partition, config)
 
 
+def lagging_messages(partition: int, orders: list[Any], per_flush: tuple[int, ...],
+                     config: CustomerConfig) -> list[dict[str, Any]]:
+    """Orders dealt to one source per entry of ``per_flush``, each flushing after that many of its orders.
+
+    A flush reaches the customer partition when its last order happens, so a
+    source that flushes seldom delivers its orders late, behind those of the others.
+    """
+    sources = len(per_flush)
+    out: list[tuple[float, dict[str, Any]]] = []
+    for source, size in enumerate(per_flush):
+        mine = orders[source::sources]
+        for sequence, start in enumerate(range(0, len(mine), size), start=1):
+            chunk = mine[start:start + size]
+            sent = customer_messages(source, sequence, chunk, 2, config.horizon, config.max_categories, 2_000)
+            out.extend((max(o[1] for o in chunk), m) for m in sent if m["partition"] == partition)
+    return [m for _, m in sorted(out, key=lambda am: (am[0], am[1]["source"], am[1]["part"]))]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_counts_stay_exact_when_an_order_bridging_a_gap_arrives_after_orders_beyond_it(seed):
+    """A source lagging by up to 4.9 days (less than the 5-day horizon): orders arrive far out of event-time order.
+
+    An order falling into a gap of more than the horizon joins the episodes on
+    both sides; the customer must count as if every order had arrived in
+    event-time order (before episodes were kept, the older side was gone once
+    an order beyond the gap had arrived).
+    """
+    orders = traffic(seed, orders=200)
+    for partition in range(2):
+        table = Table()
+        ledger = CustomerLedger(partition, EXPIRING, table.lookup, table.scan)
+        for i, message in enumerate(lagging_messages(partition, orders, (1, 13, 3), EXPIRING)):
+            assert ledger.apply(message)
+            if i % 5 == 4:
+                flush(ledger, table)
+        flush(ledger, table)
+        totals = ledger.view().totals
+        assert {k: totals[k] for k in ("customers", "multi", "repeat", "single_first")} == \
+            truth(orders, partition, EXPIRING)
+
+
 @pytest.mark.parametrize(("last_at", "horizon", "oldest", "expires"), [
     # counted in no view and more than a horizon before the oldest bucket: any order to come starts afresh
     (0.0, 10.0, 11.0, True),
