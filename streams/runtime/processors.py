@@ -508,6 +508,7 @@ class PairProcessor:
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
         self.budget = PairMemoryBudget(settings.pair_memory_bytes)
+        self.flush_failures = 0  # flushes the broker failed, given back to the ledgers
         # Deprecated fixed capacities, now caps under the budget (0: none).
         self.product_cap = settings.pair_product_capacity or None
         self.pair_cap = settings.pair_capacity or None
@@ -548,30 +549,52 @@ class PairProcessor:
         return all(view.exact for view in views), max((view.error_bound for view in views), default=0)
 
     async def flush(self) -> None:
+        """Write what changed; ack the messages once the changelog holds it.
+
+        A flush the broker fails (an error from the producer after the take) is
+        given back before the lock is released, so before anything else takes:
+        each ledger it took writes those buckets whole at the next flush
+        (:meth:`PairLedger.give_back`), and its messages are acked only by that one.
+        """
         async with self.lock:
             events, self.unacked = self.unacked, []
-            changed = []
-            for partition, ledger in list(self.ledgers.items()):
-                writes, deletes = ledger.take_changes()
-                if writes or deletes:
-                    changed.append(partition)
-                for key, value in writes.items():
-                    # A bucket's base can hold a few hundred thousand counts (~50 ms to serialise
-                    # and split): one a step, the agents and scrapes go on in between. What was
-                    # taken are copies, and a message applied meanwhile is logged at the next flush.
-                    self.table.write({key: value})
-                    await asyncio.sleep(0)
-                self.table.write({}, deletes)
-            self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
-            await self.table.wait_written()
-            # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
-            # the first offset of its last batch + 1, so recovery would skip the rest of a
-            # multi-record last batch (tests/integration/test_crash_recovery.py).
-            self.table.write({f"{partition}/{FLUSHED}": {"at": time.time()} for partition in changed})
-            await self.table.wait_written()
-            self.table.delete_replaced_parts()
+            taken: list[PairLedger] = []
+            try:
+                await self._write_changes(taken)
+            except Exception:
+                log.exception("pairs flush failed; the next flush writes its buckets again")
+                self.flush_failures += 1
+                for ledger in taken:
+                    if self.ledgers.get(ledger.partition) is ledger:
+                        ledger.give_back()
+                self.unacked = events + self.unacked
+                return
             for event in events:
                 event.ack()
+
+    async def _write_changes(self, taken: list[PairLedger]) -> None:
+        """Take each ledger's changes (into ``taken``) and wait until the changelog holds them."""
+        changed = []
+        for partition, ledger in list(self.ledgers.items()):
+            writes, deletes = ledger.take_changes()
+            taken.append(ledger)
+            if writes or deletes:
+                changed.append(partition)
+            for key, value in writes.items():
+                # A bucket's base can hold a few hundred thousand counts (~50 ms to serialise
+                # and split): one a step, the agents and scrapes go on in between. What was
+                # taken are copies, and a message applied meanwhile is logged at the next flush.
+                self.table.write({key: value})
+                await asyncio.sleep(0)
+            self.table.write({}, deletes)
+        self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
+        await self.table.wait_written()
+        # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
+        # the first offset of its last batch + 1, so recovery would skip the rest of a
+        # multi-record last batch (tests/integration/test_crash_recovery.py).
+        self.table.write({f"{partition}/{FLUSHED}": {"at": time.time()} for partition in changed})
+        await self.table.wait_written()
+        self.table.delete_replaced_parts()
 
 
 class Recommender:

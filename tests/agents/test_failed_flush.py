@@ -12,19 +12,22 @@ the events its meta key does not cover.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import KafkaTimeoutError, NotEnoughReplicasError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, NotEnoughReplicasError
 
 from streams.ops.broker import EmbeddedBroker
 from streams.orders.contract import decode_order
 from streams.orders.ledger import PartitionLedger
+from streams.pairs.ledger import PairLedger
 from streams.runtime.app import Pipeline
 from streams.runtime.processors import OrderProcessor
+from streams.runtime.store import PartitionedTable
 from tests.agents.test_order_agents import built_pipeline, order, read_all
 
 MINUTE = 60.0
@@ -37,46 +40,45 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 
 class FailingBroker:
-    """The state changelog's produce requests, answered with an error while ``fault`` is set.
+    """The produce requests of one changelog topic, answered with an error for the keys chosen.
 
-    ``window``: the broker refuses the write of one window key (the flush's other keys land);
-    ``meta``: it refuses the meta key (every other key landed); ``meta_stored``: it stores the
-    meta key and the answer is lost (the client sees a timeout).
+    ``refused(key)``: the broker refuses the write; ``answer_lost(key)``: it stores the
+    write and the answer is lost (the client sees a timeout).
     """
 
-    def __init__(self, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.fault: str | None = None
-        self.window_key = b""
-        self.refused = 0
+    def __init__(self, pipeline: Pipeline, table: PartitionedTable, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.refused: Callable[[bytes], bool] = lambda key: False
+        self.answer_lost: Callable[[bytes], bool] = lambda key: False
+        self.failures = 0
         producer = pipeline.app.producer
-        changelog = pipeline.orders.table.changelog_topic.get_topic_name()
+        changelog = table.changelog_topic.get_topic_name()
         send = producer.send
 
-        async def answered(topic: str, key: bytes | None, value: bytes | None, *args: Any, **kwargs: Any) -> Any:
-            if topic != changelog or self.fault is None or key not in (self.window_key, b"0/meta"):
-                return await send(topic, key, value, *args, **kwargs)
-            if self.fault == "window" and key == self.window_key:
-                return self._refused(NotEnoughReplicasError())
-            if self.fault == "meta" and key == b"0/meta":
-                return self._refused(NotEnoughReplicasError())
-            if self.fault == "meta_stored" and key == b"0/meta":
-                await (await send(topic, key, value, *args, **kwargs))  # stored...
-                return self._refused(KafkaTimeoutError())  # ...and its acknowledgement lost
-            return await send(topic, key, value, *args, **kwargs)
+        async def answered(topic: str, key: bytes, value: bytes | None, *args: Any, **kwargs: Any) -> Any:
+            if topic == changelog and self.refused(key):
+                return self._failed(NotEnoughReplicasError())
+            stored = await send(topic, key, value, *args, **kwargs)
+            if topic == changelog and self.answer_lost(key):
+                await stored
+                return self._failed(KafkaTimeoutError())
+            return stored
 
         monkeypatch.setattr(producer, "send", answered)
 
-    def _refused(self, error: Exception) -> asyncio.Future[Any]:
-        self.refused += 1
+    def heal(self) -> None:
+        self.refused = self.answer_lost = lambda key: False
+
+    def _failed(self, error: Exception) -> asyncio.Future[Any]:
+        self.failures += 1
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         answer.set_exception(error)
         return answer
 
 
-def stored_state(broker: EmbeddedBroker, pipeline: Pipeline) -> list[tuple[str, Any]]:
-    """The keys of orders partition 0 as the changelog topic holds them (the last value of each key)."""
+def stored_state(broker: EmbeddedBroker, table: PartitionedTable) -> list[tuple[str, Any]]:
+    """The keys of partition 0 as the table's changelog topic holds them (the last value of each key)."""
     held: dict[str, Any] = {}
-    for message in read_all(broker.bootstrap, pipeline.orders.table.changelog_topic.get_topic_name()):
+    for message in read_all(broker.bootstrap, table.changelog_topic.get_topic_name()):
         key = message.key().decode()
         if not key.startswith("0/"):
             continue
@@ -89,7 +91,7 @@ def stored_state(broker: EmbeddedBroker, pipeline: Pipeline) -> list[tuple[str, 
 
 def restarted(broker: EmbeddedBroker, pipeline: Pipeline, events: list[Any]) -> PartitionLedger:
     """What a worker restarted now holds for partition 0: the changelog, then the uncovered events replayed."""
-    ledger = PartitionLedger.restore(0, pipeline.orders.config, stored_state(broker, pipeline))
+    ledger = PartitionLedger.restore(0, pipeline.orders.config, stored_state(broker, pipeline.orders.table))
     limits = pipeline.orders.limits
     for event in events:
         message = event.message
@@ -126,7 +128,7 @@ async def test_a_flush_the_broker_fails_is_written_whole_by_the_next_one(
         broker: EmbeddedBroker, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, fault: str, then: str) -> None:
     async with built_pipeline(broker, tmp_path) as pipeline:
         orders = pipeline.orders
-        failing = FailingBroker(pipeline, monkeypatch)
+        failing = FailingBroker(pipeline, orders.table, monkeypatch)
         events: list[Any] = []
         process = orders.process
 
@@ -137,7 +139,7 @@ async def test_a_flush_the_broker_fails_is_written_whole_by_the_next_one(
         monkeypatch.setattr(orders, "process", recorded)
         now = time.time()
         window_a, window_b = now - 3 * MINUTE, now - 2 * MINUTE
-        failing.window_key = f"0/w/{int(window_b // MINUTE * MINUTE)}".encode()
+        window_key = f"0/w/{int(window_b // MINUTE * MINUTE)}".encode()
         lines = (("tv", "electronics", 400.0, 1), ("cable", "cables", 9.0, 2))
 
         async with pipeline.app.agents["orders"].test_context() as agent:
@@ -152,14 +154,19 @@ async def test_a_flush_the_broker_fails_is_written_whole_by_the_next_one(
             await put("o-3", window_a)
             await put("o-4", window_b)
             await agent.put(b"not an order", key=b"bad", partition=0)
-            failing.fault = fault
+            if fault == "window":  # the flush's other keys land
+                failing.refused = lambda key: key == window_key
+            elif fault == "meta":  # every other key landed
+                failing.refused = lambda key: key == b"0/meta"
+            else:
+                failing.answer_lost = lambda key: key == b"0/meta"
             await orders.flush(wait=False)  # as the agent does: the flush is outstanding
             if then == "revoke of the other partition":
                 await asyncio.wait_for(orders.revoke({1}), 20)  # a rebalance waits for the outstanding flush
             else:
                 await asyncio.wait_for(wait_until_done(orders), 20)
-            failing.fault = None
-            assert failing.refused == 1
+            failing.heal()
+            assert failing.failures == 1
             assert not any(e.message.acked for e in events[3:]), "events of a failed flush were acked"
             # A crash now: the changelog holds what a crash could leave, exact after the replay.
             assert_same_counts(restarted(broker, pipeline, events), orders.ledgers[0])
@@ -185,3 +192,54 @@ async def wait_until_done(orders: OrderProcessor) -> None:
     """Until the outstanding flush has ended, without waiting on it (that would raise what it raised)."""
     while orders._outstanding is not None and not orders._outstanding.done():
         await asyncio.sleep(0.01)
+
+
+def pair_message(sequence: int, bucket: float, products: tuple[str, str]) -> bytes:
+    a, b = products
+    return orjson.dumps({"partition": 0, "source": 1, "sequence": sequence, "horizon": "24h", "bucket": bucket,
+                         "orders": 1, "products": {a: 1, b: 1}, "pairs": {a: {b: 1}}})
+
+
+def bucket_state(ledger: PairLedger) -> dict[Any, Any]:
+    return {key: (bucket.orders, bucket.applied, bucket.products.to_dict(), bucket.pairs.to_dict())
+            for key, bucket in ledger.buckets.items()}
+
+
+@pytest.mark.parametrize("fault", ["base", "log"])
+async def test_a_pairs_flush_the_broker_fails_is_written_whole_by_the_next_one(
+        broker: EmbeddedBroker, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    async with built_pipeline(broker, tmp_path) as pipeline:
+        pairs = pipeline.pairs
+        failing = FailingBroker(pipeline, pairs.table, monkeypatch)
+        bucket_a, bucket_b = 0.0, 3600.0
+        events: list[Any] = []
+        process = pairs.process
+
+        async def recorded(event: Any) -> None:
+            events.append(event)
+            await process(event)
+
+        monkeypatch.setattr(pairs, "process", recorded)
+        async with pipeline.app.agents["pairs"].test_context() as agent:
+            for bucket in (bucket_a, bucket_b):
+                await agent.put(pair_message(1, bucket, ("a", "b")), partition=0)
+            if fault == "log":
+                await pairs.flush()  # the bases: the failed flush writes logs on them
+            for bucket in (bucket_a, bucket_b):
+                await agent.put(pair_message(2, bucket, ("a", "c")), partition=0)
+            failing.refused = lambda key: key.startswith(b"0/24h/3600")  # bucket b's base or log
+            with contextlib.suppress(KafkaError):  # raised before the flush gave back what it took
+                await pairs.flush()
+            failing.heal()
+            assert failing.failures == 1
+            await agent.put(pair_message(3, bucket_a, ("b", "c")), partition=0)  # bucket b does not change again
+            await pairs.flush()
+            await pairs.flush()  # the logs the failed flush's bases replaced are deleted now
+
+        live = pairs.ledgers[0]
+        restored = PairLedger.restore(0, pairs.horizons, pairs.settings.pair_slots, None, None,
+                                      stored_state(broker, pairs.table))
+        assert bucket_state(restored) == bucket_state(live)
+        assert bucket_state(live)[("24h", bucket_b)][0] == 2
+        assert all(event.message.acked for event in events)
+        assert pairs.flush_failures == 1
