@@ -356,8 +356,8 @@ class OrderProcessor:
     def _flush_failed(self, take: _Take) -> None:
         """Give a failed flush back: the next flush writes (or sends) what it did not (see flush)."""
         self.flush_failures += 1
-        log.exception("orders flush failed %s its meta key was durable; the next flush writes it again",
-                      "after" if take.meta_durable else "before")
+        log.exception("orders flush failed %s", "sending its pair deltas; the next flush sends them again"
+                      if take.meta_durable else "before its meta key was durable; the next flush writes it again")
         self._reported.clear()  # the standing may not have been sent: the next flush tells it
         if not take.dead_sent:
             self.dead_letter_queue = take.dead + self.dead_letter_queue  # at least once
