@@ -271,6 +271,13 @@ def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     for partition, offset in sorted(snap.applied_offsets.items()):
         applied.add_metric([str(partition)], offset)
     yield applied
+    yield GaugeMetricFamily(PREFIX + "flush_pending_events", "Orders applied since the last flush took its changes; "
+                            "applying pauses at twice CROSSSELL_FLUSH_MAX_EVENTS while a flush is outstanding.",
+                            value=snap.flush.pending)
+    yield GaugeMetricFamily(PREFIX + "flush_outstanding", "1 while a flush of the orders waits for the broker.",
+                            value=int(snap.flush.outstanding))
+    yield CounterMetricFamily(PREFIX + "flush_failures", "Flushes of the orders the broker failed; what they "
+                              "took is written by the next flush.", value=snap.flush.failures)
 
 
 def _detection(snap: Snapshot) -> Iterator[Metric]:
