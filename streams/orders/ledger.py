@@ -37,7 +37,7 @@ from streams.orders.fleet_detection import detection_message
 from streams.orders.hit_rate import PublishedLists, hit_figures
 from streams.orders.windows import OrderSums, WindowTotals, agg, initialize
 from streams.pairs.basket import PairAccumulator
-from streams.pairs.outbox import outbox_messages
+from streams.pairs.outbox import outbox_from_state, outbox_messages, outbox_state
 
 # What a pairs record needs besides its JSON value: key, headers, framing.
 RECORD_ROOM = 1024
@@ -328,9 +328,13 @@ class PartitionLedger:
             config = self.config
             self.meta.outbox_sequence += 1
             sequence = self.meta.outbox_sequence
+            pairs: dict[str, Any] | None = None
             if self.pair_orders:
-                outbox = outbox_messages(self.partition, sequence, self._pair_batches(), config.pair_partitions,
-                                         config.max_message_bytes - RECORD_ROOM)
+                batches = self._pair_batches()
+                max_bytes = config.max_message_bytes - RECORD_ROOM
+                pairs = outbox_state(batches, config.pair_partitions, max_bytes)
+                outbox = outbox_messages(self.partition, sequence, batches, config.pair_partitions, max_bytes)
+            sent_apart = len(outbox)  # the pair deltas: the outbox key keeps what they were laid out from
             if self.customer_orders:
                 outbox += customer_messages(self.partition, sequence, self.customer_orders,
                                             config.customer_partitions, config.customer_horizon,
@@ -338,7 +342,7 @@ class PartitionLedger:
             if self.detection_orders:
                 outbox.append(detection_message(self.partition, sequence, self.meta.watermark, self.detection_orders,
                                                 config.detection_tick, config.max_tracked))
-            writes[outbox_key(self.partition)] = {"sequence": sequence, "messages": outbox}
+            writes[outbox_key(self.partition)] = {"sequence": sequence, "pairs": pairs, "messages": outbox[sent_apart:]}
             self.pair_orders = []
             self.customer_orders = []
             self.detection_orders = []
@@ -422,7 +426,9 @@ class PartitionLedger:
         # send it again (receivers apply a sequence number once). A newer outbox belongs
         # to a flush whose meta key was never written; its events replay and it is rebuilt.
         if outbox is not None and outbox["sequence"] == ledger.meta.outbox_sequence:
-            ledger.unsent_outbox = list(outbox["messages"])
+            pairs = outbox.get("pairs")  # None: no pair deltas, or an outbox written with them as messages
+            laid_out = [] if pairs is None else outbox_from_state(partition, outbox["sequence"], pairs)
+            ledger.unsent_outbox = [*laid_out, *outbox["messages"]]
         ledger.reported_watermark = ledger.meta.watermark
         # Keys expired by a flush that crashed after its meta key are deleted by the next one.
         ledger._dirty = True
