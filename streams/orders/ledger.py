@@ -37,7 +37,7 @@ from streams.orders.fleet_detection import detection_message
 from streams.orders.hit_rate import PublishedLists, hit_figures
 from streams.orders.windows import OrderSums, WindowTotals, agg, initialize
 from streams.pairs.basket import PairAccumulator
-from streams.pairs.outbox import outbox_messages
+from streams.pairs.outbox import outbox_from_state, outbox_messages, outbox_state
 
 # What a pairs record needs besides its JSON value: key, headers, framing.
 RECORD_ROOM = 1024
@@ -331,13 +331,18 @@ class PartitionLedger:
             writes[seen_key(self.partition, sequence)] = {"ids": self._new_seen.ids}
             self._new_seen = SeenSegment()
         outbox, self._carried_outbox = self._carried_outbox, []
+        carried = laid_out_end = len(outbox)  # a failed flush's messages, given back (see give_back)
+        pairs: dict[str, Any] | None = None
         if self.pair_orders or self.customer_orders or self.detection_orders:
             config = self.config
             self.meta.outbox_sequence += 1
             sequence = self.meta.outbox_sequence
             if self.pair_orders:
-                outbox += outbox_messages(self.partition, sequence, self._pair_batches(), config.pair_partitions,
-                                          config.max_message_bytes - RECORD_ROOM)
+                batches = self._pair_batches()
+                max_bytes = config.max_message_bytes - RECORD_ROOM
+                pairs = outbox_state(batches, config.pair_partitions, max_bytes)
+                outbox += outbox_messages(self.partition, sequence, batches, config.pair_partitions, max_bytes)
+                laid_out_end = len(outbox)  # the pair deltas: the outbox key keeps what they were laid out from
             if self.customer_orders:
                 outbox += customer_messages(self.partition, sequence, self.customer_orders,
                                             config.customer_partitions, config.customer_horizon,
@@ -349,9 +354,11 @@ class PartitionLedger:
             self.customer_orders = []
             self.detection_orders = []
         if outbox:
-            # Also a failed flush's messages (their sequences below this one): restore() sends
-            # again every message whose sequence the durable meta key covers.
-            writes[outbox_key(self.partition)] = {"sequence": self.meta.outbox_sequence, "messages": outbox}
+            # "pairs" belongs to "sequence" (this flush); "messages" also holds a failed flush's
+            # messages (their sequences below this one), kept as sent: restore() sends again
+            # every message whose sequence the durable meta key covers.
+            writes[outbox_key(self.partition)] = {"sequence": self.meta.outbox_sequence, "pairs": pairs,
+                                                  "messages": outbox[:carried] + outbox[laid_out_end:]}
         self.reported_watermark = self.meta.watermark
         deletes.extend(self._expire())
         self._dirty = False
@@ -448,13 +455,18 @@ class PartitionLedger:
         # that segment overwritten by the next flush.
         ledger.meta.seen_sequence = max([ledger.meta.seen_sequence, *ledger.segments])
         # The outbox of the last complete flush may not have reached the pairs topic:
-        # send it again (receivers apply a sequence number once). It may also hold the
-        # messages of flushes that failed before it (give_back), under their own sequences.
-        # A message with a newer sequence belongs to a flush whose meta key was never
-        # written: its events replay and it is rebuilt.
+        # send it again (receivers apply a sequence number once, so older ones go first). It
+        # may also hold the messages of flushes that failed before it (give_back), under their
+        # own sequences. A message with a newer sequence than the meta key's belongs to a flush
+        # whose meta key was never written: its events replay and it is rebuilt.
         if outbox is not None:
-            covered = ledger.meta.outbox_sequence
-            ledger.unsent_outbox = [m for m in outbox["messages"] if m.get("sequence", covered) <= covered]
+            covered, sequence = ledger.meta.outbox_sequence, outbox["sequence"]
+            pairs = outbox.get("pairs")  # None: no pair deltas, or an outbox written with them as messages
+            older = [m for m in outbox["messages"] if m.get("sequence", sequence) < sequence]
+            newest = [m for m in outbox["messages"] if m.get("sequence", sequence) >= sequence]
+            if pairs is not None:
+                newest = outbox_from_state(partition, sequence, pairs) + newest  # as laid out by the flush
+            ledger.unsent_outbox = [m for m in older + newest if m.get("sequence", covered) <= covered]
         ledger.reported_watermark = ledger.meta.watermark
         # Keys expired by a flush that crashed after its meta key are deleted by the next one.
         ledger._dirty = True

@@ -41,6 +41,7 @@ from streams.orders.ledger import (
     PartitionLedger,
     Verdict,
     meta_key,
+    outbox_key,
     seen_key,
     window_key,
 )
@@ -646,6 +647,22 @@ def test_a_flush_sends_the_pair_deltas_of_its_orders_counted_per_horizon_bucket(
             spanning += len(batches) > len(CRASH_CONFIG.pair_horizons)
             batches = {}
     assert spanning > 3
+
+
+def test_a_restored_ledger_resends_the_pair_deltas_of_its_last_flush_byte_for_byte() -> None:
+    # The outbox key keeps each count once; what it lays out again must be what the flush sent.
+    ledger = PartitionLedger(0, CRASH_CONFIG)
+    for offset, (value, produced) in enumerate(make_stream(3)):
+        ledger.apply(offset, decode_order(value), produced)
+    changes = flushed(ledger)
+    assert any("pairs" in message for message in changes.outbox)
+    again = restored([changes], CRASH_CONFIG)
+    assert orjson.dumps(again.unsent_outbox) == orjson.dumps(changes.outbox)
+    # An outbox key written with every message in full (before it kept counts) restores as it was.
+    changes.writes[outbox_key(0)] = {"sequence": changes.writes[outbox_key(0)]["sequence"],
+                                     "messages": changes.outbox}
+    older = restored([changes], CRASH_CONFIG)
+    assert orjson.dumps(older.unsent_outbox) == orjson.dumps(changes.outbox)
 
 
 # --- recovery corner cases ------------------------------------------------------------------------
