@@ -38,7 +38,6 @@ class FlushState:
 
     pending: int = 0  # orders applied since the last flush took its changes
     outstanding: bool = False  # a flush waits for the broker
-    failures: int = 0  # flushes the broker failed (given back, written by the next one)
 
 
 @dataclass(slots=True)

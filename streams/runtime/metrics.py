@@ -276,8 +276,6 @@ def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
                             value=snap.flush.pending)
     yield GaugeMetricFamily(PREFIX + "flush_outstanding", "1 while a flush of the orders waits for the broker.",
                             value=int(snap.flush.outstanding))
-    yield CounterMetricFamily(PREFIX + "flush_failures", "Flushes of the orders the broker failed; what they "
-                              "took is written by the next flush.", value=snap.flush.failures)
 
 
 def _detection(snap: Snapshot) -> Iterator[Metric]:
@@ -372,6 +370,24 @@ _CUSTOMER_GAUGES = (
      "Customers whose first order (first since a gap of a whole horizon) is in the horizon and had one category."),
 )
 _LATER = (("later_7d", "7d"), ("later_30d", "30d"))
+
+
+class FlushFailureCollector(Collector):
+    """Flushes the broker failed, by the state they write; each is given back and written by the next one."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(PREFIX + "flush_failures", "Flushes the broker failed (a refused or timed-out "
+                                     "write), by the state they write (orders, pairs, customers); what they took "
+                                     "is written by the next flush.", labels=["flush"])
+        for flush, count in sorted(self._counts().items()):
+            family.add_metric([flush], count)
+        yield family
 
 
 class CustomerCollector(Collector):

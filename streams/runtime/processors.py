@@ -472,8 +472,7 @@ class OrderProcessor:
                         for p, ledger in self.ledgers.items() if p in highwaters}
         snapshot.assignments = {p: self.assignments.get(p, "") for p in self.ledgers}
         outstanding = self._outstanding
-        snapshot.flush = FlushState(self.pending, outstanding is not None and not outstanding.done(),
-                                    self.flush_failures)
+        snapshot.flush = FlushState(self.pending, outstanding is not None and not outstanding.done())
         drop_test = self.drop_test()
         snapshot.detection_owner = drop_test.owner
         snapshot.detection = drop_test.segments

@@ -185,7 +185,7 @@ async def test_a_flush_the_broker_fails_is_written_whole_by_the_next_one(
             per_horizon[horizon] = per_horizon.get(horizon, 0) + count
         assert per_horizon == {horizon: 5 for horizon in pipeline.orders.settings.horizon_labels}
         assert all(e.message.acked for e in events if e.message.partition == 0)
-        assert orders.snapshot().flush.failures == 1
+        assert orders.flush_failures == 1
 
 
 async def wait_until_done(orders: OrderProcessor) -> None:

@@ -95,7 +95,7 @@ METRIC_LABELS: Final = MappingProxyType(
         # The orders' flushes: pending events, a flush waiting for the broker, flushes the broker failed.
         "crosssell_flush_pending_events": frozenset(),
         "crosssell_flush_outstanding": frozenset(),
-        "crosssell_flush_failures_total": frozenset(),
+        "crosssell_flush_failures_total": frozenset({"flush"}),
         "crosssell_partitions_assigned": frozenset(),
         "crosssell_orders_topic_partitions": frozenset(),
         "crosssell_state_windows": frozenset(),
