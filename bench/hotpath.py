@@ -95,7 +95,8 @@ def measure(values: list[bytes], flush_every: int, settings: Settings, now: floa
         changes = [ledger.take_changes() for ledger in ledgers]
         flush_s += time.process_time() - started
         started = time.process_time()
-        for message in (m for c in changes if c is not None for m in c.outbox):
+        # Pair deltas only: detection counts (and customer summaries) go to other topics.
+        for message in (m for c in changes if c is not None for m in c.outbox if "kind" not in m):
             pair_ledger = pair_ledgers[message["partition"]]
             if pair_ledger.apply(orjson.loads(orjson.dumps(message))):
                 budget.enforce(pair_ledgers, changed=pair_ledger)

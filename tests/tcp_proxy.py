@@ -8,7 +8,10 @@ thread, and has three controls a test calls from its own thread:
   (what was sent waits, as in a network partition) and new connections are
   either held without being forwarded (``refuse=False``) or reset at once
   (``refuse=True``);
-* :meth:`TcpProxy.heal` lets traffic flow again; held connections connect on.
+* :meth:`TcpProxy.heal` lets traffic flow again; held connections connect on;
+* :meth:`TcpProxy.slow` delays every byte by a latency, both ways (a slow link:
+  a request's answer comes two latencies after it was sent), without limiting
+  how many bytes flow.
 
 With ``tls`` (a server SSLContext) it terminates TLS in front of a plaintext
 target: the secured-Kafka tests use it because Tansu 0.6.0 cannot serve TLS.
@@ -65,6 +68,7 @@ class TcpProxy:
     _server: asyncio.base_events.Server | None = field(default=None, init=False)
     _flowing: asyncio.Event | None = field(default=None, init=False)
     _refuse: bool = field(default=False, init=False)
+    _latency: float = field(default=0.0, init=False)  # seconds each chunk waits before it is forwarded
     _connections: set[_Connection] = field(default_factory=set, init=False)
 
     # -- lifecycle (test thread) ---------------------------------------------
@@ -121,6 +125,10 @@ class TcpProxy:
 
     def heal(self) -> None:
         self._call(self._heal)
+
+    def slow(self, latency: float) -> None:
+        """Forward every chunk ``latency`` seconds after it arrived (0: at once), on every connection."""
+        self._latency = latency
 
     @contextlib.contextmanager
     def outage(self, refuse: bool = False) -> Iterator[None]:
@@ -197,25 +205,42 @@ class TcpProxy:
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool) -> None:
         assert self._flowing is not None
+        # Chunks with the loop time they are due: a slow link delays each, the reading goes on.
+        late: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        forwarding = asyncio.ensure_future(self._forward(late, writer, up))
         try:
             while True:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
                 await self._flowing.wait()  # blocked: hold the bytes, read no more
-                if writer.is_closing():
+                if forwarding.done():
                     break
-                writer.write(data)
-                await writer.drain()
-                if up:
-                    self.stats.bytes_up += len(data)
-                else:
-                    self.stats.bytes_down += len(data)
+                late.put_nowait((asyncio.get_running_loop().time() + self._latency, data))
         except OSError:
             pass
         finally:
+            late.put_nowait(None)
+            with contextlib.suppress(OSError):
+                await forwarding
             # One side ended: end the other (Kafka connections are not half-closed).
             _reset(writer)
+
+    async def _forward(self, late: asyncio.Queue[tuple[float, bytes] | None], writer: asyncio.StreamWriter,
+                       up: bool) -> None:
+        assert self._flowing is not None
+        while (item := await late.get()) is not None:
+            due, data = item
+            await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+            await self._flowing.wait()
+            if writer.is_closing():
+                return
+            writer.write(data)
+            await writer.drain()
+            if up:
+                self.stats.bytes_up += len(data)
+            else:
+                self.stats.bytes_down += len(data)
 
     async def _close_all(self) -> None:
         self._drop()

@@ -14,6 +14,33 @@ and its messages are applied again from the customers topic. A restore burns
 the next flush id (``aborted``), written before the first flush that follows,
 so that a value left by a crashed flush can never be taken for a later one's.
 
+Exact when the broker fails a flush (a write refused, or timed out with its
+answer lost) and the worker goes on. The take has already advanced the flush
+id and cleared the changed customers and buckets; the local store holds every
+value of the failed flush, the changelog any of them, or all of them and its
+meta key. Left so, a customer the changelog missed would not be written again
+until it changed, and a later meta key would commit the older value the
+changelog holds. So :meth:`CustomerLedger.give_back`, called before anything
+else takes (the flush holds its lock until then):
+
+- aborts the failed flush id as a restore burns one: the meta key of the last
+  committed flush, with that id added to ``aborted``, is written alone before
+  the next flush's values. Wherever they landed, the failed flush's values then
+  read as their ``p``, and a meta key of it that the broker stored is replaced;
+- changes again every customer and bucket the failed flush wrote, with its
+  value as of the last committed flush as ``p`` and its value now as ``v``:
+  the next flush writes each of them whole and its meta key commits them all.
+  They are held in memory until then, so no lookup reads the failed value;
+- carries its deletions into the next flush (after its meta key), less the
+  customers written again meanwhile.
+
+Its messages stay unacked. A crash at any point after the failure restores the
+last committed flush (the failed flush's values, and the next one's, read as
+``p``; the messages are applied again), or the failed flush whole (the broker
+stored its meta key, which is written only once its values are durable); either
+way the restore burns a new id. A flush that fails after its meta key is
+durable (deleting) is committed: only its deletions are carried.
+
 Customers expire: each flush examines at most ``expiry_keys`` stored customers,
 resuming where the last one stopped (wrapping round at the end), and deletes
 those whose last order is more than a horizon older than the oldest bucket of
@@ -89,7 +116,9 @@ class CustomerMeta:
     buckets: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"flush": self.flush, "aborted": self.aborted, "watermark": self.watermark, "buckets": self.buckets,
+        """A copy: the lists are not shared with this meta (a given-back flush appends to ``aborted``)."""
+        return {"flush": self.flush, "aborted": list(self.aborted), "watermark": self.watermark,
+                "buckets": list(self.buckets),
                 "sources": {str(p): list(v) for p, v in self.sources.items()}}
 
     @classmethod
@@ -106,15 +135,21 @@ class CustomerMeta:
         return flush <= self.flush and flush not in self.aborted
 
 
+Histogram = dict[str, dict[str, int]]  # series -> first category -> customers
+Touched = dict[str, tuple[CustomerState | None, CustomerState | None]]  # customer -> (as of the last flush, now)
+
+
 @dataclass
 class CustomerChanges:
     writes: dict[str, Any]  # versioned values, written first
     meta: tuple[str, dict[str, Any]]  # written once the writes are durable
     deletes: list[str]  # expired buckets and customers, deleted once the meta key is durable
     expired_customers: int = 0  # of the deletes
-
-
-Histogram = dict[str, dict[str, int]]  # series -> first category -> customers
+    # What the take cleared, given back if the broker fails the flush (CustomerLedger.give_back):
+    flush: int = 0
+    committed: dict[str, Any] = field(default_factory=dict)  # the meta key of the last committed flush
+    touched: Touched = field(default_factory=dict)  # the customers written
+    bucket_bases: dict[float, Histogram | None] = field(default_factory=dict)  # the buckets written
 
 
 @dataclass
@@ -137,11 +172,14 @@ class CustomerLedger:
         self.meta = CustomerMeta()
         self.histograms: dict[float, Histogram] = {}
         # Touched since the last flush: customer -> (state as of the last flush, state now).
-        self.touched: dict[str, tuple[CustomerState | None, CustomerState | None]] = {}
+        self.touched: Touched = {}
         self.bucket_bases: dict[float, Histogram | None] = {}  # buckets as of the last flush, of changed ones
-        # After a restore: the meta key as restored, with the flush id it burned; durable before the next flush.
+        # After a restore or a failed flush: the meta key of the last committed flush, with the flush id
+        # burned or aborted; durable before the next flush.
         self.burned: dict[str, Any] | None = None
         self.expired: list[str] = []  # keys of buckets gone past the horizon, deleted after the next meta key
+        self.committed = self.meta.to_dict()  # the meta key of the last flush taken, durable unless given back
+        self.carried_deletes: list[str] = []  # of failed flushes, made by the next one
 
     # -- applying messages ---------------------------------------------------
     def apply(self, message: dict[str, Any]) -> bool:
@@ -154,7 +192,7 @@ class CustomerLedger:
         for customer, data in message["customers"].items():
             delta = CustomerState.from_json(data)
             before = self.state(customer)
-            after = merge(before, delta, config.horizon, config.max_categories)
+            after = merge(before, delta, config.horizon, config.max_categories, self.oldest_bucket())
             self.touched[customer] = (self.touched[customer][0], after)
             watermark = self.meta.watermark
             if watermark is None or delta.last_at > watermark:
@@ -233,23 +271,70 @@ class CustomerLedger:
     def take_changes(self) -> CustomerChanges | None:
         """The writes of the state as of now: versioned values, then the meta key, then deletions."""
         gone = self._expired_customers()
-        if not self.touched and not self.bucket_bases and not self.expired and not gone:
+        deletes = list(dict.fromkeys(self._carried_deletes() + self.expired + gone))
+        if not self.touched and not self.bucket_bases and not deletes:
             return None
         flush = self.meta.next_flush
         writes: dict[str, Any] = {}
+        written: Touched = {}
         for customer, (before, after) in self.touched.items():
             if before is not after:
+                written[customer] = (before, after)
                 writes[customer_key(self.partition, customer)] = {
                     "f": flush, "v": None if after is None else after.to_json(),
                     "p": None if before is None else before.to_json()}
         for start, base in self.bucket_bases.items():
             writes[bucket_key(self.partition, start)] = {"f": flush, "v": self.histograms.get(start), "p": base}
+        bases, committed = self.bucket_bases, self.committed
         self.touched = {}
         self.bucket_bases = {}
+        self.expired = []
         self.meta.flush = flush
         self.meta.buckets = sorted(self.histograms)
-        deletes, self.expired = self.expired + gone, []
-        return CustomerChanges(writes, (meta_key(self.partition), self.meta.to_dict()), deletes, len(gone))
+        self.committed = self.meta.to_dict()
+        prefix = customer_key(self.partition, "")
+        expired_customers = sum(key.startswith(prefix) for key in deletes)
+        return CustomerChanges(writes, (meta_key(self.partition), self.committed), deletes, expired_customers,
+                               flush, committed, written, bases)
+
+    def _carried_deletes(self) -> list[str]:
+        """The deletions failed flushes left, less the customers this take writes (touched since)."""
+        carried, self.carried_deletes = self.carried_deletes, []
+        prefix = customer_key(self.partition, "")
+        return [key for key in carried if not (key.startswith(prefix) and key[len(prefix):] in self.touched)]
+
+    def give_back(self, burned: tuple[str, dict[str, Any]] | None, changes: CustomerChanges | None) -> None:
+        """The flush of ``burned`` and ``changes`` failed before its meta key was known durable.
+
+        Called before anything else takes. Without ``changes`` (the burned meta key
+        failed, nothing was taken) the next flush writes ``burned`` again. With them,
+        the failed flush id is aborted (see the module docstring): :attr:`burned` is
+        the last committed meta key with that id in ``aborted``, written alone before
+        the next flush's values; the customers and buckets it wrote are changed
+        again with their values as of the last committed flush as ``p``, and its
+        deletions are carried into the next flush.
+        """
+        if changes is None:
+            if burned is not None:
+                self.burned = burned[1]
+            return
+        committed = dict(changes.committed)
+        committed["aborted"] = [*committed["aborted"], changes.flush]
+        self.burned = self.committed = committed
+        self.meta.flush = committed["flush"]
+        self.meta.aborted.append(changes.flush)
+        for customer, (before, after) in changes.touched.items():
+            now = self.touched[customer][1] if customer in self.touched else after
+            self.touched[customer] = (before, now)
+        oldest = self.oldest_bucket()
+        for start, base in changes.bucket_bases.items():
+            if oldest is None or start >= oldest:  # else expired since: deleted after the next meta key
+                self.bucket_bases[start] = base
+        self.carried_deletes = changes.deletes + self.carried_deletes
+
+    def carry_deletes(self, changes: CustomerChanges) -> None:
+        """The flush of ``changes`` failed after its meta key was durable: the next flush makes its deletions."""
+        self.carried_deletes = changes.deletes + self.carried_deletes
 
     def _expired_customers(self) -> list[str]:
         """The keys of expired customers among the next ``expiry_keys`` stored, resuming where the last pass stopped.
@@ -292,5 +377,5 @@ class CustomerLedger:
             if histogram:
                 ledger.histograms[start] = histogram
         ledger.meta.aborted.append(ledger.meta.next_flush)
-        ledger.burned = ledger.meta.to_dict()
+        ledger.burned = ledger.committed = ledger.meta.to_dict()
         return ledger

@@ -3,9 +3,16 @@
 A state is a commutative summary of a customer's orders (:func:`merge` of two
 summaries is the summary of both sets of orders), so it does not matter in
 which order the customer partition receives them, nor how a flush grouped
-them. One exception keeps state bounded in time: orders after a gap of more
-than the horizon start the customer afresh (:func:`merge` keeps the newer
-side), as if they were a new customer.
+them. Orders after a gap of more than the horizon start the customer afresh,
+as if they were a new customer: only the newest *episode* (orders with no gap
+of more than the horizon between them, in event time) counts. The older
+episodes are kept as well (``earlier``), because an order that arrives late
+can fall into the gap and bridge it, and then the episodes join, exactly as if
+the orders had arrived in event-time order. They are dropped only once no
+order can bridge them any more on the ledger's own terms: when the last order
+of an episode is more than a horizon older than the oldest bucket of the
+partition's watermark (``floor`` in :func:`merge`; the same margin the ledger's
+expiry relies on, streams/customers/ledger.py).
 
 The counts are histograms over event-time buckets (:func:`contributions`):
 each customer counts once in the bucket of the time that makes it count, so a
@@ -37,17 +44,24 @@ class CustomerState(NamedTuple):
     first_categories: tuple[str, ...]  # of the first order: distinct, sorted
     first_primary: str
     categories: dict[str, tuple[float, float]]  # category -> (first, last) order time
+    # older episodes, oldest first, each more than a horizon before the next: they count nowhere
+    earlier: tuple[CustomerState, ...] = ()
 
     def to_json(self) -> list[object]:
-        return [self.orders, self.last_at, self.second_at, self.first_at, list(self.first_categories),
-                self.first_primary, {c: list(times) for c, times in self.categories.items()}]
+        data: list[object] = [self.orders, self.last_at, self.second_at, self.first_at, list(self.first_categories),
+                              self.first_primary, {c: list(times) for c, times in self.categories.items()}]
+        if self.earlier:
+            data.append([episode.to_json() for episode in self.earlier])
+        return data
 
     @classmethod
     def from_json(cls, data: list[Any]) -> CustomerState:
-        orders, last_at, second_at, first_at, first_categories, first_primary, categories = data
+        """A state from :meth:`to_json`; values written before episodes were kept have no eighth item."""
+        orders, last_at, second_at, first_at, first_categories, first_primary, categories = data[:7]
+        earlier = tuple(cls.from_json(episode) for episode in data[7]) if len(data) > 7 else ()
         return cls(int(orders), float(last_at), None if second_at is None else float(second_at), float(first_at),
                    tuple(first_categories), str(first_primary),
-                   {str(c): (float(t[0]), float(t[1])) for c, t in categories.items()})
+                   {str(c): (float(t[0]), float(t[1])) for c, t in categories.items()}, earlier)
 
 
 def order_state(at: float, primary: str, categories: tuple[str, ...]) -> CustomerState:
@@ -55,14 +69,31 @@ def order_state(at: float, primary: str, categories: tuple[str, ...]) -> Custome
     return CustomerState(1, at, None, at, categories, primary, {c: (at, at) for c in categories})
 
 
-def merge(a: CustomerState | None, b: CustomerState, horizon: float, max_categories: int) -> CustomerState:
-    """The state of both sets of orders; after a gap of more than ``horizon``, the newer side alone."""
-    if a is None:
-        return _bounded(b, max_categories)
-    if b.first_at > a.last_at + horizon:
-        return _bounded(b, max_categories)
-    if a.first_at > b.last_at + horizon:
-        return a
+def merge(a: CustomerState | None, b: CustomerState, horizon: float, max_categories: int,
+          floor: float | None = None) -> CustomerState:
+    """The state of both sets of orders: their newest episode, with the older ones in ``earlier``.
+
+    Episodes of both sides are joined where no gap of more than ``horizon``
+    separates them, so the result does not depend on the order in which the
+    orders came. An older episode whose last order is more than ``horizon``
+    before ``floor`` (the oldest bucket of the partition's horizon) is dropped:
+    only an order that far behind the watermark could still bridge it.
+    """
+    episodes = sorted((*(() if a is None else (*a.earlier, a._replace(earlier=()))), *b.earlier,
+                       b._replace(earlier=())), key=lambda s: s.first_at)
+    joined = [episodes[0]]
+    for episode in episodes[1:]:
+        if episode.first_at > joined[-1].last_at + horizon:
+            joined.append(episode)
+        else:
+            joined[-1] = _join(joined[-1], episode)
+    newest = _bounded(joined[-1], max_categories)
+    earlier = tuple(_bounded(e, max_categories) for e in joined[:-1] if floor is None or e.last_at + horizon >= floor)
+    return newest._replace(earlier=earlier) if earlier else newest
+
+
+def _join(a: CustomerState, b: CustomerState) -> CustomerState:
+    """One episode from two with no gap of more than the horizon between them."""
     times = sorted((t for t in (a.last_at, a.second_at, b.last_at, b.second_at) if t is not None), reverse=True)
     first = min(a, b, key=lambda s: (s.first_at, s.first_categories, s.first_primary))
     categories = dict(a.categories)
@@ -70,8 +101,8 @@ def merge(a: CustomerState | None, b: CustomerState, horizon: float, max_categor
         known = categories.get(category)
         categories[category] = (first_at, last_at) if known is None else \
             (min(known[0], first_at), max(known[1], last_at))
-    return _bounded(CustomerState(a.orders + b.orders, times[0], times[1], first.first_at, first.first_categories,
-                                  first.first_primary, categories), max_categories)
+    return CustomerState(a.orders + b.orders, times[0], times[1], first.first_at, first.first_categories,
+                         first.first_primary, categories)
 
 
 def _bounded(state: CustomerState, max_categories: int) -> CustomerState:

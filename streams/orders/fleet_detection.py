@@ -133,6 +133,9 @@ class FleetDetector:
         self._dirty: set[float] = set()
         self._written: set[float] = set()  # minutes with a key in the table
         self._changed = False
+        # What a failed flush took that the next take cannot build again (give_back).
+        self._carried: dict[str, Any] = {}
+        self._carried_deletes: list[str] = []
 
     # -- applying messages ----------------------------------------------------------
     def apply(self, message: Mapping[str, Any]) -> bool:
@@ -176,7 +179,7 @@ class FleetDetector:
     # -- the changelog ---------------------------------------------------------------
     def take_changes(self) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """(tick writes, meta writes, deletes): written in this order, each once the one before is durable."""
-        writes: dict[str, Any] = {}
+        writes, self._carried = self._carried, {}
         for minute in sorted(self._dirty):
             writes[ticks_key(minute)] = {"ticks": [[start, _rows(counts)]
                                                    for start, counts in sorted(self._open[minute].items())]}
@@ -193,7 +196,25 @@ class FleetDetector:
             meta[meta_key()] = {"sources": {str(p): s.to_list() for p, s in sorted(self.sources.items())},
                                 "detector": self.detector.state(EPISODES_KEPT)}
         self._changed = False
-        return writes, meta, [ticks_key(m) for m in expired]
+        deletes, self._carried_deletes = self._carried_deletes, []
+        return writes, meta, deletes + [ticks_key(m) for m in expired]
+
+    def give_back(self, writes: Mapping[str, Any], deletes: list[str]) -> None:
+        """The flush of ``writes`` and ``deletes`` failed: the next take writes them, and the meta key.
+
+        Whatever of that flush the changelog holds is what a crash could leave. A
+        minute still open is dirty again (written whole then: its tested ticks are
+        never changed, only added to); a minute closed since is written as taken
+        (only a replay reads it again, so its value is kept until then).
+        """
+        self._changed = True
+        for key, value in writes.items():
+            minute = float(key.rsplit("/", 1)[1])
+            if minute in self._open:
+                self._dirty.add(minute)
+            else:
+                self._carried.setdefault(key, value)
+        self._carried_deletes = list(deletes) + self._carried_deletes
 
     @classmethod
     def restore(cls, config: DetectionConfig, partitions: int, items: Iterable[tuple[str, Any]]) -> FleetDetector:

@@ -37,7 +37,7 @@ from streams.orders.fleet_detection import detection_message
 from streams.orders.hit_rate import PublishedLists, hit_figures
 from streams.orders.windows import OrderSums, WindowTotals, agg, initialize
 from streams.pairs.basket import PairAccumulator
-from streams.pairs.outbox import outbox_messages
+from streams.pairs.outbox import outbox_from_state, outbox_messages, outbox_state
 
 # What a pairs record needs besides its JSON value: key, headers, framing.
 RECORD_ROOM = 1024
@@ -186,6 +186,8 @@ class Changes:
     meta: tuple[str, dict[str, Any]]
     # Pair deltas to send once the meta key is durable (they are also in the outbox key).
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    # The starts of the windows written: dirty again if the flush fails (PartitionLedger.give_back).
+    windows: list[float] = field(default_factory=list)
 
 
 class PartitionLedger:
@@ -215,6 +217,11 @@ class PartitionLedger:
         self.lists: PublishedLists | None = None
         # Set by restore(): the last flush's pair deltas, which may not have been sent.
         self.unsent_outbox: list[dict[str, Any]] = []
+        # What a failed flush took that the next take cannot build again (give_back): its seen-segments,
+        # its outbox messages (with their own sequences) and its deletions.
+        self._carried_writes: dict[str, Any] = {}
+        self._carried_outbox: list[dict[str, Any]] = []
+        self._carried_deletes: list[str] = []
 
     # -- applying events -------------------------------------------------
     def apply(self, offset: int, decoded: Order | Rejection, produced_at: float,
@@ -310,12 +317,12 @@ class PartitionLedger:
         """The table writes that make the changelog hold the state as of now."""
         if not self._dirty:
             return None
-        writes: dict[str, Any] = {}
-        deletes: list[str] = []
-        for start in self._dirty_windows:
-            window = self.windows.get(start)
-            if window is not None:
-                writes[window_key(self.partition, start)] = {"offset": window.offset, **window.totals.to_dict()}
+        writes, self._carried_writes = self._carried_writes, {}
+        deletes, self._carried_deletes = self._carried_deletes, []
+        windows = [start for start in self._dirty_windows if start in self.windows]
+        for start in windows:
+            window = self.windows[start]
+            writes[window_key(self.partition, start)] = {"offset": window.offset, **window.totals.to_dict()}
         self._dirty_windows = set()
         if self._new_seen.ids:
             self.meta.seen_sequence += 1
@@ -323,14 +330,19 @@ class PartitionLedger:
             self.segments[sequence] = self._new_seen.kept()
             writes[seen_key(self.partition, sequence)] = {"ids": self._new_seen.ids}
             self._new_seen = SeenSegment()
-        outbox: list[dict[str, Any]] = []
+        outbox, self._carried_outbox = self._carried_outbox, []
+        carried = laid_out_end = len(outbox)  # a failed flush's messages, given back (see give_back)
+        pairs: dict[str, Any] | None = None
         if self.pair_orders or self.customer_orders or self.detection_orders:
             config = self.config
             self.meta.outbox_sequence += 1
             sequence = self.meta.outbox_sequence
             if self.pair_orders:
-                outbox = outbox_messages(self.partition, sequence, self._pair_batches(), config.pair_partitions,
-                                         config.max_message_bytes - RECORD_ROOM)
+                batches = self._pair_batches()
+                max_bytes = config.max_message_bytes - RECORD_ROOM
+                pairs = outbox_state(batches, config.pair_partitions, max_bytes)
+                outbox += outbox_messages(self.partition, sequence, batches, config.pair_partitions, max_bytes)
+                laid_out_end = len(outbox)  # the pair deltas: the outbox key keeps what they were laid out from
             if self.customer_orders:
                 outbox += customer_messages(self.partition, sequence, self.customer_orders,
                                             config.customer_partitions, config.customer_horizon,
@@ -338,14 +350,38 @@ class PartitionLedger:
             if self.detection_orders:
                 outbox.append(detection_message(self.partition, sequence, self.meta.watermark, self.detection_orders,
                                                 config.detection_tick, config.max_tracked))
-            writes[outbox_key(self.partition)] = {"sequence": sequence, "messages": outbox}
             self.pair_orders = []
             self.customer_orders = []
             self.detection_orders = []
+        if outbox:
+            # "pairs" belongs to "sequence" (this flush); "messages" also holds a failed flush's
+            # messages (their sequences below this one), kept as sent: restore() sends again
+            # every message whose sequence the durable meta key covers.
+            writes[outbox_key(self.partition)] = {"sequence": self.meta.outbox_sequence, "pairs": pairs,
+                                                  "messages": outbox[:carried] + outbox[laid_out_end:]}
         self.reported_watermark = self.meta.watermark
         deletes.extend(self._expire())
         self._dirty = False
-        return Changes(writes, deletes, (meta_key(self.partition), self.meta.to_dict()), outbox)
+        return Changes(writes, deletes, (meta_key(self.partition), self.meta.to_dict()), outbox, windows)
+
+    def give_back(self, changes: Changes) -> None:
+        """The flush of ``changes`` failed before its meta key was known durable: the next take writes it all.
+
+        The broker may hold any part of that flush, or none, or (an error after the
+        broker stored it) its meta key: whatever it holds is a state a crash could
+        leave, and the next flush's writes supersede it. So its windows are dirty
+        again (written as they are then, with every event applied since); its
+        seen-segments, deletions and outbox messages are carried into the next take
+        as they were, under their own sequence numbers: the sequences are never
+        taken back, because a meta key that names them may be durable. Called
+        before any other take, so no later flush writes a meta key without them.
+        """
+        self._dirty = True
+        self._dirty_windows.update(start for start in changes.windows if start in self.windows)
+        seen = {key: value for key, value in changes.writes.items() if key.split("/")[1] == SEEN}
+        self._carried_writes = seen | self._carried_writes
+        self._carried_deletes = changes.deletes + self._carried_deletes
+        self._carried_outbox = changes.outbox + self._carried_outbox
 
     def _pair_batches(self) -> dict[tuple[str, float], PairAccumulator]:
         """(horizon, bucket start) -> the counts of the :attr:`pair_orders` in that bucket."""
@@ -419,10 +455,18 @@ class PartitionLedger:
         # that segment overwritten by the next flush.
         ledger.meta.seen_sequence = max([ledger.meta.seen_sequence, *ledger.segments])
         # The outbox of the last complete flush may not have reached the pairs topic:
-        # send it again (receivers apply a sequence number once). A newer outbox belongs
-        # to a flush whose meta key was never written; its events replay and it is rebuilt.
-        if outbox is not None and outbox["sequence"] == ledger.meta.outbox_sequence:
-            ledger.unsent_outbox = list(outbox["messages"])
+        # send it again (receivers apply a sequence number once, so older ones go first). It
+        # may also hold the messages of flushes that failed before it (give_back), under their
+        # own sequences. A message with a newer sequence than the meta key's belongs to a flush
+        # whose meta key was never written: its events replay and it is rebuilt.
+        if outbox is not None:
+            covered, sequence = ledger.meta.outbox_sequence, outbox["sequence"]
+            pairs = outbox.get("pairs")  # None: no pair deltas, or an outbox written with them as messages
+            older = [m for m in outbox["messages"] if m.get("sequence", sequence) < sequence]
+            newest = [m for m in outbox["messages"] if m.get("sequence", sequence) >= sequence]
+            if pairs is not None:
+                newest = outbox_from_state(partition, sequence, pairs) + newest  # as laid out by the flush
+            ledger.unsent_outbox = [m for m in older + newest if m.get("sequence", covered) <= covered]
         ledger.reported_watermark = ledger.meta.watermark
         # Keys expired by a flush that crashed after its meta key are deleted by the next one.
         ledger._dirty = True

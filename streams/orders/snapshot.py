@@ -32,6 +32,15 @@ OPPORTUNITIES = 10  # listed per view
 
 
 @dataclass(slots=True)
+class FlushState:
+    """Where the orders' flushes stand: applying pauses at 2 x CROSSSELL_FLUSH_MAX_EVENTS pending
+    while a flush waits for the broker."""
+
+    pending: int = 0  # orders applied since the last flush took its changes
+    outstanding: bool = False  # a flush waits for the broker
+
+
+@dataclass(slots=True)
 class Snapshot:
     partitions: list[int]
     watermark: float | None
@@ -58,6 +67,7 @@ class Snapshot:
     potential: dict[str, list[ProductPotential]] = field(default_factory=dict)
     # When this worker took each owned partition (an opaque label value; "" when unknown).
     assignments: dict[int, str] = field(default_factory=dict)
+    flush: FlushState = field(default_factory=FlushState)
     # Drop detection (streams/orders/detection.py): per segment, the alarms so far, and how far it tested.
     detection_owner: bool = False  # this worker runs the fleet's drop test (streams/orders/fleet_detection.py)
     detection: list[SegmentReport] = field(default_factory=list)

@@ -14,9 +14,9 @@ Nothing here knows about Kafka, Faust or Prometheus.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, combinations
-from typing import Final
+from typing import Any, Final
 
 DEFAULT_MAX_BASKET: Final = 50
 
@@ -70,6 +70,20 @@ class PairAccumulator:
         self.total_orders += other.total_orders
         self._orders.update(other._orders)
         self._pairs.update(other._pairs)
+
+    def to_state(self) -> dict[str, Any]:
+        """The counts as JSON: each pair once (``[a, b, count]``), not laid out per product as messages are."""
+        return {"orders": self.total_orders, "products": dict(self._orders),
+                "pairs": [[a, b, count] for (a, b), count in self._pairs.items()]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], max_basket: int = DEFAULT_MAX_BASKET) -> PairAccumulator:
+        """The accumulator :meth:`to_state` describes."""
+        accumulator = cls(max_basket)
+        accumulator.total_orders = int(state["orders"])
+        accumulator._orders.update(state["products"])
+        accumulator._pairs.update({(a, b): count for a, b, count in state["pairs"]})
+        return accumulator
 
     def product_counts(self) -> dict[str, int]:
         """Orders per distinct product seen, by product (sorted)."""

@@ -232,6 +232,10 @@ class PairLedger:
         self.buckets: dict[BucketKey, PairBucket] = {}
         self._dirty: set[BucketKey] = set()
         self._stale: list[str] = []  # logs a new base replaced: deleted once it is durable
+        # Logs whose new base a failed flush did not make durable: deleted a flush later (give_back).
+        self._held: list[str] = []
+        # What the last take wrote and deleted, and the logs it left to delete: for give_back.
+        self._taken: tuple[list[BucketKey], list[str], list[str]] = ([], [], [])
 
     def apply(self, message: Mapping[str, Any], received: bytes | None = None) -> bool:
         """Fold in one pairs message (``received``: its JSON as it came, logged as is); False if not applied."""
@@ -264,6 +268,7 @@ class PairLedger:
         """The table writes and deletes that make the changelog hold the buckets as they are now."""
         writes: dict[str, dict[str, Any]] = {}
         deletes, self._stale = self._stale, []  # the bases that replaced them are durable since the last flush
+        taken = [key for key in self._dirty if key in self.buckets]
         for key in self._dirty:
             bucket = self.buckets.get(key)
             if bucket is None:
@@ -284,7 +289,26 @@ class PairLedger:
         for key, bucket in self._expire():
             name = self.table_key(key)
             deletes += [name, *_log_keys(name, bucket)]
+        self._stale += self._held  # this flush writes the bases that replace them
+        self._held = []
+        self._taken = (taken, deletes, list(self._stale))
         return writes, deletes
+
+    def give_back(self) -> None:
+        """The flush of the last take failed: the next one writes its buckets whole, as new bases.
+
+        The changelog may hold any of that flush's bases and logs, or none: a new
+        base (a new generation) supersedes them all, whatever landed. The logs its
+        own new bases replaced may still be all the changelog has of them, so they
+        are deleted only once a later base is durable (a flush after the next);
+        its deletions are made by the next flush. Called before the next take.
+        """
+        keys, deletes, staled = self._taken
+        for key in keys:
+            self.mark_changed(key)
+        self._held = staled + self._held
+        self._stale = deletes + [key for key in self._stale if key not in set(staled)]
+        self._taken = ([], [], [])
 
     def _expire(self) -> list[tuple[BucketKey, PairBucket]]:
         expired = []

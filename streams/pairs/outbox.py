@@ -13,7 +13,10 @@ bucket) and sends one message per pairs-topic partition *q* and bucket
   be owned elsewhere.
 
 A message carries its source partition and the outbox sequence number of the
-flush that produced it. A message too large for Kafka is sent in parts
+flush that produced it. Until they are delivered, the orders changelog keeps
+what they were laid out from, each accumulator once (:func:`outbox_state`), not
+the messages: those repeat every product count for every pairs partition and
+horizon. :func:`outbox_from_state` lays out the same messages again. A message too large for Kafka is sent in parts
 (:func:`split_message`), each with its part number. The receiving side is
 streams.pairs.ledger. Nothing here knows about Kafka or Faust.
 """
@@ -61,6 +64,28 @@ def outbox_messages(source: int, sequence: int, batches: Mapping[tuple[str, floa
             else:
                 messages.extend(split_message(message, max_bytes))
     return messages
+
+
+def outbox_state(batches: Mapping[tuple[str, float], PairAccumulator], partitions: int,
+                 max_bytes: int | None = None) -> dict[str, Any]:
+    """What :func:`outbox_messages` lays out, as JSON: an accumulator shared by several buckets once."""
+    groups: list[dict[str, Any]] = []
+    numbered: dict[int, int] = {}
+    buckets = []
+    for (horizon, bucket), accumulator in sorted(batches.items()):
+        number = numbered.get(id(accumulator))
+        if number is None:
+            number = numbered[id(accumulator)] = len(groups)
+            groups.append(accumulator.to_state())
+        buckets.append([horizon, bucket, number])
+    return {"partitions": partitions, "max_bytes": max_bytes, "groups": groups, "buckets": buckets}
+
+
+def outbox_from_state(source: int, sequence: int, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The messages :func:`outbox_messages` laid out from what :func:`outbox_state` kept: the same ones."""
+    groups = [PairAccumulator.from_state(group) for group in state["groups"]]
+    batches = {(horizon, float(bucket)): groups[number] for horizon, bucket, number in state["buckets"]}
+    return outbox_messages(source, sequence, batches, state["partitions"], state["max_bytes"])
 
 
 def split_message(message: dict[str, Any], max_bytes: int) -> list[dict[str, Any]]:

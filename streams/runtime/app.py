@@ -40,7 +40,7 @@ from streams.runtime.disk_store import DiskTable, store_options
 from streams.runtime.fastpath import FastPathApp
 from streams.runtime.fleet_detection import DetectionProcessor
 from streams.runtime.follower import TopicFollower
-from streams.runtime.metrics import CrossSellCollector, CustomerCollector
+from streams.runtime.metrics import CrossSellCollector, CustomerCollector, FlushFailureCollector
 from streams.runtime.processors import OrderProcessor, PairProcessor, Recommender
 from streams.runtime.store import PartitionedTable
 from streams.settings import Settings
@@ -259,6 +259,14 @@ def _highwaters(app: faust.App, topic: str) -> dict[int, int]:
 def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_state: PartitionedTable) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(CrossSellCollector(pipeline.orders.snapshot, settings, pipeline.recommender))
+
+    def flush_failures() -> dict[str, int]:
+        failures = {"orders": pipeline.orders.flush_failures, "pairs": pipeline.pairs.flush_failures}
+        if pipeline.customers is not None:
+            failures["customers"] = pipeline.customers.flush_failures
+        return failures
+
+    registry.register(FlushFailureCollector(flush_failures))
     if pipeline.customers is not None:
         keeper = pipeline.customers
         registry.register(CustomerCollector(keeper.summary, lambda: keeper.expired))

@@ -271,6 +271,11 @@ def _health(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     for partition, offset in sorted(snap.applied_offsets.items()):
         applied.add_metric([str(partition)], offset)
     yield applied
+    yield GaugeMetricFamily(PREFIX + "flush_pending_events", "Orders applied since the last flush took its changes; "
+                            "applying pauses at twice CROSSSELL_FLUSH_MAX_EVENTS while a flush is outstanding.",
+                            value=snap.flush.pending)
+    yield GaugeMetricFamily(PREFIX + "flush_outstanding", "1 while a flush of the orders waits for the broker.",
+                            value=int(snap.flush.outstanding))
 
 
 def _detection(snap: Snapshot) -> Iterator[Metric]:
@@ -365,6 +370,24 @@ _CUSTOMER_GAUGES = (
      "Customers whose first order (first since a gap of a whole horizon) is in the horizon and had one category."),
 )
 _LATER = (("later_7d", "7d"), ("later_30d", "30d"))
+
+
+class FlushFailureCollector(Collector):
+    """Flushes the broker failed, by the state they write; each is given back and written by the next one."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(PREFIX + "flush_failures", "Flushes the broker failed (a refused or timed-out "
+                                     "write), by the state they write (orders, pairs, customers); what they took "
+                                     "is written by the next flush.", labels=["flush"])
+        for flush, count in sorted(self._counts().items()):
+            family.add_metric([flush], count)
+        yield family
 
 
 class CustomerCollector(Collector):

@@ -13,6 +13,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from streams.orders.fleet_detection import status_message
 from streams.orders.hit_rate import PublishedLists, published_list
 from streams.orders.ledger import Changes, PartitionLedger, Verdict
 from streams.orders.markers import Marker, decode_marker
-from streams.orders.snapshot import Snapshot, WindowMerges, take_snapshot
+from streams.orders.snapshot import FlushState, Snapshot, WindowMerges, take_snapshot
 from streams.pairs.budget import PairMemoryBudget
 from streams.pairs.ledger import FLUSHED, HorizonView, PairLedger, top_pairs
 from streams.pairs.outbox import owner_partition
@@ -64,6 +65,22 @@ def forget_partitions(owner: _Owner, partitions: set[int]) -> None:
         owner.ledgers.pop(partition, None)
     owner.table.forget(partitions)
     owner.unacked = [e for e in owner.unacked if e.message.partition not in partitions]
+
+
+RETRY_DELAY, RETRY_DELAY_MAX = 0.1, 5.0  # seconds between flushes while the broker fails them
+
+
+@dataclass(slots=True)
+class _Take:
+    """What one flush of the orders took: given back to the ledgers if the broker fails it."""
+
+    events: list[EventT[Any]]
+    pending: int  # orders in the events
+    dead: list[DeadLetter]
+    changes: list[tuple[PartitionLedger, Changes]]
+    covered: dict[int, int]  # partition -> the offset the take covers
+    dead_sent: bool = False
+    meta_durable: bool = False
 
 
 class OrderProcessor:
@@ -104,6 +121,8 @@ class OrderProcessor:
         self.list_messages: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
         self.window_merges = WindowMerges()  # what the last snapshot merged, for the next (scrapes)
         self._outstanding: asyncio.Future[None] | None = None  # the flush waiting for the broker (see flush)
+        self.flush_failures = 0  # flushes the broker failed, given back to the ledgers (see flush)
+        self._retry_delay = RETRY_DELAY  # before the flush after a failed one (doubles up to RETRY_DELAY_MAX)
 
     def take_list(self, key: bytes, value: bytes | None) -> None:
         """A message of the recommendations topic (on the follower's thread), queued for the event loop."""
@@ -232,52 +251,133 @@ class OrderProcessor:
           the partitions' ledgers are dropped.
         - Memory: the agent stops applying when ``2 x CROSSSELL_FLUSH_MAX_EVENTS``
           events are pending (:meth:`flush_due`), until the outstanding flush is done.
+
+        Why the state stays exact when the broker fails a flush (an error from the
+        producer after the take: a refused or timed-out write):
+
+        - Taking clears each ledger's dirty keys, so a failed flush must give them
+          back before anything else takes: :meth:`_flush_failed` runs inside the
+          outstanding flush, and the next flush, a revoke and a stop all wait for
+          it (:meth:`settle`). A failure before the meta key is known durable gives
+          each ledger back what it took (:meth:`PartitionLedger.give_back`: its
+          windows dirty again, its seen-segments, deletions and outbox messages
+          carried into the next take) and its events to the unacked ones; the next
+          flush writes all of it before its meta key. Until then the changelog holds
+          what a crash could leave: each window key carries its own offset, the
+          meta key is written after its flush's keys, and restore() sends again the
+          outbox messages a durable meta key covers. Nothing is acked meanwhile.
+        - A failure after the meta key is durable (sending the pair deltas) loses no
+          state: the events are acked and the unsent messages go back to the ledgers'
+          ``unsent_outbox``, sent before the next take overwrites the outbox key (if
+          that send fails, the flush takes nothing and tries again later).
+        - Kept partitions are written by the next flush; revoked ones are dropped
+          and their new owner restores from the changelog (the crash case); a stop
+          writes nothing more, and the restart replays what no durable meta covers.
+        - Flushes after a failure wait ``RETRY_DELAY`` seconds, doubling up to
+          ``RETRY_DELAY_MAX``; ``crosssell_flush_failures_total`` counts the failures.
         """
         async with self.lock:
             await self.settle()
             # The last complete flush's pair deltas must be delivered before this flush
             # overwrites the outbox key that holds them. First, before anything is taken:
             # the agent goes on applying events while this awaits.
-            resend = [m for ledger in self.ledgers.values() for m in ledger.unsent_outbox]
-            for ledger in self.ledgers.values():
-                ledger.unsent_outbox = []
-            await asyncio.gather(*(self._send_pairs(m) for m in resend))
+            if not await self._resend_outboxes():
+                return
             # From taking the changes to writing them nothing awaits (see above).
             events, self.unacked = self.unacked, []
-            self.pending = 0
+            pending, self.pending = self.pending, 0
             dead, self.dead_letter_queue = self.dead_letter_queue, []
-            changes = [c for c in (ledger.take_changes() for ledger in self.ledgers.values()) if c is not None]
-            if not events and not changes:
-                await self._report_standing()
-                return
-            for change in changes:
-                self.table.write(change.writes)  # serialised now
-            meta = orjson.loads(orjson.dumps(dict(c.meta for c in changes)))  # a copy of the state as of now
+            changes = [(ledger, c) for ledger in self.ledgers.values() if (c := ledger.take_changes()) is not None]
             # Whether a partition's orders wait to be counted is told against what this flush covers:
             # events applied after the take are not in its counts (the fleet's test must wait for them).
             covered = {partition: ledger.meta.offset for partition, ledger in self.ledgers.items()}
-            self._outstanding = asyncio.ensure_future(self._make_durable(events, changes, meta, dead, covered))
+            take = _Take(events, pending, dead, changes, covered)
+            if not events and not changes:
+                try:
+                    await self._report_standing()
+                except Exception:
+                    log.exception("orders flush: telling the drop test where the partitions stand failed")
+                    self._reported.clear()
+                return
+            try:
+                for _, change in changes:
+                    self.table.write(change.writes)  # serialised now
+            except Exception:
+                self._flush_failed(take)
+                self._outstanding = asyncio.ensure_future(self._wait_to_retry())
+            else:
+                meta = orjson.loads(orjson.dumps(dict(c.meta for _, c in changes)))  # a copy of the state as of now
+                self._outstanding = asyncio.ensure_future(self._make_durable(take, meta))
         if wait:
             await self.settle()
 
-    async def _make_durable(self, events: list[EventT[Any]], changes: list[Changes], meta: dict[str, Any],
-                            dead: list[DeadLetter], covered: dict[int, int]) -> None:
+    async def _resend_outboxes(self) -> bool:
+        """Send the ledgers' unsent outbox messages; False (they stay unsent) when the broker fails it."""
+        resend = [(ledger, ledger.unsent_outbox) for ledger in self.ledgers.values() if ledger.unsent_outbox]
+        for ledger, _ in resend:
+            ledger.unsent_outbox = []
+        try:
+            await asyncio.gather(*(self._send_pairs(m) for _, messages in resend for m in messages))
+        except Exception:
+            log.exception("orders flush: sending the pair deltas of the last flush failed; trying again later")
+            self.flush_failures += 1
+            for ledger, messages in resend:
+                ledger.unsent_outbox = messages + ledger.unsent_outbox
+            await self._wait_to_retry()
+            return False
+        return True
+
+    async def _make_durable(self, take: _Take, meta: dict[str, Any]) -> None:
         """The rest of a flush, after its take: wait for the changelog, write the meta key, send, ack."""
-        await asyncio.gather(*(self._send_dead_letter(letter) for letter in dead))
-        await self.table.wait_written()
-        # The meta key comes after: its offset says "everything up to here is applied".
-        self.table.write(meta)
-        await self.table.wait_written()
-        # Expired keys go last, so a replay after a crash still finds them (see Changes);
-        # with them the parts of values replaced in this flush.
-        self.table.write({}, [key for c in changes for key in c.deletes])
-        self.table.delete_replaced_parts()
-        # Pair deltas leave only once the state that produced them is durable; a crash
-        # before they are delivered sends them again from the outbox (see ledger.restore).
-        await asyncio.gather(*(self._send_pairs(m, covered) for c in changes for m in c.outbox))
-        await self._report_standing(covered)
-        for event in events:
+        try:
+            await asyncio.gather(*(self._send_dead_letter(letter) for letter in take.dead))
+            take.dead_sent = True
+            await self.table.wait_written()
+            # The meta key comes after: its offset says "everything up to here is applied".
+            self.table.write(meta)
+            await self.table.wait_written()
+            take.meta_durable = True
+            # Expired keys go last, so a replay after a crash still finds them (see Changes);
+            # with them the parts of values replaced in this flush.
+            self.table.write({}, [key for _, c in take.changes for key in c.deletes])
+            self.table.delete_replaced_parts()
+            # Pair deltas leave only once the state that produced them is durable; a crash
+            # before they are delivered sends them again from the outbox (see ledger.restore).
+            await asyncio.gather(*(self._send_pairs(m, take.covered) for _, c in take.changes for m in c.outbox))
+            await self._report_standing(take.covered)
+        except Exception:
+            self._flush_failed(take)  # before anything else can take (see flush)
+            await self._wait_to_retry()
+            return
+        self._retry_delay = RETRY_DELAY
+        for event in take.events:
             event.ack()
+
+    def _flush_failed(self, take: _Take) -> None:
+        """Give a failed flush back: the next flush writes (or sends) what it did not (see flush)."""
+        self.flush_failures += 1
+        log.exception("orders flush failed %s", "sending its pair deltas; the next flush sends them again"
+                      if take.meta_durable else "before its meta key was durable; the next flush writes it again")
+        self._reported.clear()  # the standing may not have been sent: the next flush tells it
+        if not take.dead_sent:
+            self.dead_letter_queue = take.dead + self.dead_letter_queue  # at least once
+        for ledger, change in take.changes:
+            if self.ledgers.get(ledger.partition) is not ledger:
+                continue  # revoked (a revoke waits for this flush, so not expected): its new owner restores
+            if take.meta_durable:
+                ledger.unsent_outbox = change.outbox + ledger.unsent_outbox
+            else:
+                ledger.give_back(change)
+        if take.meta_durable:
+            for event in take.events:
+                event.ack()
+        else:
+            self.unacked = take.events + self.unacked
+            self.pending += take.pending
+
+    async def _wait_to_retry(self) -> None:
+        delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, RETRY_DELAY_MAX)
+        await asyncio.sleep(delay)
 
     def _waiting(self, partition: int, highwaters: dict[int, int], covered: dict[int, int] | None = None) -> bool:
         """Whether messages of ``partition`` wait to be read (as the consumer last fetched), or to be
@@ -371,6 +471,8 @@ class OrderProcessor:
         snapshot.lag = {p: max(0, highwaters[p] - (ledger.meta.offset + 1))
                         for p, ledger in self.ledgers.items() if p in highwaters}
         snapshot.assignments = {p: self.assignments.get(p, "") for p in self.ledgers}
+        outstanding = self._outstanding
+        snapshot.flush = FlushState(self.pending, outstanding is not None and not outstanding.done())
         drop_test = self.drop_test()
         snapshot.detection_owner = drop_test.owner
         snapshot.detection = drop_test.segments
@@ -405,6 +507,7 @@ class PairProcessor:
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
         self.budget = PairMemoryBudget(settings.pair_memory_bytes)
+        self.flush_failures = 0  # flushes the broker failed, given back to the ledgers
         # Deprecated fixed capacities, now caps under the budget (0: none).
         self.product_cap = settings.pair_product_capacity or None
         self.pair_cap = settings.pair_capacity or None
@@ -445,30 +548,52 @@ class PairProcessor:
         return all(view.exact for view in views), max((view.error_bound for view in views), default=0)
 
     async def flush(self) -> None:
+        """Write what changed; ack the messages once the changelog holds it.
+
+        A flush the broker fails (an error from the producer after the take) is
+        given back before the lock is released, so before anything else takes:
+        each ledger it took writes those buckets whole at the next flush
+        (:meth:`PairLedger.give_back`), and its messages are acked only by that one.
+        """
         async with self.lock:
             events, self.unacked = self.unacked, []
-            changed = []
-            for partition, ledger in list(self.ledgers.items()):
-                writes, deletes = ledger.take_changes()
-                if writes or deletes:
-                    changed.append(partition)
-                for key, value in writes.items():
-                    # A bucket's base can hold a few hundred thousand counts (~50 ms to serialise
-                    # and split): one a step, the agents and scrapes go on in between. What was
-                    # taken are copies, and a message applied meanwhile is logged at the next flush.
-                    self.table.write({key: value})
-                    await asyncio.sleep(0)
-                self.table.write({}, deletes)
-            self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
-            await self.table.wait_written()
-            # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
-            # the first offset of its last batch + 1, so recovery would skip the rest of a
-            # multi-record last batch (tests/integration/test_crash_recovery.py).
-            self.table.write({f"{partition}/{FLUSHED}": {"at": time.time()} for partition in changed})
-            await self.table.wait_written()
-            self.table.delete_replaced_parts()
+            taken: list[PairLedger] = []
+            try:
+                await self._write_changes(taken)
+            except Exception:
+                log.exception("pairs flush failed; the next flush writes its buckets again")
+                self.flush_failures += 1
+                for ledger in taken:
+                    if self.ledgers.get(ledger.partition) is ledger:
+                        ledger.give_back()
+                self.unacked = events + self.unacked
+                return
             for event in events:
                 event.ack()
+
+    async def _write_changes(self, taken: list[PairLedger]) -> None:
+        """Take each ledger's changes (into ``taken``) and wait until the changelog holds them."""
+        changed = []
+        for partition, ledger in list(self.ledgers.items()):
+            writes, deletes = ledger.take_changes()
+            taken.append(ledger)
+            if writes or deletes:
+                changed.append(partition)
+            for key, value in writes.items():
+                # A bucket's base can hold a few hundred thousand counts (~50 ms to serialise
+                # and split): one a step, the agents and scrapes go on in between. What was
+                # taken are copies, and a message applied meanwhile is logged at the next flush.
+                self.table.write({key: value})
+                await asyncio.sleep(0)
+            self.table.write({}, deletes)
+        self.budget.forget()  # expired buckets are gone: the next message counts every ledger again
+        await self.table.wait_written()
+        # A one-record batch closes the flush: Tansu 0.6.0 reports a partition's end as
+        # the first offset of its last batch + 1, so recovery would skip the rest of a
+        # multi-record last batch (tests/integration/test_crash_recovery.py).
+        self.table.write({f"{partition}/{FLUSHED}": {"at": time.time()} for partition in changed})
+        await self.table.wait_written()
+        self.table.delete_replaced_parts()
 
 
 class Recommender:

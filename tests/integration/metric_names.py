@@ -92,6 +92,10 @@ METRIC_LABELS: Final = MappingProxyType(
         "crosssell_event_time_watermark_seconds": frozenset(),
         "crosssell_consumer_lag_messages": frozenset({"partition"}),
         "crosssell_applied_offset": frozenset({"partition"}),
+        # The orders' flushes: pending events, a flush waiting for the broker, flushes the broker failed.
+        "crosssell_flush_pending_events": frozenset(),
+        "crosssell_flush_outstanding": frozenset(),
+        "crosssell_flush_failures_total": frozenset({"flush"}),
         "crosssell_partitions_assigned": frozenset(),
         "crosssell_orders_topic_partitions": frozenset(),
         "crosssell_state_windows": frozenset(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -120,6 +121,47 @@ def test_counts_equal_the_truth_from_the_orders(seed, config):
             truth(orders, partition, config)
 
 
+def lagging_messages(partition: int, orders: list[Any], per_flush: tuple[int, ...],
+                     config: CustomerConfig) -> list[dict[str, Any]]:
+    """Orders dealt to one source per entry of ``per_flush``, each flushing after that many of its orders.
+
+    A flush reaches the customer partition when its last order happens, so a
+    source that flushes seldom delivers its orders late, behind those of the others.
+    """
+    sources = len(per_flush)
+    out: list[tuple[float, dict[str, Any]]] = []
+    for source, size in enumerate(per_flush):
+        mine = orders[source::sources]
+        for sequence, start in enumerate(range(0, len(mine), size), start=1):
+            chunk = mine[start:start + size]
+            sent = customer_messages(source, sequence, chunk, 2, config.horizon, config.max_categories, 2_000)
+            out.extend((max(o[1] for o in chunk), m) for m in sent if m["partition"] == partition)
+    return [m for _, m in sorted(out, key=lambda am: (am[0], am[1]["source"], am[1]["part"]))]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_counts_stay_exact_when_an_order_bridging_a_gap_arrives_after_orders_beyond_it(seed):
+    """A source lagging by up to 4.9 days (less than the 5-day horizon): orders arrive far out of event-time order.
+
+    An order falling into a gap of more than the horizon joins the episodes on
+    both sides; the customer must count as if every order had arrived in
+    event-time order (before episodes were kept, the older side was gone once
+    an order beyond the gap had arrived).
+    """
+    orders = traffic(seed, orders=200)
+    for partition in range(2):
+        table = Table()
+        ledger = CustomerLedger(partition, EXPIRING, table.lookup, table.scan)
+        for i, message in enumerate(lagging_messages(partition, orders, (1, 13, 3), EXPIRING)):
+            assert ledger.apply(message)
+            if i % 5 == 4:
+                flush(ledger, table)
+        flush(ledger, table)
+        totals = ledger.view().totals
+        assert {k: totals[k] for k in ("customers", "multi", "repeat", "single_first")} == \
+            truth(orders, partition, EXPIRING)
+
+
 @pytest.mark.parametrize(("last_at", "horizon", "oldest", "expires"), [
     # counted in no view and more than a horizon before the oldest bucket: any order to come starts afresh
     (0.0, 10.0, 11.0, True),
@@ -178,9 +220,75 @@ def test_a_message_applies_once():
     assert not ledger.apply(message)
 
 
+# The broker fails a flush (the worker goes on): its burned meta key, some of its values, its meta key
+# (refused, or stored with the answer lost), or its deletions.
+FAIL_CHANCE = 0.3
+
+
+class Stores:
+    """The worker's local store (every write lands) and the changelog (only what the broker stored)."""
+
+    def __init__(self) -> None:
+        self.local = Table()
+        self.changelog = Table()
+
+    def write(self, writes: dict[str, Any], deletes: list[str] = (), landed: Any = lambda key: True) -> None:
+        self.local.apply(writes, deletes)
+        self.changelog.apply({k: v for k, v in writes.items() if landed(k)}, [k for k in deletes if landed(k)])
+
+    def crashed(self) -> None:
+        """The worker lost its local store: the new owner recovers it from the changelog."""
+        self.local = Table(self.changelog)
+
+    def ledger(self, config: CustomerConfig) -> CustomerLedger:
+        return CustomerLedger.restore(0, config, self.local.lookup, self.local.scan)
+
+
+def flush_or_fail(ledger: CustomerLedger, stores: Stores, rng: random.Random | None) -> str | None:
+    """A flush as CustomerProcessor.flush makes it; with ``rng``, the broker may fail it (the kind it failed)."""
+
+    def fails() -> bool:
+        return rng is not None and rng.random() < FAIL_CHANCE
+
+    def some(key: str) -> bool:
+        return rng is not None and rng.random() < 0.5
+
+    burned = ledger.burned_flush()
+    if burned is not None:
+        if fails():
+            stores.write(dict([burned]), landed=some)
+            ledger.give_back(burned, None)
+            return "burned meta key"
+        stores.write(dict([burned]))
+    changes = ledger.take_changes()
+    if changes is None:
+        return None
+    if fails():
+        if rng is not None and rng.random() < 0.5:
+            stores.write(changes.writes, landed=some)
+            kind = "some values stored"
+        else:  # every value durable, then the meta key refused or stored with its answer lost
+            stores.write(changes.writes)
+            stores.write(dict([changes.meta]), landed=some)
+            kind = "meta key"
+        ledger.give_back(burned, changes)
+        return kind
+    stores.write(changes.writes)
+    stores.write(dict([changes.meta]))
+    if changes.deletes and fails():
+        stores.write({}, changes.deletes, landed=some)
+        ledger.carry_deletes(changes)
+        return "deletions"
+    stores.write({}, changes.deletes)
+    return None
+
+
+@pytest.mark.parametrize("failures", [False, True], ids=["crashes", "crashes and failed flushes"])
 @pytest.mark.parametrize("config", [CONFIG, EXPIRING], ids=["30d", "5d-expiring"])
 @pytest.mark.parametrize("seed", range(30))
-def test_a_crash_at_any_point_of_a_flush_changes_nothing(seed, config):
+def test_a_crash_at_any_point_of_a_flush_changes_nothing(seed, config, failures):
+    """Crashes at any point of a flush, and with ``failures`` flushes the broker fails (given back as the
+    worker does), give exactly the counts and customers of one clean run."""
     rng = random.Random(seed)
     orders = traffic(seed)
     messages = messages_for(0, orders, config=config)
@@ -188,36 +296,49 @@ def test_a_crash_at_any_point_of_a_flush_changes_nothing(seed, config):
     for message in messages:
         expected.apply(message)
 
-    table = Table()
-    ledger = CustomerLedger(0, config, table.lookup, table.scan)
+    stores = Stores()
+    ledger = CustomerLedger(0, config, stores.local.lookup, stores.local.scan)
+    failed: Counter[str] = Counter()
     position = 0
-    for _ in range(3):  # crash, restore, replay, several times
+    for _ in range(6 if failures else 3):  # crash, restore, replay, several times
         crash_at = rng.randrange(position, len(messages))
         for i in range(position, crash_at):
             ledger.apply(messages[i])
-            if rng.random() < 0.3:
-                flush(ledger, table)
-        # the crashed flush: a random part of its values reach the table, not its meta key; or all of
+            if rng.random() < (0.5 if failures else 0.3):
+                kind = flush_or_fail(ledger, stores, rng if failures else None)
+                if kind is not None:
+                    failed[kind] += 1
+        # the crashed flush: a random part of its values reach the changelog, not its meta key; or all of
         # them and the meta key, and a random part of its deletions (expired buckets and customers).
-        # After a restore, a flush writes values only once the meta key with the flush id it burned
-        # is durable.
+        # After a restore or a failed flush, a flush writes values only once the meta key with the flush
+        # id it burned or aborted is durable.
         burned = ledger.burned_flush()
         crashed_before_values = burned is not None and rng.random() < 0.5
         if burned is not None and not crashed_before_values:
-            table.apply(dict([burned]))
+            stores.write(dict([burned]))
         changes = ledger.take_changes()
         if changes is not None and not crashed_before_values:
             if rng.random() < 0.5:
                 writes = list(changes.writes.items())
-                table.apply(dict(rng.sample(writes, rng.randrange(len(writes) + 1))))
+                stores.write(dict(rng.sample(writes, rng.randrange(len(writes) + 1))))
             else:
-                table.apply(changes.writes)
-                table.apply(dict([changes.meta]), rng.sample(changes.deletes, rng.randrange(len(changes.deletes) + 1)))
-        ledger = CustomerLedger.restore(0, config, table.lookup, table.scan)
+                stores.write(changes.writes)
+                stores.write(dict([changes.meta]),
+                             rng.sample(changes.deletes, rng.randrange(len(changes.deletes) + 1)))
+        stores.crashed()
+        ledger = stores.ledger(config)
         # the source replays from what was committed; the ledger skips what it applied
         position = 0
+    assert not failures or failed["some values stored"] + failed["meta key"] >= 1, failed
     for message in messages:
         ledger.apply(message)
     assert ledger.view() == expected.view()
-    flush(ledger, table)
-    assert CustomerLedger.restore(0, config, table.lookup).view() == expected.view()
+    flush_or_fail(ledger, stores, None)
+    stores.crashed()
+    restored = stores.ledger(config)
+    assert restored.view() == expected.view()
+    oldest = expected.oldest_bucket()
+    assert oldest is not None
+    for customer, (_, state) in expected.touched.items():
+        if state is not None and not expired(state.last_at, oldest, config.horizon):
+            assert restored.state(customer) == state, customer

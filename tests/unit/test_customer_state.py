@@ -74,3 +74,40 @@ def test_categories_beyond_the_bound_fold_into_other_keeping_the_newest():
 def test_round_trip_through_json():
     state = fold([(0.0, "tv", ("cables", "tv")), (2.0, "pens", ("pens",))])
     assert type(state).from_json(state.to_json()) == state
+
+
+def test_an_order_bridging_a_gap_joins_the_episodes_in_whatever_order_the_orders_came():
+    # 0 and 40 days are more than the 30-day horizon apart; the order at day 20 bridges the gap
+    orders = [(0.0, "tv", ("tv",)), (40 * DAY, "bags", ("bags",)), (20 * DAY, "pens", ("pens",))]
+    states = [fold(list(p)) for p in itertools.permutations(orders)]
+    state = states[0]
+    assert all(s == state for s in states)
+    assert (state.orders, state.first_at, state.first_primary, state.earlier) == (3, 0.0, "tv", ())
+    # without the bridge only the newest episode counts, and the older one is kept for a late bridge
+    gapped = fold(orders[:2])
+    assert (gapped.orders, gapped.first_primary) == (1, "bags")
+    assert [e.first_primary for e in gapped.earlier] == ["tv"]
+    assert set(contributions(gapped, 3600.0)) == {("customers", 40 * DAY, "bags"), ("single_first", 40 * DAY, "bags")}
+
+
+@pytest.mark.parametrize(("floor", "kept"), [
+    (None, ["tv"]),
+    # the episode's last order (day 0) is exactly a horizon before the floor: an order at the floor still bridges
+    (H, ["tv"]),
+    # more than a horizon before the floor: no order the ledger accepts can bridge it any more
+    (H + 1.0, []),
+])
+def test_an_older_episode_is_dropped_once_no_order_can_bridge_it(floor, kept):
+    state = merge(fold([(0.0, "tv", ("tv",))]), order_state(40 * DAY, "bags", ("bags",)), H, 8, floor)
+    assert [e.first_primary for e in state.earlier] == kept
+    assert state.first_primary == "bags"
+
+
+def test_episodes_round_trip_through_json_and_old_values_read_without_them():
+    state = fold([(0.0, "tv", ("cables", "tv")), (40 * DAY, "pens", ("pens",)), (41 * DAY, "tv", ("tv",))])
+    assert len(state.earlier) == 1
+    assert type(state).from_json(state.to_json()) == state
+    # a value written before episodes were kept: seven items
+    newest = state._replace(earlier=())
+    assert len(newest.to_json()) == 7
+    assert type(state).from_json(newest.to_json()) == newest

@@ -195,3 +195,24 @@ def test_ticks_written_by_a_flush_that_crashed_before_its_meta_key_are_tested_ag
     assert new.detector.closed_until == T0 + 30 and new.sources[0].sequence == 1
     assert new.apply(detection_message(0, 2, T0 + 50, [facts(T0 + 40, False), facts(T0 + 50, False)], 5.0, 200))
     assert new.detector.closed_until == T0 + 50
+
+
+def test_a_flush_that_failed_is_written_whole_by_the_next_one() -> None:
+    orders = traffic(5400, 2.0, 0.3) + traffic(900, 2.0, 0.05, seed=3, start=T0 + 5400)
+    thirds = [orders[n * len(orders) // 3:(n + 1) * len(orders) // 3] for n in range(3)]
+    run = Fleet(partitions=2)
+    run.run(thirds[0])
+    fleet = run.fleet
+    restored(fleet)  # a flush that completed
+    run.run(thirds[1])
+    ticks, _, deletes = fleet.take_changes()  # the broker fails this flush: none of it is stored
+    assert ticks, "the failed flush had tick counts to write"
+    fleet.give_back(ticks, deletes)
+    run.run(thirds[2])  # minutes of the failed flush close meanwhile
+    new = restored(fleet)  # the next flush, then a new owner
+    assert new.detector.closed_until == fleet.detector.closed_until
+    for segment, state in fleet.detector.segments.items():
+        twin = new.detector.segments[segment]
+        assert (twin.statistics, twin.since, twin.runs) == (state.statistics, state.since, state.runs), segment
+    assert [r.baseline for r in new.detector.report()] == [r.baseline for r in fleet.detector.report()]
+    assert episodes(new.detector) == episodes(fleet.detector)

@@ -14,6 +14,7 @@ import gc
 import random
 import tracemalloc
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from streams.orders.ledger import (
     PartitionLedger,
     Verdict,
     meta_key,
+    outbox_key,
     seen_key,
     window_key,
 )
@@ -369,6 +371,11 @@ CRASH_BEFORE_META_CHANCE = 0.35  # the case the window offsets and the deferred 
 CRASH_BEFORE_DELETES_CHANCE = 0.15
 CRASH_WHILE_SENDING_CHANCE = 0.15
 MAX_CRASHES = 16
+# The broker fails a flush after its take (the worker keeps running): before its meta key is known
+# durable (any of its keys stored, or all of them and the meta key with the answer lost), or while
+# its pair deltas are sent.
+FAIL_CHANCE = 0.2
+FAIL_WHILE_SENDING_CHANCE = 0.15
 CRASH_KINDS = ("between events", "between writes and meta", "between meta and deletes", "while sending pair deltas")
 EXACT_CAPACITY = 100_000  # far above the 120 products of the catalogue: Space-Saving stays exact
 
@@ -410,8 +417,8 @@ class Changelog:
         # windows that expired long before the end of the stream.
         self.final_windows: dict[str, Any] = {}
 
-    def write(self, changes: Changes) -> None:
-        written = durable(changes.writes)
+    def write(self, changes: Changes, only: Callable[[str], bool] = lambda key: True) -> None:
+        written = durable({key: value for key, value in changes.writes.items() if only(key)})
         self.table.update(written)
         self.final_windows.update((key, value) for key, value in written.items() if key.split("/")[1] == WINDOW)
 
@@ -461,6 +468,7 @@ class Run:
     receiver: PairReceiver
     changelog: Changelog = field(default_factory=Changelog)
     crashes: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
     resent: int = 0
 
 
@@ -477,8 +485,9 @@ def run_once(stream: list[tuple[bytes, float]]) -> Run:
     return run
 
 
-def run_with_crashes(stream: list[tuple[bytes, float]], seed: int) -> Run:
-    """Process ``stream`` with flushes and crashes at random points, as the worker would."""
+def run_with_crashes(stream: list[tuple[bytes, float]], seed: int, failures: bool = False) -> Run:
+    """Process ``stream`` with flushes and crashes at random points, as the worker would; with
+    ``failures``, the broker also fails flushes, which the worker gives back (OrderProcessor.flush)."""
     rng = random.Random(seed * 1_000_003 + 17)
     run = Run(PartitionLedger(0, CRASH_CONFIG), PairReceiver())
     position = 0
@@ -497,6 +506,16 @@ def run_with_crashes(stream: list[tuple[bytes, float]], seed: int) -> Run:
         changes = run.ledger.take_changes()
         if changes is None:
             return
+        if failures and may_crash and rng.random() < FAIL_CHANCE:
+            if rng.random() < 0.3:
+                run.changelog.write(changes)
+                run.changelog.write_meta(changes)
+                run.failures["meta stored, its answer lost"] += 1
+            else:
+                run.changelog.write(changes, only=lambda key: rng.random() < 0.5)
+                run.failures["some keys stored"] += 1
+            run.ledger.give_back(changes)
+            return None
         run.changelog.write(changes)
         if may_crash and rng.random() < CRASH_BEFORE_META_CHANCE:
             return crash("between writes and meta")
@@ -507,6 +526,11 @@ def run_with_crashes(stream: list[tuple[bytes, float]], seed: int) -> Run:
         if may_crash and changes.outbox and rng.random() < CRASH_WHILE_SENDING_CHANCE:
             run.receiver.deliver(changes.outbox[: rng.randrange(len(changes.outbox))])
             return crash("while sending pair deltas")
+        if failures and may_crash and changes.outbox and rng.random() < FAIL_WHILE_SENDING_CHANCE:
+            run.receiver.deliver(changes.outbox[: rng.randrange(len(changes.outbox))])
+            run.failures["while sending pair deltas"] += 1
+            run.ledger.unsent_outbox = changes.outbox + run.ledger.unsent_outbox  # sent before the next take
+            return None
         run.receiver.deliver(changes.outbox)
 
     while position < len(stream):
@@ -545,13 +569,15 @@ def window_figures(ledger: PartitionLedger) -> dict[float, tuple[int, dict[str, 
     }
 
 
+@pytest.mark.parametrize("failures", [False, True], ids=["crashes", "crashes and failed flushes"])
 @pytest.mark.parametrize("seed", range(30))
-def test_crashes_and_replays_give_exactly_the_state_of_one_clean_run(seed: int) -> None:
+def test_crashes_and_replays_give_exactly_the_state_of_one_clean_run(seed: int, failures: bool) -> None:
     stream = make_stream(seed)
     once = run_once(stream)
-    crashed = run_with_crashes(stream, seed)
+    crashed = run_with_crashes(stream, seed, failures)
     recovered = crashed.changelog.recover(random.Random(seed))
     assert crashed.crashes["between writes and meta"] >= 1
+    assert not failures or crashed.failures["some keys stored"] >= 1, crashed.failures
     assert meta_figures(crashed.ledger.meta) == meta_figures(once.ledger.meta)
     assert window_figures(crashed.ledger) == window_figures(once.ledger)
     assert meta_figures(recovered.meta) == meta_figures(once.ledger.meta)
@@ -621,6 +647,22 @@ def test_a_flush_sends_the_pair_deltas_of_its_orders_counted_per_horizon_bucket(
             spanning += len(batches) > len(CRASH_CONFIG.pair_horizons)
             batches = {}
     assert spanning > 3
+
+
+def test_a_restored_ledger_resends_the_pair_deltas_of_its_last_flush_byte_for_byte() -> None:
+    # The outbox key keeps each count once; what it lays out again must be what the flush sent.
+    ledger = PartitionLedger(0, CRASH_CONFIG)
+    for offset, (value, produced) in enumerate(make_stream(3)):
+        ledger.apply(offset, decode_order(value), produced)
+    changes = flushed(ledger)
+    assert any("pairs" in message for message in changes.outbox)
+    again = restored([changes], CRASH_CONFIG)
+    assert orjson.dumps(again.unsent_outbox) == orjson.dumps(changes.outbox)
+    # An outbox key written with every message in full (before it kept counts) restores as it was.
+    changes.writes[outbox_key(0)] = {"sequence": changes.writes[outbox_key(0)]["sequence"],
+                                     "messages": changes.outbox}
+    older = restored([changes], CRASH_CONFIG)
+    assert orjson.dumps(older.unsent_outbox) == orjson.dumps(changes.outbox)
 
 
 # --- recovery corner cases ------------------------------------------------------------------------

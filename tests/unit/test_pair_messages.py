@@ -9,7 +9,7 @@ import pytest
 
 from streams.pairs.basket import PairAccumulator
 from streams.pairs.ledger import PairBucket
-from streams.pairs.outbox import outbox_messages, split_message
+from streams.pairs.outbox import outbox_from_state, outbox_messages, outbox_state, split_message
 from streams.pairs.sketch import SpaceSaving
 
 
@@ -72,3 +72,23 @@ def test_a_flush_of_fifty_product_baskets_is_laid_out_in_parts_under_the_limit()
     assert all(len(orjson.dumps(m)) <= 200_000 for m in messages)
     assert len(messages) > 4
     assert sum(m["orders"] for m in messages) == 300 * 4
+
+
+@pytest.mark.parametrize("max_bytes", [None, 4_096])
+def test_the_outbox_kept_in_the_changelog_lays_out_the_same_messages_again(max_bytes: int | None) -> None:
+    rng = random.Random(5)
+    names = [f"p-{n}" for n in range(400)]
+
+    def accumulator(orders: int) -> PairAccumulator:
+        counted = PairAccumulator(50)
+        counted.add_baskets([tuple(sorted(rng.sample(names, rng.randrange(1, 6)))) for _ in range(orders)])
+        return counted
+
+    shared = accumulator(300)  # two horizons' buckets holding the same orders share one
+    batches = {("24h", 7200.0): shared, ("7d", 0.0): shared, ("24h", 0.0): accumulator(40),
+               ("7d", 50400.0): PairAccumulator(50)}  # no orders: no messages
+    sent = outbox_messages(3, 12, batches, partitions=4, max_bytes=max_bytes)
+    kept = orjson.loads(orjson.dumps(outbox_state(batches, 4, max_bytes)))
+    assert len(kept["groups"]) == 3  # the shared accumulator once
+    assert outbox_from_state(3, 12, kept) == orjson.loads(orjson.dumps(sent))
+    assert len(orjson.dumps(kept)) * 2 < len(orjson.dumps(sent))  # each count once, not per partition and horizon
