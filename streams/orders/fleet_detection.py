@@ -40,6 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from streams.orders.detection import (
     MINUTE,
     TOTAL,
@@ -95,6 +97,31 @@ def detection_message(source: int, sequence: int, watermark: float | None, order
             "ticks": tick_rows(orders, tick, max_values)}
 
 
+def detection_messages(source: int, sequence: int, watermark: float | None, orders: Sequence[OrderFacts],
+                       tick: float, max_values: int, max_bytes: int) -> list[dict[str, Any]]:
+    """:func:`detection_message` in parts of at most ``max_bytes`` of JSON each, ticks whole.
+
+    A flush of a backlog can span days of event time, thousands of ticks: one
+    message would pass the producer's limit. Parts are applied once each, by
+    (sequence, part); only the last carries the watermark, so that no tick is
+    tested before every part of the flush is in.
+    """
+    whole = detection_message(source, sequence, watermark, orders, tick, max_values)
+    room = max_bytes - len(orjson.dumps({**whole, "ticks": [], "part": 0, "parts": 0})) - 64
+    chunks: list[list[Any]] = [[]]
+    used = 0
+    for row in whole["ticks"]:
+        size = len(orjson.dumps(row)) + 1
+        if used + size > room and chunks[-1]:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(row)
+        used += size
+    last = len(chunks) - 1
+    return [{**whole, "watermark": watermark if i == last else None, "ticks": rows, "part": i, "parts": len(chunks)}
+            for i, rows in enumerate(chunks)]
+
+
 def status_message(source: int, watermark: float | None, waiting: bool) -> dict[str, Any]:
     """Where orders partition ``source`` stands: the watermark of the orders it sent, and whether more wait."""
     return {"kind": KIND, "partition": PARTITION, "source": source, "watermark": watermark, "waiting": waiting}
@@ -107,9 +134,10 @@ class Source:
     sequence: int = 0  # the newest outbox sequence applied
     watermark: float | None = None  # event time up to which its orders were sent
     waiting: bool = False  # messages of it were waiting to be read, when it last said
+    part: int = 0  # the newest part of that sequence applied (detection_messages)
 
     def to_list(self) -> list[Any]:
-        return [self.sequence, self.watermark, self.waiting]
+        return [self.sequence, self.watermark, self.waiting, self.part]
 
 
 def meta_key() -> str:
@@ -152,10 +180,11 @@ class FleetDetector:
         sequence = message.get("sequence")
         applied = True
         if sequence is not None:
-            if sequence <= source.sequence:
+            part = int(message.get("part", 0))
+            if (sequence, part) <= (source.sequence, source.part):
                 applied = False
             else:
-                source.sequence = int(sequence)
+                source.sequence, source.part = int(sequence), part
                 for start, rows in message["ticks"]:
                     self.detector.add_tick(float(start), ((k, v, int(n), int(c)) for k, v, n, c in rows))
         self.advance()
@@ -246,8 +275,10 @@ class FleetDetector:
                 if minute + MINUTE > closed:  # the minute still open: its key is written again
                     fleet._open.setdefault(minute, {})[start] = counts
         detector.load_state(state)
-        fleet.sources = {int(p): Source(int(seq), None if w is None else float(w), bool(waiting))
-                         for p, (seq, w, waiting) in meta["sources"].items()}
+        # [sequence, watermark, waiting, part]; a meta key written before parts has no part
+        fleet.sources = {int(p): Source(int(data[0]), None if data[1] is None else float(data[1]), bool(data[2]),
+                                        int(data[3]) if len(data) > 3 else 0)
+                         for p, data in meta["sources"].items()}
         return fleet
 
 

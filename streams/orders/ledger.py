@@ -33,7 +33,7 @@ from streams.customers.outbox import customer_messages
 from streams.orders.config import WindowConfig
 from streams.orders.contract import BEFORE_RETENTION, FUTURE_EVENT_TIME, Order, Rejection
 from streams.orders.facts import OrderFacts, order_facts
-from streams.orders.fleet_detection import detection_message
+from streams.orders.fleet_detection import detection_messages
 from streams.orders.hit_rate import PublishedLists, hit_figures
 from streams.orders.windows import OrderSums, WindowTotals, agg, initialize
 from streams.pairs.basket import PairAccumulator
@@ -348,8 +348,9 @@ class PartitionLedger:
                                             config.customer_partitions, config.customer_horizon,
                                             config.customer_max_categories, config.max_message_bytes - RECORD_ROOM)
             if self.detection_orders:
-                outbox.append(detection_message(self.partition, sequence, self.meta.watermark, self.detection_orders,
-                                                config.detection_tick, config.max_tracked))
+                outbox += detection_messages(self.partition, sequence, self.meta.watermark, self.detection_orders,
+                                             config.detection_tick, config.max_tracked,
+                                             config.max_message_bytes - RECORD_ROOM)
             self.pair_orders = []
             self.customer_orders = []
             self.detection_orders = []

@@ -13,6 +13,7 @@ Thin wiring: records are raw bytes, the work is done by the processors
 from __future__ import annotations
 
 import logging
+import os
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -52,6 +53,22 @@ PAIRS_TABLE = "pairs"
 CUSTOMERS_TABLE = "customers"
 DETECTION_TABLE = "drop-detection"
 LIVE_PAGE = Path(__file__).parent.parent / "static" / "live.html"
+
+
+PRODUCER_STOPPED_EXIT = 4  # the worker's exit code when its producer stopped for good (see producer_stopped)
+
+
+def producer_stopped(app: faust.App) -> BaseException | None:
+    """Why the app's producer stopped for good, or None while it runs.
+
+    Faust's producer buffer stops on a send it cannot make (a message over the
+    client's request size, a serialisation error) and never starts again: every
+    later flush would wait for the broker forever while the worker looks alive.
+    """
+    buffer = getattr(app.producer, "buffer", None)
+    if buffer is None or not buffer.crashed:
+        return None
+    return buffer.crash_reason or RuntimeError("the producer buffer stopped")
 
 
 @dataclass
@@ -179,6 +196,18 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     @app.timer(settings.flush_interval_seconds)
     async def flush_orders() -> None:
         await orders.flush()
+
+    @app.timer(1.0)
+    async def watch_producer() -> None:
+        # A stopped producer is fatal: exit non-zero, so that the worker is restarted (compose,
+        # `python -m streams run`) and recovers exactly from the changelog, as after a crash.
+        reason = producer_stopped(app)
+        if reason is not None:
+            log.critical("the producer stopped for good (%r): nothing can be written any more; exiting with "
+                         "code %d so that the worker restarts and recovers from the changelog",
+                         reason, PRODUCER_STOPPED_EXIT)
+            logging.shutdown()
+            os._exit(PRODUCER_STOPPED_EXIT)
 
     @app.timer(settings.flush_interval_seconds)
     async def flush_detection() -> None:

@@ -11,7 +11,14 @@ import pytest
 
 from streams.orders.detection import DetectionConfig, DropDetector, low_watermark
 from streams.orders.facts import OrderFacts
-from streams.orders.fleet_detection import FleetDetector, detection_message, status_message, tick_rows
+from streams.orders.fleet_detection import (
+    FleetDetector,
+    detection_message,
+    detection_messages,
+    meta_key,
+    status_message,
+    tick_rows,
+)
 
 T0 = 1_700_000_000.0
 CONFIG = DetectionConfig(expected_rate=0.3)
@@ -111,6 +118,40 @@ def test_a_message_sent_again_counts_once() -> None:
     assert total.baseline == 0.3 and fleet.detector.closed_until == T0 + 5
     assert fleet.detector.segments[("total", "all")].runs[0] in ([1, 0], [0, 0])  # one tick of 2 orders, once
     assert fleet.apply({**message, "sequence": 2, "ticks": []}) is True
+
+
+def test_a_flush_spanning_a_backlog_is_sent_in_parts_that_count_once_and_as_the_whole() -> None:
+    """A backlog's flush spans hours of event time: one message would pass the producer's limit and stop
+    every send of the worker. In parts, each under the limit, it tests exactly as the whole."""
+    orders = traffic(6 * 3600, 2.0, 0.3)
+    whole = detection_message(0, 1, orders[-1].event_time, orders, 5.0, 200)
+    parts = detection_messages(0, 1, orders[-1].event_time, orders, 5.0, 200, 65_536)
+    assert len(orjson.dumps(whole)) > 65_536 and len(parts) > 2
+    assert all(len(orjson.dumps(part)) <= 65_536 for part in parts)
+    assert [t for part in parts for t in part["ticks"]] == whole["ticks"]
+    assert [part["watermark"] for part in parts] == [None] * (len(parts) - 1) + [whole["watermark"]]
+    one, split = FleetDetector(CONFIG, 1), FleetDetector(CONFIG, 1)
+    assert one.apply(whole)
+    for i, part in enumerate(parts):
+        assert split.apply(part)
+        if i < len(parts) - 1:  # nothing is tested before the last part is in
+            assert split.detector.closed_until is None or split.detector.closed_until <= T0 + 5
+        assert not split.apply(part)  # sent again after a crash: counts once
+        assert all(not split.apply(earlier) for earlier in parts[:i])
+    assert split.detector.closed_until == one.detector.closed_until
+    assert split.detector.report() == one.detector.report()
+    # the next flush's first part is newer than every part of this one
+    assert split.apply(detection_messages(0, 2, None, [], 5.0, 200, 65_536)[0])
+
+
+def test_a_meta_key_written_before_parts_restores_its_sources() -> None:
+    fleet = FleetDetector(CONFIG, 1)
+    fleet.apply(detection_message(0, 3, T0 + 9, [facts(T0 + 1, True)], 5.0, 200))
+    ticks, meta, _ = fleet.take_changes()
+    meta[meta_key()]["sources"] = {p: data[:3] for p, data in meta[meta_key()]["sources"].items()}
+    new = FleetDetector.restore(CONFIG, 1, orjson.loads(orjson.dumps([*ticks.items(), *meta.items()])))
+    assert new.sources[0].to_list() == [3, T0 + 9, False, 0]
+    assert not new.apply(detection_message(0, 3, T0 + 9, [facts(T0 + 1, True)], 5.0, 200))
 
 
 @pytest.mark.parametrize(("standing", "tested_until"), [
