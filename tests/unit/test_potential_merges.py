@@ -9,6 +9,7 @@ uncached one (same rows, same order, same upper bounds and ties).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from itertools import pairwise
 
@@ -93,3 +94,29 @@ def test_the_best_of_the_older_windows_plus_the_newer_ones_products_are_the_top_
     best = [product for product, _ in older.best(limit)]
     assert top_primary_products_of_both(older, best, ProductSums(windows[split:]), limit) == \
         top_primary_products(windows, limit)
+
+
+def test_a_scrape_after_events_into_the_newest_windows_sums_only_those(monkeypatch: pytest.MonkeyPatch) -> None:
+    orders, merges = Orders(1), WindowMerges()
+    orders.apply(120, step=4.0)  # eight windows
+    take_snapshot(orders.ledgers, SETTINGS, {}, merges=merges)
+    orders.apply(10, step=0.0)  # the newest start only
+    summed: list[PrimaryProducts] = []
+    add = ProductSums.add
+    monkeypatch.setattr(ProductSums, "add", lambda self, window: (summed.append(window), add(self, window))[1])
+    kept = take_snapshot(orders.ledgers, SETTINGS, {}, merges=merges).potential
+    newest = max(orders.ledgers[0].windows)
+    assert summed and {id(w) for w in summed} == {
+        id(ledger.windows[newest].totals.primary_products) for ledger in orders.ledgers if newest in ledger.windows}
+    assert len(summed) == len(SETTINGS.rolling_views) * sum(newest in ledger.windows for ledger in orders.ledgers)
+    monkeypatch.undo()
+    assert kept == take_snapshot(orders.ledgers, SETTINGS, {}).potential
+
+
+def test_another_limit_is_not_answered_from_the_kept_best() -> None:
+    orders, merges = Orders(2), WindowMerges()
+    orders.apply(120, step=4.0)
+    take_snapshot(orders.ledgers, SETTINGS, {}, merges=merges)
+    wider = dataclasses.replace(SETTINGS, max_label_values=8)
+    assert take_snapshot(orders.ledgers, wider, {}, merges=merges).potential == \
+        take_snapshot(orders.ledgers, wider, {}).potential
