@@ -164,14 +164,20 @@ def top_primary_products_of_both(older: ProductSums, older_best: Iterable[str], 
     that ``newer`` does not monitor has its ``older`` orders, and if ``limit`` products rank above it in
     ``older`` they rank above it over both. Each candidate's sums and the floors are then the whole ones.
     """
-    old = older.products
-    new = newer.products
-    combined = {product: old[product] for product in older_best}  # read, never changed
+    old, new = older.products, newer.products
+    orders = {product: old[product][0] for product in older_best}
     for product, added in new.items():
         was = old.get(product)
-        combined[product] = added if was is None else [a + b for a, b in zip(was, added, strict=True)]
-    best = heapq.nsmallest(limit, combined.items(), key=_by_orders)
-    return potential_rows(best, older.floors + newer.floors)
+        orders[product] = added[0] if was is None else was[0] + added[0]
+    best = heapq.nsmallest(limit, orders.items(), key=_by_orders_alone)
+    absent = [0, 0, 0, 0]  # a product one side does not monitor adds nothing there
+    sums = [(product, [a + b for a, b in zip(old.get(product, absent), new.get(product, absent), strict=True)])
+            for product, _ in best]
+    return potential_rows(sums, older.floors + newer.floors)
+
+
+def _by_orders_alone(kv: tuple[str, int]) -> tuple[int, str]:
+    return -kv[1], kv[0]
 
 
 def potential_rows(best: Iterable[tuple[str, list[int]]], floors: int) -> list[ProductPotential]:

@@ -241,6 +241,8 @@ class WindowMerges:
         # rolling view label -> (the limit and its older starts with their merges then, the potential
         # sums of their windows, the ids of the best of them)
         self._older: dict[str, tuple[tuple[int, list[tuple[float, WindowTotals]]], ProductSums, list[str]]] = {}
+        # the newest start, its merge then and the potential sums of its windows (every view shares them)
+        self._newest: tuple[float, WindowTotals, ProductSums] | None = None
 
     def merged(self, start: float, windows: list[Window]) -> WindowTotals:
         held = self._merged.get(start)
@@ -273,8 +275,11 @@ class WindowMerges:
             sums = ProductSums(window.totals.primary_products for start in older for window in windows[start])
             held = self._older[label] = (key, sums, [product for product, _ in sums.best(limit)])
         _, sums, best = held
-        newer = ProductSums(window.totals.primary_products for window in windows[newest])
-        return top_primary_products_of_both(sums, best, newer, limit)
+        newer = self._newest
+        if newer is None or newer[0] != newest or newer[1] is not by_start[newest]:
+            newer = self._newest = (newest, by_start[newest],
+                                    ProductSums(window.totals.primary_products for window in windows[newest]))
+        return top_primary_products_of_both(sums, best, newer[2], limit)
 
     def keep_only(self, starts: Iterable[float]) -> None:
         """Forget the starts no ledger holds any more (expired windows)."""
