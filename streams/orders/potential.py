@@ -113,30 +113,78 @@ class ProductPotential:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+class ProductSums:
+    """Per primary product over some windows: [guaranteed orders, cross-sell orders, estimate where monitored,
+    floors of the windows that monitor it]; and the floors of all the windows."""
+
+    __slots__ = ("floors", "products")
+
+    def __init__(self, windows: Iterable[PrimaryProducts | None] = ()) -> None:
+        self.products: dict[str, list[int]] = {}
+        self.floors = 0
+        for window in windows:
+            if window is not None:
+                self.add(window)
+
+    def add(self, window: PrimaryProducts) -> None:
+        products = self.products
+        floor = window.orders.floor
+        self.floors += floor
+        for product, orders, cross_sell, estimate in window.rows():
+            entry = products.get(product)
+            if entry is None:
+                products[product] = [orders, cross_sell, estimate, floor]
+            else:
+                entry[0] += orders
+                entry[1] += cross_sell
+                entry[2] += estimate
+                entry[3] += floor
+
+    def best(self, limit: int) -> list[tuple[str, list[int]]]:
+        """The ``limit`` products with most guaranteed orders (ties by id)."""
+        return heapq.nsmallest(limit, self.products.items(), key=_by_orders)
+
+
+def _by_orders(kv: tuple[str, list[int]]) -> tuple[int, str]:
+    return -kv[1][0], kv[0]
+
+
 def top_primary_products(windows: Iterable[PrimaryProducts | None], limit: int) -> list[ProductPotential]:
     """The ``limit`` primary products with most guaranteed orders over ``windows`` (ties by id)."""
-    guaranteed: dict[str, list[int]] = {}  # product -> [guaranteed, cross-sell, estimate where monitored]
-    floors = 0
-    monitored_floor: dict[str, int] = {}  # product -> sum of the floors of the windows that monitor it
-    for window in windows:
-        if window is None:
-            continue
-        floor = window.orders.floor
-        floors += floor
-        for product, orders, cross_sell, estimate in window.rows():
-            entry = guaranteed.get(product)
-            if entry is None:
-                entry = guaranteed[product] = [0, 0, 0]
-            entry[0] += orders
-            entry[1] += cross_sell
-            entry[2] += estimate
-            if floor:
-                monitored_floor[product] = monitored_floor.get(product, 0) + floor
-    best = heapq.nsmallest(limit, guaranteed.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    sums = ProductSums(windows)
+    return potential_rows(sums.best(limit), sums.floors)
+
+
+def top_primary_products_of_both(older: ProductSums, older_best: Iterable[str], newer: ProductSums,
+                                 limit: int) -> list[ProductPotential]:
+    """:func:`top_primary_products` over the windows of ``older`` and ``newer`` together, given the ids of
+    ``older.best(limit)``: the same rows, combining only those products and ``newer``'s.
+
+    Exact because a product's guaranteed orders over both are at least its orders over ``older``: one
+    that ``newer`` does not monitor has its ``older`` orders, and if ``limit`` products rank above it in
+    ``older`` they rank above it over both. Each candidate's sums and the floors are then the whole ones.
+    """
+    old, new = older.products, newer.products
+    orders = {product: old[product][0] for product in older_best}
+    for product, added in new.items():
+        was = old.get(product)
+        orders[product] = added[0] if was is None else was[0] + added[0]
+    best = heapq.nsmallest(limit, orders.items(), key=_by_orders_alone)
+    absent = [0, 0, 0, 0]  # a product one side does not monitor adds nothing there
+    sums = [(product, [a + b for a, b in zip(old.get(product, absent), new.get(product, absent), strict=True)])
+            for product, _ in best]
+    return potential_rows(sums, older.floors + newer.floors)
+
+
+def _by_orders_alone(kv: tuple[str, int]) -> tuple[int, str]:
+    return -kv[1], kv[0]
+
+
+def potential_rows(best: Iterable[tuple[str, list[int]]], floors: int) -> list[ProductPotential]:
     rows = []
-    for product, (orders, cross_sell, estimate) in best:
+    for product, (orders, cross_sell, estimate, monitored_floor) in best:
         # Windows that do not monitor the product may have dropped up to their floor of its orders.
-        upper = estimate + floors - monitored_floor.get(product, 0)
+        upper = estimate + floors - monitored_floor
         rows.append(ProductPotential(product, orders, upper, cross_sell, cross_sell / orders if orders else 0.0,
                                      upper == orders))
     return rows

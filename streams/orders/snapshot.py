@@ -15,7 +15,13 @@ from streams.orders.experiments import CONFIDENCE, GroupSums, compare, compare_v
 from streams.orders.hit_rate import HIT_FIGURES, BestCompanion, hit_rate_json
 from streams.orders.ledger import Counters, PartitionLedger, Window
 from streams.orders.markers import Marker, current_marker, listed
-from streams.orders.potential import ProductPotential, opportunities, top_primary_products
+from streams.orders.potential import (
+    ProductPotential,
+    ProductSums,
+    opportunities,
+    top_primary_products,
+    top_primary_products_of_both,
+)
 from streams.orders.windows import (
     ATTRIBUTION_FIGURES,
     WindowTotals,
@@ -232,6 +238,11 @@ class WindowMerges:
     def __init__(self) -> None:
         # start -> (the windows merged and their offsets then, the merge)
         self._merged: dict[float, tuple[list[tuple[Window, int]], WindowTotals]] = {}
+        # rolling view label -> (the limit and its older starts with their merges then, the potential
+        # sums of their windows, the ids of the best of them)
+        self._older: dict[str, tuple[tuple[int, list[tuple[float, WindowTotals]]], ProductSums, list[str]]] = {}
+        # the newest start, its merge then and the potential sums of its windows (every view shares them)
+        self._newest: tuple[float, WindowTotals, ProductSums] | None = None
 
     def merged(self, start: float, windows: list[Window]) -> WindowTotals:
         held = self._merged.get(start)
@@ -244,10 +255,44 @@ class WindowMerges:
         self._merged[start] = ([(window, window.offset) for window in windows], totals)
         return totals
 
+    def potential(self, label: str, starts: Sequence[float], windows: dict[float, list[Window]],
+                  by_start: dict[float, WindowTotals], limit: int) -> list[ProductPotential]:
+        """:func:`top_primary_products` of the windows of ``starts`` (oldest first; the view ``label``),
+        given ``by_start`` from :meth:`merged`.
+
+        A scrape re-merged the potential of every window of every view; only the newest start's windows
+        change between two scrapes. So the sums of the older starts' windows, and which of them are the
+        best, are kept while those starts and their merges are the same objects :meth:`merged` returned
+        then (none of their windows folded an event, expired or was restored): a scrape combines those
+        best with the newest start's products alone, with the same rows as merging everything.
+        """
+        if not starts:
+            return []
+        *older, newest = starts
+        key = (limit, [(start, by_start[start]) for start in older])
+        held = self._older.get(label)
+        if held is None or not _same_merges(held[0], key):
+            sums = ProductSums(window.totals.primary_products for start in older for window in windows[start])
+            held = self._older[label] = (key, sums, [product for product, _ in sums.best(limit)])
+        _, sums, best = held
+        newer = self._newest
+        if newer is None or newer[0] != newest or newer[1] is not by_start[newest]:
+            newer = self._newest = (newest, by_start[newest],
+                                    ProductSums(window.totals.primary_products for window in windows[newest]))
+        return top_primary_products_of_both(sums, best, newer[2], limit)
+
     def keep_only(self, starts: Iterable[float]) -> None:
         """Forget the starts no ledger holds any more (expired windows)."""
         kept = set(starts)
         self._merged = {start: held for start, held in self._merged.items() if start in kept}
+
+
+def _same_merges(held: tuple[int, list[tuple[float, WindowTotals]]],
+                 now: tuple[int, list[tuple[float, WindowTotals]]]) -> bool:
+    (held_limit, held_merges), (limit, merges) = held, now
+    return held_limit == limit and len(held_merges) == len(merges) and all(
+        start == was_start and totals is was for (start, totals), (was_start, was)
+        in zip(merges, held_merges, strict=True))
 
 
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
@@ -264,6 +309,7 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
         counters.add(ledger.meta)
         for start, window in ledger.windows.items():
             windows_by_start.setdefault(start, []).append(window)
+    kept = merges is not None
     if merges is None:
         merges = WindowMerges()
     else:
@@ -281,8 +327,12 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
             continue
         first = newest - length + size
         views[label] = merge([totals for s, totals in by_start.items() if s >= first])
-        potential[label] = top_primary_products((w.totals.primary_products for s, ws in windows_by_start.items()
-                                                 if s >= first for w in ws), settings.max_label_values)
+        if kept:
+            potential[label] = merges.potential(label, sorted(s for s in by_start if s >= first), windows_by_start,
+                                                by_start, settings.max_label_values)
+        else:
+            potential[label] = top_primary_products((w.totals.primary_products for s, ws in windows_by_start.items()
+                                                     if s >= first for w in ws), settings.max_label_values)
     starts = sorted(by_start)[-recent:]
     used = current_marker(markers, settings.experiment_marker, settings.experiment_marker_time)
     marker_start = window_start(used.at, size) if used is not None else None

@@ -32,14 +32,15 @@ def exported(snapshot: Snapshot) -> tuple[object, ...]:
 
 
 class Orders:
-    """Seeded orders spread over two partitions, each event time a little after the last."""
+    """Seeded orders spread over the partitions, each event time a little after the last."""
 
-    def __init__(self) -> None:
-        self.random = random.Random(7)
-        self.ledgers = [PartitionLedger(p, window_config(SETTINGS)) for p in range(2)]
-        self.offsets = [0, 0]
+    def __init__(self, settings: Settings = SETTINGS, partitions: int = 2, seed: int = 7) -> None:
+        self.settings = settings
+        self.random = random.Random(seed)
+        self.ledgers = [PartitionLedger(p, window_config(settings)) for p in range(partitions)]
+        self.offsets = [0] * partitions
         self.clock = T0
-        self.tables: list[dict[str, Any]] = [{}, {}]  # each partition's changelog, as flushes left it
+        self.tables: list[dict[str, Any]] = [{} for _ in range(partitions)]  # each changelog, as flushes left it
 
     def flush(self) -> None:
         for ledger, table in zip(self.ledgers, self.tables, strict=True):
@@ -52,7 +53,7 @@ class Orders:
                 table.pop(key, None)
 
     def restored(self) -> list[PartitionLedger]:
-        config = window_config(SETTINGS)
+        config = window_config(self.settings)
         return [PartitionLedger.restore(p, config, table.items()) for p, table in enumerate(self.tables)]
 
     def apply(self, count: int, step: float = 7.0, back: float = 0.0) -> None:
