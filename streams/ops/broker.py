@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -27,11 +28,15 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be started."""
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = LOOPBACK, avoid: Collection[int] = ()) -> int:
+    """A TCP port that nothing listens on right now, and none of ``avoid`` (ports meant for something
+    else that may not listen yet, such as the worker's web port: the system hands a free port out again)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
 
 
 def broker_binary() -> str:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from streams.ops.generator import SendReport
 
 from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
-from streams.ops.broker import BrokerError, EmbeddedBroker
+from streams.ops.broker import BrokerError, EmbeddedBroker, free_port
 from streams.ops.security import librdkafka_config
 from streams.ops.supervisor import spawn, stop
 from streams.ops.traffic import TrafficShape
@@ -366,7 +366,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         env = dict(os.environ)
         if settings.embedded:
-            broker = stack.enter_context(EmbeddedBroker())
+            # Not on the worker's web port, which is free until the worker starts.
+            broker = stack.enter_context(EmbeddedBroker(port=free_port(avoid={settings.web_port})))
             env["CROSSSELL_BROKER_URL"] = broker.url
             print(f"crosssell: embedded broker (Tansu, memory only) at {broker.url}", flush=True)
             settings = Settings.from_env(env)
