@@ -11,7 +11,6 @@ customer messages its meta key does not cover.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -26,12 +25,6 @@ from tests.agents.test_failed_flush import FailingBroker, stored_state
 from tests.agents.test_order_agents import PARTITIONS, built_pipeline
 
 HOUR = 3600.0
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 def customers_of(partition: int, n: int) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,12 +31,6 @@ from streams.runtime.store import PartitionedTable
 from tests.agents.test_order_agents import built_pipeline, order, read_all
 
 MINUTE = 60.0
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 class FailingBroker:

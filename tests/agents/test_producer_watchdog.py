@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
 from streams.ops.broker import EmbeddedBroker
 from streams.runtime.app import producer_stopped
 from tests.agents.test_order_agents import built_pipeline
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker() as running:
-        yield running
 
 
 async def test_a_send_the_client_refuses_stops_the_producer_and_the_watchdog_says_why(broker: EmbeddedBroker,
