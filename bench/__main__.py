@@ -225,6 +225,9 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
             print(f"  during it ({lat['phase_seconds']:.0f} s, until all were counted): the worker used "
                   f"{lat['worker_cores']:.2f} cores, {lat['worker_cpu_seconds_per_million_events']:.1f} CPU s per "
                   f"million events; the broker {lat.get('broker_cores', 0):.2f} cores")
+        if lat.get("p99_seconds_by_second_sent"):
+            print("  p99 ms of the events sent in each second: "
+                  + " ".join(f"{value * 1000:.0f}" for value in lat["p99_seconds_by_second_sent"]))
     for label, result in results.items():
         broker_cpu = result.extra.get("broker_cpu_seconds_per_million_events")
         if broker_cpu is not None:
@@ -293,6 +296,7 @@ def run_pipeline(kids: Children, args: argparse.Namespace, broker_url: str, even
             "p50_seconds": round(latency.p50, 4), "p99_seconds": round(latency.p99, 4),
             "max_seconds": round(latency.max, 4), "scrape_interval_seconds": latency.scrape_interval,
             "scrape_p50_seconds": round(latency.scrape_p50, 4), "scrape_p99_seconds": round(latency.scrape_p99, 4),
+            "p99_seconds_by_second_sent": [round(value, 3) for value in latency.p99_by_second],
             "peak_rss_mb_after": round(rss, 1),
             "phase_seconds": round(phase, 1),
             **{f"{name}_cpu_seconds_per_million_events": round(seconds / max(1, latency.sent) * 1e6, 1)

@@ -199,6 +199,9 @@ class Latency:
     # How long each /metrics answer took (request to last byte): part of every measured latency.
     scrape_p50: float = 0.0
     scrape_p99: float = 0.0
+    # p99 of the events sent in each second of the phase: a backlog that grows (too little CPU)
+    # rises steadily, a stall (a long step of the event loop) shows as a spike.
+    p99_by_second: list[float] = field(default_factory=list)
 
 
 def measure_latency(worker: Worker, *, bootstrap: str, topic: str, events: Sequence[Event], rate: float,
@@ -249,9 +252,16 @@ def measure_latency(worker: Worker, *, bootstrap: str, topic: str, events: Seque
     if not latencies:
         raise ChildFailed("no live event was reflected in /metrics")
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    by_second: dict[int, list[float]] = {}
+    start = sender.sent_at[0]
+    for sent_at, latency in zip(sender.sent_at, latencies, strict=False):  # the unreflected tail: none
+        by_second.setdefault(int(sent_at - start), []).append(latency)
+    p99_by_second = [statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else values[0]
+                     for _, values in sorted(by_second.items())]
     return Latency(rate=rate, seconds=len(events) / rate, sent=len(sender.sent_at), measured=len(latencies),
                    p50=statistics.median(latencies), p99=quantiles[98], max=max(latencies),
                    scrape_interval=interval, lost=len(sender.sent_at) - len(latencies), polls=polls,
                    scrape_p50=statistics.median(scrapes),
                    scrape_p99=statistics.quantiles(scrapes, n=100, method="inclusive")[98] if len(scrapes) > 1
-                   else scrapes[0])
+                   else scrapes[0],
+                   p99_by_second=p99_by_second)

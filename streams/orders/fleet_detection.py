@@ -48,7 +48,6 @@ from streams.orders.detection import (
     DetectionConfig,
     DropDetector,
     Segment,
-    count_in,
     low_watermark,
 )
 from streams.orders.facts import OrderFacts
@@ -68,16 +67,27 @@ def tick_rows(orders: Iterable[OrderFacts], tick: float,
     At most ``max_values`` values per kind (the first met), the rest summed into "other":
     a message stays small whatever the labels.
     """
+    # Counted first per (tick, category, channel, variant): one dict update per order. Read in the
+    # order first met, these give each tick's segments, and each kind's values, in the order the
+    # orders first met them, as counting order by order would.
+    groups: dict[tuple[float, str, str, str], list[int]] = {}
+    for facts in orders:
+        key = (facts.event_time // tick * tick, facts.primary_category, facts.channel, facts.variant)
+        entry = groups.get(key)
+        if entry is None:
+            groups[key] = [1, 1 if facts.cross_sell else 0]
+        else:
+            entry[0] += 1
+            if facts.cross_sell:
+                entry[1] += 1
     ticks: dict[float, dict[Segment, list[int]]] = {}
     seen: dict[str, dict[str, None]] = {"primary_category": {}, "channel": {}, "variant": {}}
-    for facts in orders:
-        start = facts.event_time // tick * tick
+    for (start, category, channel, variant), (n, cross) in groups.items():
         counts = ticks.get(start)
         if counts is None:
             counts = ticks[start] = {}
         segments = [TOTAL]
-        for kind, value in (("primary_category", facts.primary_category), ("channel", facts.channel),
-                            ("variant", facts.variant)):
+        for kind, value in (("primary_category", category), ("channel", channel), ("variant", variant)):
             values = seen[kind]
             if value not in values:
                 if len(values) >= max_values:
@@ -85,7 +95,13 @@ def tick_rows(orders: Iterable[OrderFacts], tick: float,
                 else:
                     values[value] = None
             segments.append((kind, value))
-        count_in(counts, segments, 1 if facts.cross_sell else 0)
+        for segment in segments:
+            entry = counts.get(segment)
+            if entry is None:
+                counts[segment] = [n, cross]
+            else:
+                entry[0] += n
+                entry[1] += cross
     return [[start, [[kind, value, n, c] for (kind, value), (n, c) in counts.items()]]
             for start, counts in sorted(ticks.items())]
 

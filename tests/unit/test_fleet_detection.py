@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.orders.detection import DetectionConfig, DropDetector, low_watermark
+from streams.orders.detection import TOTAL, DetectionConfig, DropDetector, Segment, count_in, low_watermark
 from streams.orders.facts import OrderFacts
 from streams.orders.fleet_detection import (
     FleetDetector,
@@ -97,6 +97,37 @@ def test_tick_rows_fold_values_beyond_the_bound_into_other() -> None:
     rows = tick_rows([facts(T0, False, category) for category in ("a", "b", "c")], 5.0, 2)
     categories = {value: n for kind, value, n, _ in rows[0][1] if kind == "primary_category"}
     assert categories == {"a": 1, "b": 1, "other": 1}
+
+
+def rows_order_by_order(orders: list[OrderFacts], tick: float, max_values: int) -> list[list[Any]]:
+    """tick_rows as its contract reads: each order counted in turn, values beyond the bound as met."""
+    ticks: dict[float, dict[Segment, list[int]]] = {}
+    seen: dict[str, list[str]] = {"primary_category": [], "channel": [], "variant": []}
+    for order in orders:
+        counts = ticks.setdefault(order.event_time // tick * tick, {})
+        segments = [TOTAL]
+        for kind, value in (("primary_category", order.primary_category), ("channel", order.channel),
+                            ("variant", order.variant)):
+            if value not in seen[kind]:
+                if len(seen[kind]) >= max_values:
+                    value = "other"
+                else:
+                    seen[kind].append(value)
+            segments.append((kind, value))
+        count_in(counts, segments, 1 if order.cross_sell else 0)
+    return [[start, [[kind, value, n, c] for (kind, value), (n, c) in counts.items()]]
+            for start, counts in sorted(ticks.items())]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tick_rows_equal_counting_order_by_order_in_content_and_order(seed: int) -> None:
+    rng = random.Random(seed)
+    orders = [OrderFacts("o", T0 + rng.uniform(0, 60) if rng.random() < 0.3 else T0 + n * 0.01,
+                         rng.choice("abcdefg"), rng.random() < 0.3, 1, 10.0, 0.0, ("a",), ("p",),
+                         rng.choice(("web", "app", "store")), rng.choice(("control", "treatment", "x")), 0)
+              for n in range(rng.randint(1, 400))]
+    max_values = rng.choice((1, 2, 3, 200))
+    assert tick_rows(orders, 5.0, max_values) == rows_order_by_order(orders, 5.0, max_values)
 
 
 def test_partitions_merged_raise_the_alarms_of_one_test_over_all_orders() -> None:
