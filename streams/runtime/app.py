@@ -294,6 +294,8 @@ def _web_views(app: faust.App, settings: Settings, pipeline: Pipeline, pair_stat
         failures = {"orders": pipeline.orders.flush_failures, "pairs": pipeline.pairs.flush_failures}
         if pipeline.customers is not None:
             failures["customers"] = pipeline.customers.flush_failures
+        if pipeline.detection is not None:
+            failures["detection"] = pipeline.detection.flush_failures
         return failures
 
     registry.register(FlushFailureCollector(flush_failures))

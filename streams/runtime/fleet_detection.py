@@ -48,6 +48,7 @@ class DetectionProcessor:
         self.fleet: FleetDetector | None = None
         self.unacked: list[EventT[Any]] = []
         self.lock = asyncio.Lock()
+        self.flush_failures = 0  # flushes the broker failed, given back to the fleet's test (see flush)
 
     def restore(self, partitions: set[int]) -> None:
         if PARTITION not in partitions:
@@ -97,6 +98,7 @@ class DetectionProcessor:
                 # Given back before the lock is released, so before anything else takes: the next flush
                 # writes it (FleetDetector.give_back), and acks these messages.
                 log.exception("drop test flush failed; the next flush writes it again")
+                self.flush_failures += 1
                 fleet.give_back(ticks, deletes)
                 self.unacked = events + self.unacked
                 return

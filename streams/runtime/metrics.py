@@ -383,8 +383,9 @@ class FlushFailureCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(PREFIX + "flush_failures", "Flushes the broker failed (a refused or timed-out "
-                                     "write), by the state they write (orders, pairs, customers); what they took "
-                                     "is written by the next flush.", labels=["flush"])
+                                     "write), by the state they write (orders, pairs, customers, detection: the "
+                                     "fleet's drop test); what they took is written by the next flush.",
+                                     labels=["flush"])
         for flush, count in sorted(self._counts().items()):
             family.add_metric([flush], count)
         yield family

@@ -23,6 +23,8 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, NotEnoughReplicasErro
 
 from streams.ops.broker import EmbeddedBroker
 from streams.orders.contract import decode_order
+from streams.orders.facts import OrderFacts
+from streams.orders.fleet_detection import FleetDetector, detection_message
 from streams.orders.ledger import PartitionLedger
 from streams.pairs.ledger import PairLedger
 from streams.runtime.app import Pipeline
@@ -237,3 +239,29 @@ async def test_a_pairs_flush_the_broker_fails_is_written_whole_by_the_next_one(
         assert bucket_state(live)[("24h", bucket_b)][0] == 2
         assert all(event.message.acked for event in events)
         assert pairs.flush_failures == 1
+
+
+async def test_a_drop_test_flush_the_broker_fails_is_counted_and_written_by_the_next_one(
+        broker: EmbeddedBroker, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with built_pipeline(broker, tmp_path) as pipeline:
+        detection = pipeline.detection
+        assert detection is not None
+        detection.restore({0})
+        fleet = detection.fleet
+        assert fleet is not None
+        failing = FailingBroker(pipeline, detection.table, monkeypatch)
+        now = time.time()
+        orders = [OrderFacts(f"o-{n}", now - 600 + n, "books", n % 3 == 0, 1, 10.0, 0.0, ("books",), ("p",), "web",
+                             "control", 0) for n in range(300)]
+        for source in range(fleet.partitions):
+            fleet.apply(detection_message(source, 1, now - 300, orders, fleet.config.tick, 200))
+        failing.refused = lambda key: True
+        await detection.flush()
+        assert failing.failures >= 1 and detection.flush_failures == 1
+        failing.heal()
+        await detection.flush()
+        assert detection.flush_failures == 1
+        restored = FleetDetector.restore(fleet.config, fleet.partitions, stored_state(broker, detection.table))
+        assert restored.detector.closed_until == fleet.detector.closed_until > now - 600
+        assert [source.to_list() for source in restored.sources.values()] == \
+            [source.to_list() for source in fleet.sources.values()]
