@@ -205,8 +205,11 @@ def run(args: argparse.Namespace, wanted: list[str], log_dir: Path) -> dict[str,
                 document["workers"] = run_two_workers(kids, args, broker.url, events, run_id, log_dir, results,
                                                       broker_pid=broker_pid)
         for n, variant in enumerate(args.variant):
+            # A variant given twice (an A/B repeated in one run) keeps both results: #2 on the second.
+            repeat = args.variant[:n].count(variant)
+            label = f"pipeline[{variant}]" + (f"#{repeat + 1}" if repeat else "")
             run_pipeline(kids, args, broker.url, events, maker, run_id, log_dir, results, document, variant=variant,
-                         label=f"pipeline[{variant}]", suffix=f"variant{n}", broker_pid=broker_pid)
+                         label=label, suffix=f"variant{n}", broker_pid=broker_pid)
 
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document["results"] = {name: result.as_json() for name, result in results.items()}

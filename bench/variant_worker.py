@@ -7,6 +7,9 @@ variant is read from BENCH_VARIANT, comma-separated KEY=VALUE:
   batch=0           orders delivered one message per record instead of in batches (FastPathApp.batched_topic)
   fetch_wait=1.5    FastPathApp's fetch_max_wait in seconds ("none": Faust's 1.5 s)
   monitor=default   Faust's own Monitor instead of FastPathApp's LightMonitor
+  tree=DIR          the worker's code (the streams package) from DIR instead of this checkout: two
+                    commits in one run, e.g. `git worktree add /tmp/before HEAD~1`, then
+                    python -m bench --contenders none --variant tree=/tmp/before --variant tree=.
   NAME=VALUE        any Faust setting, e.g. stream_buffer_maxsize=16384 (VALUE as a Python literal)
 """
 
@@ -15,12 +18,8 @@ from __future__ import annotations
 import ast
 import os
 import sys
+from pathlib import Path
 from typing import Any
-
-import faust
-
-from streams.ops.cli import main
-from streams.runtime.fastpath import FastPathApp
 
 
 def parse_variant(text: str) -> dict[str, str]:
@@ -33,13 +32,31 @@ def parse_variant(text: str) -> dict[str, str]:
     return spec
 
 
+def _import_from_tree(spec: dict[str, str]) -> None:
+    """tree=DIR: DIR first on the import path, before anything imports streams."""
+    tree = spec.get("tree")
+    if tree is None:
+        return
+    if not (Path(tree) / "streams" / "__init__.py").is_file():
+        raise SystemExit(f"BENCH_VARIANT: tree={tree}: no streams package there")
+    sys.path.insert(0, str(Path(tree).resolve()))
+
+
+_import_from_tree(parse_variant(os.environ.get("BENCH_VARIANT", "")))
+
+import faust  # noqa: E402
+
+from streams.ops.cli import main  # noqa: E402
+from streams.runtime.fastpath import FastPathApp  # noqa: E402
+
+
 def variant_app(spec: dict[str, str]) -> type[faust.App]:
     fastpath = spec.get("fastpath", "1") != "0"
     batch = spec.get("batch", "1") != "0"
     base: type[faust.App] = FastPathApp if fastpath else faust.App
     settings: dict[str, Any] = {}
     for key, value in spec.items():
-        if key in ("fastpath", "batch"):
+        if key in ("fastpath", "batch", "tree"):
             continue
         if key == "monitor":
             settings["Monitor"] = ("faust.sensors:Monitor" if value == "default"
