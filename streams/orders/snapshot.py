@@ -243,6 +243,8 @@ class WindowMerges:
         self._older: dict[str, tuple[tuple[int, list[tuple[float, WindowTotals]]], ProductSums, list[str]]] = {}
         # the newest start, its merge then and the potential sums of its windows (every view shares them)
         self._newest: tuple[float, WindowTotals, ProductSums] | None = None
+        # rolling view label -> (the merges of its starts but the last, their merge)
+        self._views: dict[str, tuple[list[tuple[float, WindowTotals]], WindowTotals]] = {}
 
     def merged(self, start: float, windows: list[Window]) -> WindowTotals:
         held = self._merged.get(start)
@@ -254,6 +256,23 @@ class WindowMerges:
         totals = merge([window.totals for window in windows])
         self._merged[start] = ([(window, window.offset) for window in windows], totals)
         return totals
+
+    def view(self, label: str, merges: list[tuple[float, WindowTotals]]) -> WindowTotals:
+        """:func:`merge` of ``merges`` (start, what :meth:`merged` returned), in their order: the rolling view
+        ``label``.
+
+        Only the last start of a view takes events between two scrapes (the newest window, the last a
+        ledger added), so the merge of all the others is kept while they are the same starts and the same
+        merge objects, and the view adds the last to it. That adds the same numbers in the same order as
+        merging all of them: a merge starts from zeros, and adding a kept merge to zeros gives it back.
+        """
+        if len(merges) < 2:
+            return merge(totals for _, totals in merges)
+        older = merges[:-1]
+        held = self._views.get(label)
+        if held is None or not _same_merges(held[0], older):
+            held = self._views[label] = (older, merge(totals for _, totals in older))
+        return merge([held[1], merges[-1][1]])
 
     def potential(self, label: str, starts: Sequence[float], windows: dict[float, list[Window]],
                   by_start: dict[float, WindowTotals], limit: int) -> list[ProductPotential]:
@@ -271,7 +290,7 @@ class WindowMerges:
         *older, newest = starts
         key = (limit, [(start, by_start[start]) for start in older])
         held = self._older.get(label)
-        if held is None or not _same_merges(held[0], key):
+        if held is None or held[0][0] != limit or not _same_merges(held[0][1], key[1]):
             sums = ProductSums(window.totals.primary_products for start in older for window in windows[start])
             held = self._older[label] = (key, sums, [product for product, _ in sums.best(limit)])
         _, sums, best = held
@@ -287,12 +306,9 @@ class WindowMerges:
         self._merged = {start: held for start, held in self._merged.items() if start in kept}
 
 
-def _same_merges(held: tuple[int, list[tuple[float, WindowTotals]]],
-                 now: tuple[int, list[tuple[float, WindowTotals]]]) -> bool:
-    (held_limit, held_merges), (limit, merges) = held, now
-    return held_limit == limit and len(held_merges) == len(merges) and all(
-        start == was_start and totals is was for (start, totals), (was_start, was)
-        in zip(merges, held_merges, strict=True))
+def _same_merges(held: list[tuple[float, WindowTotals]], merges: list[tuple[float, WindowTotals]]) -> bool:
+    return len(held) == len(merges) and all(
+        start == was_start and totals is was for (start, totals), (was_start, was) in zip(merges, held, strict=True))
 
 
 def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_letters: dict[str, int],
@@ -326,7 +342,8 @@ def take_snapshot(ledgers: Sequence[PartitionLedger], settings: Settings, dead_l
             potential[label] = []
             continue
         first = newest - length + size
-        views[label] = merge([totals for s, totals in by_start.items() if s >= first])
+        in_view = [(s, totals) for s, totals in by_start.items() if s >= first]
+        views[label] = merges.view(label, in_view) if kept else merge(totals for _, totals in in_view)
         if kept:
             potential[label] = merges.potential(label, sorted(s for s in by_start if s >= first), windows_by_start,
                                                 by_start, settings.max_label_values)

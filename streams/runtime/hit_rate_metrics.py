@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from streams.orders.hit_rate import HIT_FIGURES
 from streams.orders.snapshot import Snapshot
 from streams.orders.windows import bounded_labels
+
+# prometheus_client's families, keeping their samples as rows for the /metrics page (exposition.py):
+from streams.runtime.exposition import CounterFamily as CounterMetricFamily
+from streams.runtime.exposition import GaugeFamily as GaugeMetricFamily
 from streams.settings import Settings
 
 PREFIX = "crosssell_recommendation_"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from streams.customers.summary import CustomerSummary
@@ -22,6 +22,10 @@ from streams.orders.contract import REASONS
 from streams.orders.experiments import SUM_NAMES
 from streams.orders.snapshot import Snapshot, period_group
 from streams.orders.windows import ATTRIBUTION_FIGURES, bounded_labels, ratio, top_pairs
+
+# prometheus_client's families, keeping their samples as rows for the /metrics page (exposition.py):
+from streams.runtime.exposition import CounterFamily as CounterMetricFamily
+from streams.runtime.exposition import GaugeFamily as GaugeMetricFamily
 from streams.runtime.hit_rate_metrics import potential_companions, recommendation_hits
 from streams.settings import Settings
 

@@ -14,7 +14,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
@@ -26,7 +26,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from streams.ops.admin import ensure_topics
 from streams.ops.broker import EmbeddedBroker
@@ -37,7 +38,8 @@ from streams.pairs.basket import PairAccumulator
 from streams.pairs.outbox import outbox_messages
 from streams.pairs.recommendations import Companion, PublishedState
 from streams.runtime import store
-from streams.runtime.app import Pipeline, create_pipeline
+from streams.runtime.app import Pipeline, create_pipeline, metrics_registry
+from streams.runtime.exposition import TextExposition
 from streams.runtime.fastpath import MessageBatch
 from streams.runtime.metrics import CrossSellCollector
 from streams.settings import Settings
@@ -468,3 +470,54 @@ async def test_publishing_forgets_tombstones_older_than_the_interval(pipeline: P
     await pipeline.recommender.publish(now)
     assert pipeline.recommender.published == {("24h", "gone-just-now"): PublishedState((), now - interval / 2),
                                               ("24h", "listed"): listed}
+
+
+class Collected:
+    """One collection of a registry, collected again as it was: two renderers get the same families."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.metrics = list(registry.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.metrics
+
+
+async def test_the_metrics_page_renders_the_worker_registry_as_generate_latest_does_as_the_state_changes(
+        pipeline: Pipeline) -> None:
+    settings = pipeline.orders.settings
+    registry = metrics_registry(settings, pipeline)
+    exposition = TextExposition()  # one for the whole test, as the page keeps one: its caches carry over
+    shuffle = random.Random(5)
+    categories = ["electronics", "cables", 'say "cheese"', "back\\slash", "ünïcödé ✓", "two\nlines"]
+
+    def basket(n: int) -> list[dict[str, Any]]:
+        accent = "é" if n % 7 == 0 else ""
+        return [{"product_id": f"p-{shuffle.randrange(30)}{accent}",
+                 "category": shuffle.choice(categories), "unit_price": round(shuffle.uniform(0.5, 900.0), 2),
+                 "quantity": shuffle.randint(1, 3)} for _ in range(shuffle.randint(1, 4))]
+
+    bodies = []
+    for first in (0, 300):
+        baskets = []
+        async with pipeline.app.agents["orders"].test_context() as agent:
+            for n in range(first, first + 300):
+                items = basket(n)
+                baskets.append(tuple(sorted({item["product_id"] for item in items})))
+                value = orjson.dumps({"order_id": f"o-{n}", "customer_id": f"c-{n % 40}", "currency": "EUR",
+                                      "occurred_at": rfc3339(time.time() - shuffle.uniform(0, 600)), "items": items,
+                                      "channel": shuffle.choice(["web", "app", 'q"uote']),
+                                      "variant": shuffle.choice(["control", "treatment", "tréatment\\2"])})
+                await agent.put(value, key=f"o-{n}".encode(), partition=n % PARTITIONS)
+            await pipeline.orders.flush()
+        accumulator = PairAccumulator()
+        accumulator.add_baskets(baskets)
+        async with pipeline.app.agents["pairs"].test_context() as agent:
+            for message in outbox_messages(0, first + 1, {("24h", 0.0): accumulator}, PARTITIONS):
+                await agent.put(orjson.dumps(message), partition=message["partition"])
+        collected = Collected(registry)
+        body = exposition.render(collected)
+        assert body == generate_latest(collected)  # type: ignore[arg-type]
+        bodies.append(body)
+    assert bodies[0] != bodies[1]
+    assert b'category="say \\"cheese\\""' in bodies[1] and b'variant="tr\xc3\xa9atment\\\\2"' in bodies[1]
+    assert b"crosssell_product_pair_orders{" in bodies[1] and b"process_" in bodies[1]

@@ -17,6 +17,7 @@ from streams.orders.config import window_config
 from streams.orders.contract import Item
 from streams.orders.ledger import PartitionLedger
 from streams.orders.snapshot import Snapshot, WindowMerges, take_snapshot
+from streams.orders.windows import WindowTotals, merge
 from streams.settings import Settings
 
 T0 = 1_800_000_000.0  # a window boundary
@@ -101,3 +102,22 @@ def test_a_partition_gone_is_left_out_of_the_kept_merges() -> None:
     take_snapshot(orders.ledgers, SETTINGS, {}, merges=merges)
     one = orders.ledgers[:1]
     assert exported(take_snapshot(one, SETTINGS, {}, merges=merges)) == exported(take_snapshot(one, SETTINGS, {}))
+
+
+def totals(revenue: float, category: str) -> WindowTotals:
+    return WindowTotals(orders=1, revenue=revenue, by_category={category: [1, 0]},
+                        variant_sums={"a": [1.0, 0.0, revenue, revenue * revenue, 1.0, 1.0]})
+
+
+def test_a_kept_view_adds_the_same_floats_in_the_same_order_as_a_fresh_merge() -> None:
+    # 1e16 + 1.0 + 1.0 - 1e16 depends on the order of the additions: the view must keep the merges' order.
+    merges = WindowMerges()
+    windows = [(180.0, totals(1.0, "c")), (0.0, totals(1e16, "a")), (60.0, totals(1.0, "b")),
+               (120.0, totals(-1e16, "a"))]
+    for last in (totals(0.5, "d"), totals(0.25, "e"), totals(3.0, "a")):  # the newest window takes events
+        shown = [*windows, (240.0, last)]
+        assert asdict(merges.view("5m", shown)) == asdict(merge(t for _, t in shown))
+    windows[1] = (0.0, totals(2e16, "a"))  # an older start merged anew (a late event): not the kept sum
+    shown = [*windows, (240.0, last)]
+    assert asdict(merges.view("5m", shown)) == asdict(merge(t for _, t in shown))
+    assert asdict(merges.view("5m", shown[:1])) == asdict(merge(t for _, t in shown[:1]))
