@@ -22,7 +22,7 @@ import pytest
 
 from streams.ops.broker import LOOPBACK, free_port
 from tests.harness import Worker, wait_until
-from tests.integration.test_lifecycle import assert_all_gone, clean_env, descendants, start, stop_as
+from tests.integration.test_lifecycle import WAYS, alive, assert_all_gone, clean_env, descendants, start, stop_as
 
 
 def run_with_demo_traffic(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Worker, Path]:
@@ -123,3 +123,36 @@ def test_run_stops_when_the_restarted_worker_exits_with_a_setting_error(tmp_path
     assert "a restart cannot fix that: stopping" in text, text[-3000:]
     assert text.count("restarting it in") == 1, "restarted more than once"
     assert "Traceback" not in text
+
+
+def restarted_worker_started(run: subprocess.Popen[bytes], killed: int) -> bool:
+    return any(pid != killed and command_line(pid)[-2:] == ["streams", "worker"] for pid in descendants(run.pid))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("way", "moment"), [("ctrl-c", "back-off"), *((way, "restart") for way in WAYS)])
+def test_run_stopped_while_it_restarts_its_worker_leaves_no_process(tmp_path: Path, way: str, moment: str) -> None:
+    process, _, log = run_with_demo_traffic(tmp_path)
+    started = descendants(process.pid)
+    try:
+        killed = the_worker(process)
+        kill_and_wait(killed)
+        wait_until(lambda: "restarting it in" in log.read_text(errors="replace"), 10, "the run did not restart",
+                   interval=0.05)
+        if moment == "back-off":
+            assert not restarted_worker_started(process, killed), "too late: the back-off is over"
+        else:  # the new worker runs and recovers, not ready yet
+            wait_until(lambda: restarted_worker_started(process, killed), 10, "no new worker started")
+            started |= descendants(process.pid)
+            assert "worker restarted and ready" not in log.read_text(errors="replace"), "too late: it is ready"
+        stop_as(way, process)
+        if way != "parent-sigkill":
+            # The run stops what it started before it exits, the new worker too: the parent-death
+            # signal is only the safety net for a run killed outright.
+            process.wait(timeout=90)
+            left = {pid for pid in started if alive(pid)}
+            assert not left, f"still running when the run exited: {left}"
+    finally:
+        if process.poll() is None:
+            stop_as("sigterm", process)
+        assert_all_gone(process, started, log)
