@@ -367,7 +367,7 @@ def cmd_mark(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    """Broker (embedded by default), topics, one worker and demo traffic, until Ctrl-C."""
+    """Broker (embedded by default), topics, one worker (restarted when it exits) and demo traffic, until Ctrl-C."""
     shape = _shape(args)
     # Ctrl-C, SIGTERM (service manager, `timeout`) or SIGHUP (terminal closed) stops the children
     # and then the broker, in that order: the children run in their own sessions so the signal
