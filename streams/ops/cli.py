@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
 
 from streams.ops.admin import BrokerUnreachable, TopicMismatch, check_broker, ensure_topics
 from streams.ops.broker import BrokerError, EmbeddedBroker, free_port
+from streams.ops.restarts import RestartedWorker
 from streams.ops.security import librdkafka_config
 from streams.ops.supervisor import spawn, stop
 from streams.ops.traffic import TrafficShape
@@ -367,7 +367,7 @@ def cmd_mark(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    """Broker (embedded by default), topics, one worker and demo traffic, until Ctrl-C."""
+    """Broker (embedded by default), topics, one worker (restarted when it exits) and demo traffic, until Ctrl-C."""
     shape = _shape(args)
     # Ctrl-C, SIGTERM (service manager, `timeout`) or SIGHUP (terminal closed) stops the children
     # and then the broker, in that order: the children run in their own sessions so the signal
@@ -384,12 +384,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             print(f"crosssell: embedded broker (Tansu, memory only) at {broker.url}", flush=True)
             settings = Settings.from_env(env)
         _prepare_broker(settings)
-        worker = stack.enter_context(_child([sys.executable, "-m", "streams", "worker"], env))
         base = f"http://{settings.web_host}:{settings.web_port}"
-        _wait_for_http(f"{base}/health/ready", worker, timeout=120)
+        # An exited worker is started again (streams/ops/restarts.py), except for what a restart cannot fix.
+        worker = stack.enter_context(RestartedWorker(
+            [sys.executable, "-m", "streams", "worker"], env, f"{base}/health/ready",
+            final_exits={EXIT_CONFIG: "a bad setting", EXIT_BROKER: "the broker is unreachable"}))
+        worker.start(timeout=120)
         print(f"crosssell: worker up. Metrics: {base}/metrics  Live page: {base}/  Summary: {base}/api/summary",
               flush=True)
-        children = [("worker", worker)]
+        generator = None
         if args.replay:
             from streams.ops.replay import late_warning, replay
 
@@ -414,15 +417,18 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                        "--late-share", str(shape.late_share), "--invalid-share", str(shape.invalid_share),
                        "--duplicate-share", str(shape.duplicate_share), "--categories", str(shape.categories),
                        "--products-per-category", str(shape.products_per_category)]
-            children.append(("generator", stack.enter_context(_child(traffic, env))))
+            generator = stack.enter_context(_child(traffic, env))
             print(f"crosssell: sending demo orders at {args.rate:g}/s. Ctrl-C stops everything.", flush=True)
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
         with contextlib.suppress(KeyboardInterrupt):
             while deadline is None or time.monotonic() < deadline:
-                for name, child in children:
-                    if child.poll() is not None:
-                        print(f"crosssell: the {name} exited with code {child.returncode}", file=sys.stderr)
-                        return 1
+                code = worker.keep_up()
+                if code is not None:
+                    return code
+                # Not restarted: with the same seed it would send the same orders again (duplicates).
+                if generator is not None and generator.poll() is not None:
+                    print(f"crosssell: the generator exited with code {generator.returncode}", file=sys.stderr)
+                    return 1
                 time.sleep(0.5)
     return 0
 
@@ -464,15 +470,3 @@ def _require_free_web_port(settings: Settings) -> None:
                 f"CROSSSELL_WEB_PORT={settings.web_port}: port {settings.web_port} on {host} is in use "
                 f"({exc.strerror}). Stop the program that listens there, or set CROSSSELL_WEB_PORT to a free port."
             ) from None
-
-
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BrokerError(f"the worker exited with code {process.returncode} before serving {url}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.5)
-    raise BrokerError(f"the worker did not serve {url} within {timeout:g}s")

@@ -200,8 +200,8 @@ def create_pipeline(settings: Settings, app_class: type[faust.App] | None = None
     @app.timer(1.0)
     async def watch_producer() -> None:
         # A stopped producer is fatal: exit non-zero, so that the worker is restarted (compose's
-        # restart policy; `python -m streams run` stops everything and says why) and recovers
-        # exactly from the changelog, as after a crash.
+        # restart policy; `python -m streams run` restarts it too, streams/ops/restarts.py) and
+        # recovers exactly from the changelog, as after a crash.
         reason = producer_stopped(app)
         if reason is not None:
             log.critical("the producer stopped for good (%r): nothing can be written any more; exiting with "
