@@ -516,14 +516,16 @@ def minute_of(moment: float) -> float:
     return moment // MINUTE * MINUTE
 
 
-def count_in(counts: dict[Segment, list[int]], segments: Iterable[Segment], cross_sell: int) -> None:
-    """Add one order (``cross_sell``: 1 or 0) to the [orders, cross-sell orders] of each of ``segments``."""
+def count_in(counts: dict[Segment, list[int]], segments: Iterable[Segment], cross_sell: int,
+             orders: int = 1) -> None:
+    """Add ``orders`` orders, ``cross_sell`` of them cross-sell, to the [orders, cross-sell orders] of each of
+    ``segments`` (by default one order: ``cross_sell`` 1 or 0)."""
     for segment in segments:
         entry = counts.get(segment)
         if entry is None:
-            counts[segment] = [1, cross_sell]
+            counts[segment] = [orders, cross_sell]
         else:
-            entry[0] += 1
+            entry[0] += orders
             entry[1] += cross_sell
 
 

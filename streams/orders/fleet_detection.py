@@ -48,6 +48,7 @@ from streams.orders.detection import (
     DetectionConfig,
     DropDetector,
     Segment,
+    count_in,
     low_watermark,
 )
 from streams.orders.facts import OrderFacts
@@ -95,13 +96,7 @@ def tick_rows(orders: Iterable[OrderFacts], tick: float,
                 else:
                     values[value] = None
             segments.append((kind, value))
-        for segment in segments:
-            entry = counts.get(segment)
-            if entry is None:
-                counts[segment] = [n, cross]
-            else:
-                entry[0] += n
-                entry[1] += cross
+        count_in(counts, segments, cross, n)
     return [[start, [[kind, value, n, c] for (kind, value), (n, c) in counts.items()]]
             for start, counts in sorted(ticks.items())]
 
