@@ -196,7 +196,6 @@ def _prepare_broker(settings: Settings) -> str:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-
     from streams.runtime.allocations import pin_mmap_threshold, trace_allocations
     from streams.runtime.app import create_app
 
@@ -389,7 +388,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         worker = stack.enter_context(RestartedWorker(
             [sys.executable, "-m", "streams", "worker"], env, f"{base}/health/ready",
             final_exits={EXIT_CONFIG: "a bad setting", EXIT_BROKER: "the broker is unreachable"}))
-        worker.start(timeout=120)
+        code = worker.start(timeout=120)
+        if code is not None:
+            return code
         print(f"crosssell: worker up. Metrics: {base}/metrics  Live page: {base}/  Summary: {base}/api/summary",
               flush=True)
         generator = None

@@ -85,11 +85,18 @@ class RestartedWorker:
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_at: float | None = None
 
-    def start(self, timeout: float) -> None:
-        """Start the worker; return once it is ready. BrokerError if it exits first or is not ready in time."""
+    def start(self, timeout: float) -> int | None:
+        """Start the worker; None once it is ready. Its exit code if it exits first with one of ``final_exits``
+        (its own message said why: ``run`` exits with that code); BrokerError if it exits first otherwise, or is
+        not ready in time."""
         process = self._spawn()
-        if not self._wait_ready(timeout):
-            raise BrokerError(f"the worker exited with code {process.returncode} before serving {self.ready_url}")
+        if self._wait_ready(timeout):
+            return None
+        if process.returncode in self.final_exits:
+            _say(f"the worker exited with code {process.returncode} ({self.final_exits[process.returncode]}, "
+                 "see its message above) before serving")
+            return process.returncode
+        raise BrokerError(f"the worker exited with code {process.returncode} before serving {self.ready_url}")
 
     def keep_up(self) -> int | None:
         """None while the worker runs, after restarting it if it had exited; otherwise the exit code
