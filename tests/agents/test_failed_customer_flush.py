@@ -21,7 +21,7 @@ from streams.customers.outbox import customer_messages, customer_partition
 from streams.customers.state import bucket_of
 from streams.ops.broker import EmbeddedBroker
 from streams.runtime.customers import CustomerProcessor
-from tests.agents.test_failed_flush import FailingBroker, stored_state
+from tests.agents.test_failed_flush import FailingBroker, recorded_events, stored_state
 from tests.agents.test_order_agents import PARTITIONS, built_pipeline
 
 HOUR = 3600.0
@@ -54,14 +54,7 @@ async def test_a_customers_flush_the_broker_fails_is_written_whole_by_the_next_o
         assert customers is not None
         customers.restore(set(range(PARTITIONS)))
         failing = FailingBroker(pipeline, customers.table, monkeypatch)
-        events: list[Any] = []
-        process = customers.process
-
-        def recorded(event: Any) -> None:
-            events.append(event)
-            process(event)
-
-        monkeypatch.setattr(customers, "process", recorded)
+        events = recorded_events(customers, monkeypatch)
         a, b, c = customers_of(0, 3)
         (other,) = customers_of(1, 1)
         now = time.time()

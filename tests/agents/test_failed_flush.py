@@ -71,6 +71,19 @@ class FailingBroker:
         return answer
 
 
+def recorded_events(processor: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The events the agent hands to ``processor.process`` (which still processes them), in order."""
+    events: list[Any] = []
+    process = processor.process
+
+    def recorded(event: Any) -> None:
+        events.append(event)
+        process(event)
+
+    monkeypatch.setattr(processor, "process", recorded)
+    return events
+
+
 def stored_state(broker: EmbeddedBroker, table: PartitionedTable) -> list[tuple[str, Any]]:
     """The keys of partition 0 as the table's changelog topic holds them (the last value of each key)."""
     held: dict[str, Any] = {}
@@ -125,14 +138,7 @@ async def test_a_flush_the_broker_fails_is_written_whole_by_the_next_one(
     async with built_pipeline(broker, tmp_path) as pipeline:
         orders = pipeline.orders
         failing = FailingBroker(pipeline, orders.table, monkeypatch)
-        events: list[Any] = []
-        process = orders.process
-
-        def recorded(event: Any) -> None:
-            events.append(event)
-            process(event)
-
-        monkeypatch.setattr(orders, "process", recorded)
+        events = recorded_events(orders, monkeypatch)
         now = time.time()
         window_a, window_b = now - 3 * MINUTE, now - 2 * MINUTE
         window_key = f"0/w/{int(window_b // MINUTE * MINUTE)}".encode()
